@@ -1,0 +1,180 @@
+"""The campaign loop: a pure function of a CampaignSpec, no Ray.
+
+round 0: the strategy's initial batch is bought, the model trained and
+evaluated. Each later round: predict on the pool (only what the strategy
+needs) → propose → the oracle checks, answers and charges → train → evaluate
+on the test split. One row per round.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from alharness.costs import build_cost_models
+from alharness.datasets.base import PoolView, SplitData
+from alharness.errors import PluginError
+from alharness.labels import LabelState
+from alharness.learner import Learner
+from alharness.metrics import confusion_matrix, mean_iou, per_class_iou
+from alharness.oracle import Oracle
+from alharness.queries import QUERY_TYPES
+from alharness.registry import DATASETS, STRATEGIES
+from alharness.seeding import derive_int_seed, derive_rng
+from alharness.spec import CampaignSpec
+from alharness.strategy import NEEDS, Strategy, StrategyContext
+
+# Columns that measure where and how fast a campaign ran; they differ between
+# identical runs. Everything else in a row is a deterministic result.
+TIMING_COLUMNS = ("train_s", "predict_s", "select_s", "oracle_s", "eval_s", "round_s")
+
+
+@dataclass
+class CampaignResult:
+    spec: CampaignSpec
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    queries: list[dict[str, Any]] = field(default_factory=list)
+    wall_s: float = 0.0
+
+
+def _evaluate(learner: Learner, test: SplitData) -> tuple[float, list[float]]:
+    cm = np.zeros((test.num_classes, test.num_classes), np.int64)
+    for start, probs, _ in learner.predict_batches(test.images):
+        pred = probs.argmax(1)
+        cm += confusion_matrix(pred, test.masks[start : start + len(pred)], test.num_classes, test.ignore_index)
+    return mean_iou(cm), [float(v) for v in per_class_iou(cm)]
+
+
+def _pool_outputs(learner: Learner, images: np.ndarray, needs: frozenset[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if "model" in needs:
+        out["model"] = learner.model
+    if not needs & {"probabilities", "features"}:
+        return out
+    probs = np.empty((len(images), learner.num_classes, *images.shape[1:3]), np.float32) if "probabilities" in needs else None
+    feats: list[np.ndarray] = []
+    for start, p, f in learner.predict_batches(images):
+        if probs is not None:
+            probs[start : start + len(p)] = p
+        feats.append(f)
+    if probs is not None:
+        probs.setflags(write=False)
+        out["probabilities"] = probs
+    if "features" in needs:
+        f = np.concatenate(feats)
+        f.setflags(write=False)
+        out["features"] = f
+    return out
+
+
+def run_campaign(spec: CampaignSpec, on_round: Callable[[dict[str, Any]], None] | None = None) -> CampaignResult:
+    """Run one campaign to the end and return its round rows and query log."""
+    t_start = time.perf_counter()
+    dataset = DATASETS.create(spec.dataset, **spec.dataset_params)
+    pool, test = dataset.split("train"), dataset.split("test")
+    pool_view = PoolView.from_split(pool, dataset.class_names)
+    del dataset  # nothing below may reach other splits through it
+
+    cost_models = build_cost_models(spec.costs)
+    oracle = Oracle(pool, cost_models, spec.budget_metric, spec.budget)
+    del pool
+    state = LabelState(len(pool_view), pool_view.image_shape, pool_view.num_classes, pool_view.ignore_index)
+    learner = Learner(spec.learner, pool_view.num_classes, pool_view.ignore_index)
+    strategy: Strategy = STRATEGIES.create(spec.strategy, **spec.strategy_params)
+    needs = frozenset(getattr(strategy, "needs", frozenset()))
+    if needs - NEEDS:
+        raise PluginError(f"strategy {spec.strategy!r} needs {sorted(needs - NEEDS)}; the loop provides {sorted(NEEDS)}")
+
+    base = {
+        "benchmark": spec.benchmark,
+        "campaign_id": spec.campaign_id,
+        "dataset": spec.dataset,
+        "strategy": spec.strategy,
+        "cost_model": spec.budget_metric,
+        "budget_metric": spec.budget_metric,
+        "budget": spec.budget,
+        "seed": spec.seed,
+        **spec.param_columns(),
+    }
+    result = CampaignResult(spec)
+    spent_after_initial = 0.0
+    miou, class_iou, fit = 0.0, [], {"train_steps": 0, "final_loss": float("nan")}
+    for rnd in range(spec.rounds + 1):
+        t_round = time.perf_counter()
+        # Budget schedule: round 0 may spend the whole budget on the initial
+        # batch; later rounds spread what is left evenly, carrying over
+        # whatever an earlier round did not spend.
+        if rnd == 0:
+            allowance = spec.budget
+        else:
+            target = spent_after_initial + (spec.budget - spent_after_initial) * rnd / spec.rounds
+            allowance = max(0.0, min(target, spec.budget) - oracle.spent)
+
+        t0 = time.perf_counter()
+        outputs = _pool_outputs(learner, pool_view.images, needs) if rnd > 0 else {}
+        predict_s = time.perf_counter() - t0
+
+        ctx = StrategyContext(
+            pool=pool_view,
+            labels=state.view(),
+            round=rnd,
+            rounds=spec.rounds,
+            budget_metric=spec.budget_metric,
+            budget_total=spec.budget,
+            budget_spent=oracle.spent,
+            budget_left_this_round=allowance,
+            quote=oracle.quote,
+            rng=derive_rng(spec.seed, "strategy", rnd),
+            initial_masks=spec.initial_masks,
+            **outputs,
+        )
+        t0 = time.perf_counter()
+        batch = strategy.initial(ctx) if rnd == 0 else strategy.propose(ctx)
+        select_s = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        oracle.answer(batch, strategy=spec.strategy, round=rnd, state=state, limit=allowance)
+        oracle_s = time.perf_counter() - t0
+        if rnd == 0:
+            spent_after_initial = oracle.spent
+
+        train_s = eval_s = 0.0
+        if rnd == 0 or batch:
+            t0 = time.perf_counter()
+            fit = learner.fit(pool_view.images, state, seed=derive_int_seed(spec.seed, "train", rnd))
+            train_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            miou, class_iou = _evaluate(learner, test)
+            eval_s = time.perf_counter() - t0
+        # else: nothing new was bought, so the model and its score carry over.
+
+        row = {
+            **base,
+            "round": rnd,
+            **{f"spent_{m}": oracle.ledger.total(m) for m in cost_models},
+            **{f"n_{kind}": oracle.ledger.count(kind) for kind in QUERY_TYPES},
+            "batch_size": len(batch),
+            "labelled_pixel_fraction": state.labelled_pixel_fraction(),
+            "miou": miou,
+            "per_class_iou": class_iou,
+            "train_steps": int(fit["train_steps"]),
+            "train_loss": float(fit["final_loss"]),
+            "train_s": train_s,
+            "predict_s": predict_s,
+            "select_s": select_s,
+            "oracle_s": oracle_s,
+            "eval_s": eval_s,
+            "round_s": time.perf_counter() - t_round,
+            "diagnostics": json.dumps(strategy.diagnostics(), sort_keys=True, default=str),
+        }
+        result.rows.append(row)
+        if on_round is not None:
+            on_round(row)
+
+    result.queries = [{"campaign_id": spec.campaign_id, **r} for r in oracle.ledger.records()]
+    result.wall_s = time.perf_counter() - t_start
+    return result

@@ -1,0 +1,130 @@
+"""Dataset container and the views that keep ground truth away from strategies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+
+from alharness.errors import ConfigError
+
+IGNORE_INDEX = 255
+SPLITS = ("train", "val", "test")
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
+
+
+@dataclass(frozen=True)
+class SegmentationDataset:
+    """Images with per-pixel class ids (and optional instance ids), split into
+    ``train`` (the annotation pool), ``val`` and ``test``.
+
+    ``images``: (N, H, W, 3) uint8; ``masks``: (N, H, W) uint8 with
+    ``ignore_index`` for void pixels; ``instances``: (N, H, W) int32 with 0 for
+    "no instance", or None.
+    """
+
+    name: str
+    images: np.ndarray
+    masks: np.ndarray
+    class_names: tuple[str, ...]
+    splits: Mapping[str, np.ndarray]
+    instances: np.ndarray | None = None
+    ignore_index: int = IGNORE_INDEX
+    metadata: Mapping[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.images)
+        if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.dtype != np.uint8:
+            raise ConfigError(f"dataset {self.name!r}: images must be (N, H, W, 3) uint8, got {self.images.shape} {self.images.dtype}")
+        if self.masks.shape != self.images.shape[:3]:
+            raise ConfigError(f"dataset {self.name!r}: masks shape {self.masks.shape} does not match images {self.images.shape[:3]}")
+        if self.instances is not None and self.instances.shape != self.masks.shape:
+            raise ConfigError(f"dataset {self.name!r}: instances shape {self.instances.shape} does not match masks")
+        for split in SPLITS:
+            if split not in self.splits:
+                raise ConfigError(f"dataset {self.name!r} has no {split!r} split")
+            idx = np.asarray(self.splits[split])
+            if idx.size and (idx.min() < 0 or idx.max() >= n):
+                raise ConfigError(f"dataset {self.name!r}: split {split!r} indexes outside 0..{n - 1}")
+        if len(self.splits["train"]) == 0 or len(self.splits["test"]) == 0:
+            raise ConfigError(f"dataset {self.name!r}: train and test splits must be non-empty")
+        valid = self.masks[self.masks != self.ignore_index]
+        if valid.size and valid.max() >= len(self.class_names):
+            raise ConfigError(f"dataset {self.name!r}: mask holds class {int(valid.max())} but only {len(self.class_names)} classes are named")
+        for a in (self.images, self.masks, self.instances):
+            if a is not None:
+                _readonly(a)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        return tuple(self.images.shape[1:3])  # type: ignore[return-value]
+
+    def split(self, name: str) -> "SplitData":
+        """Copies of one split's arrays (never views into the whole dataset)."""
+        idx = np.asarray(self.splits[name])
+        return SplitData(
+            dataset_ids=_readonly(idx.copy()),
+            images=_readonly(self.images[idx].copy()),
+            masks=_readonly(self.masks[idx].copy()),
+            instances=None if self.instances is None else _readonly(self.instances[idx].copy()),
+            num_classes=self.num_classes,
+            ignore_index=self.ignore_index,
+        )
+
+
+@dataclass(frozen=True)
+class SplitData:
+    """One split's images and ground truth. Held by the oracle and the
+    evaluator, never handed to a strategy."""
+
+    dataset_ids: np.ndarray
+    images: np.ndarray
+    masks: np.ndarray
+    instances: np.ndarray | None
+    num_classes: int
+    ignore_index: int
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+@dataclass(frozen=True)
+class PoolView:
+    """What a strategy may see of the annotation pool: images, ids and
+    metadata, and no ground truth. ``images`` is a read-only copy that shares
+    no memory with the dataset, so nothing reachable from it leads to masks or
+    to other splits."""
+
+    images: np.ndarray
+    dataset_ids: np.ndarray
+    class_names: tuple[str, ...]
+    ignore_index: int
+
+    @classmethod
+    def from_split(cls, split: SplitData, class_names: tuple[str, ...]) -> "PoolView":
+        return cls(
+            images=_readonly(np.array(split.images, copy=True)),
+            dataset_ids=_readonly(np.array(split.dataset_ids, copy=True)),
+            class_names=tuple(class_names),
+            ignore_index=split.ignore_index,
+        )
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        return tuple(self.images.shape[1:3])  # type: ignore[return-value]

@@ -1,0 +1,68 @@
+"""What a campaign has bought so far: the state the learner trains from.
+
+Pixel labels use the dataset's ignore index for "unknown"; image-level
+knowledge is kept per class as positive (1), negative (0) or unknown (-1).
+Strategies see it through a read-only :class:`LabelStateView`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+UNKNOWN, NEGATIVE, POSITIVE = -1, 0, 1
+
+
+class LabelState:
+    """Mutable label state, owned by the campaign loop."""
+
+    def __init__(self, pool_size: int, image_shape: tuple[int, int], num_classes: int, ignore_index: int):
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.pixels = np.full((pool_size, *image_shape), ignore_index, np.uint8)
+        self.image_labels = np.full((pool_size, num_classes), UNKNOWN, np.int8)
+        self.has_full_mask = np.zeros(pool_size, bool)
+
+    def set_full_mask(self, image: int, mask: np.ndarray) -> None:
+        self.pixels[image] = mask
+        self.has_full_mask[image] = True
+        # A full mask also tells which classes are present and absent.
+        present = np.zeros(self.num_classes, bool)
+        valid = mask[mask != self.ignore_index]
+        present[np.unique(valid)] = True
+        self.image_labels[image] = np.where(present, POSITIVE, NEGATIVE)
+
+    def set_image_labels(self, image: int, present: np.ndarray) -> None:
+        self.image_labels[image] = np.where(np.asarray(present, bool), POSITIVE, NEGATIVE)
+
+    def labelled_pixel_fraction(self) -> float:
+        return float((self.pixels != self.ignore_index).mean()) if self.pixels.size else 0.0
+
+    def view(self) -> "LabelStateView":
+        def ro(a: np.ndarray) -> np.ndarray:
+            v = a.view()
+            v.setflags(write=False)
+            return v
+
+        return LabelStateView(
+            pixels=ro(self.pixels),
+            image_labels=ro(self.image_labels),
+            has_full_mask=ro(self.has_full_mask),
+            ignore_index=self.ignore_index,
+        )
+
+
+@dataclass(frozen=True)
+class LabelStateView:
+    """Read-only view of the label state for strategies."""
+
+    pixels: np.ndarray
+    image_labels: np.ndarray
+    has_full_mask: np.ndarray
+    ignore_index: int
+
+    @property
+    def has_image_labels(self) -> np.ndarray:
+        """Images whose every class is known (positive or negative)."""
+        return (self.image_labels != UNKNOWN).all(axis=1)

@@ -1,0 +1,60 @@
+"""Append-only record of every charged answer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Mapping
+
+from alharness.queries import Query
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    round: int
+    query: Query
+    costs: Mapping[str, float]
+    noisy: bool = False
+
+
+@dataclass
+class Ledger:
+    """Entries can be appended, never changed; totals are kept per metric."""
+
+    metrics: tuple[str, ...]
+    _entries: list[LedgerEntry] = field(default_factory=list)
+    _totals: dict[str, float] = field(default_factory=dict)
+    _keys: set = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self._totals = {m: 0.0 for m in self.metrics}
+
+    def append(self, entry: LedgerEntry) -> None:
+        self._entries.append(entry)
+        self._keys.add(entry.query.key())
+        for m in self.metrics:
+            self._totals[m] += entry.costs[m]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[LedgerEntry]:
+        return iter(tuple(self._entries))
+
+    def answered(self, query: Query) -> bool:
+        return query.key() in self._keys
+
+    def total(self, metric: str) -> float:
+        return self._totals[metric]
+
+    def totals(self) -> dict[str, float]:
+        return dict(self._totals)
+
+    def count(self, kind: str) -> int:
+        return sum(1 for e in self._entries if e.query.kind == kind)
+
+    def records(self) -> list[dict]:
+        """Rows for the ``queries`` table."""
+        return [
+            {"round": e.round, **e.query.describe(), **{f"cost_{m}": float(e.costs[m]) for m in self.metrics}, "noisy": e.noisy}
+            for e in self._entries
+        ]

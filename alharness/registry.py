@@ -1,0 +1,175 @@
+"""One registry mechanism for every plugin kind (strategies, datasets, costs, models).
+
+Built-in plugins register with a decorator when their module is imported.
+Installed packages add more through entry-point groups
+(``alharness.strategies``, ``alharness.datasets``, ``alharness.costs``,
+``alharness.models``); an entry point may name a module (imported so its
+decorators run) or an object (registered under the entry point's name).
+Entry points are loaded lazily, on the first lookup, as fsspec does.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import inspect
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, Iterator, TypeVar
+
+from alharness.errors import ConfigError, PluginError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    """A registered plugin: its name, factory and a one-line description."""
+
+    name: str
+    factory: Callable[..., T]
+    description: str
+    origin: str
+
+
+def _first_doc_line(obj: Any) -> str:
+    doc = inspect.getdoc(obj) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+class Registry(Generic[T]):
+    """Name → factory table for one plugin kind, with entry-point discovery."""
+
+    def __init__(self, kind: str, group: str, builtin_modules: tuple[str, ...] = ()):
+        self.kind = kind
+        self.group = group
+        self._builtin_modules = builtin_modules
+        self._entries: dict[str, Entry[T]] = {}
+        self._loaded = False
+        self._lock = threading.RLock()
+
+    # -- registration -------------------------------------------------------
+    def register(self, name: str, description: str | None = None) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Decorator: register a class or factory function under ``name``."""
+        if not name or not name.replace("_", "").replace("-", "").isalnum():
+            raise PluginError(f"invalid {self.kind} name {name!r}: use letters, digits, '_' or '-'")
+
+        def decorate(factory: Callable[..., T]) -> Callable[..., T]:
+            with self._lock:
+                old = self._entries.get(name)
+                origin = f"{getattr(factory, '__module__', '?')}.{getattr(factory, '__qualname__', '?')}"
+                if old is not None and old.origin != origin:
+                    raise PluginError(
+                        f"{self.kind} {name!r} is registered twice: by {old.origin} and by {origin}"
+                    )
+                self._entries[name] = Entry(
+                    name=name,
+                    factory=factory,
+                    description=description or _first_doc_line(factory),
+                    origin=origin,
+                )
+            if hasattr(factory, "__dict__") and inspect.isclass(factory):
+                # Classes learn their registry key, so instances can report it.
+                try:
+                    factory.name = name  # type: ignore[attr-defined]
+                except (AttributeError, TypeError):
+                    pass
+            return factory
+
+        return decorate
+
+    # -- discovery ----------------------------------------------------------
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        with self._lock:
+            if self._loaded:
+                return
+            self._loaded = True
+            for module in self._builtin_modules:
+                importlib.import_module(module)
+            for ep in importlib.metadata.entry_points(group=self.group):
+                try:
+                    obj = ep.load()
+                except Exception as exc:  # a broken third-party plugin must not hide the others
+                    raise PluginError(
+                        f"could not load {self.kind} plugin entry point {ep.name!r} = {ep.value!r} "
+                        f"(group {self.group}): {type(exc).__name__}: {exc}"
+                    ) from exc
+                if inspect.ismodule(obj):
+                    continue  # importing it ran its @register decorators
+                if ep.name not in self._entries:
+                    self.register(ep.name)(obj)
+
+    # -- lookup -------------------------------------------------------------
+    def names(self) -> list[str]:
+        self._load()
+        return sorted(self._entries)
+
+    def entries(self) -> Iterator[Entry[T]]:
+        self._load()
+        for name in sorted(self._entries):
+            yield self._entries[name]
+
+    def get(self, name: str) -> Entry[T]:
+        self._load()
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise ConfigError(
+                f"unknown {self.kind} {name!r}; valid choices: {', '.join(self.names()) or '(none)'}"
+            ) from None
+
+    def __contains__(self, name: str) -> bool:
+        self._load()
+        return name in self._entries
+
+    def parameters(self, name: str) -> dict[str, inspect.Parameter]:
+        """Keyword parameters the factory accepts (its configuration surface)."""
+        factory = self.get(name).factory
+        target = factory.__init__ if inspect.isclass(factory) else factory
+        params = dict(inspect.signature(target).parameters)
+        params.pop("self", None)
+        return {
+            k: p
+            for k, p in params.items()
+            if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        }
+
+    def check_params(self, name: str, params: dict[str, Any], where: str) -> None:
+        """Raise ConfigError naming any parameter the plugin does not accept."""
+        accepted = self.parameters(name)
+        unknown = sorted(set(params) - set(accepted))
+        if unknown:
+            raise ConfigError(
+                f"{where}: {self.kind} {name!r} has no parameter {', '.join(map(repr, unknown))}; "
+                f"valid parameters: {', '.join(sorted(accepted)) or '(none)'}"
+            )
+
+    def defaults(self, name: str) -> dict[str, Any]:
+        return {
+            k: p.default for k, p in self.parameters(name).items() if p.default is not inspect.Parameter.empty
+        }
+
+    def create(self, name: str, **params: Any) -> T:
+        """Build the plugin ``name`` with keyword ``params`` (validated first)."""
+        self.check_params(name, params, where=f"{self.kind} {name!r}")
+        return self.get(name).factory(**params)
+
+
+STRATEGIES: Registry[Any] = Registry("strategy", "alharness.strategies", ("strategies",))
+DATASETS: Registry[Any] = Registry("dataset", "alharness.datasets", ("alharness.datasets",))
+COSTS: Registry[Any] = Registry("cost model", "alharness.costs", ("alharness.costs",))
+MODELS: Registry[Any] = Registry("model", "alharness.models", ("alharness.learner.models",))
+
+REGISTRIES: dict[str, Registry[Any]] = {
+    "strategies": STRATEGIES,
+    "datasets": DATASETS,
+    "costs": COSTS,
+    "models": MODELS,
+}
+
+register_strategy = STRATEGIES.register
+register_dataset = DATASETS.register
+register_cost = COSTS.register
+register_model = MODELS.register

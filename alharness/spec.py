@@ -1,0 +1,138 @@
+"""CampaignSpec: one (strategy × dataset × cost model × budget × seed) run,
+hashable, with a stable id derived from its canonical JSON."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from alharness.errors import ConfigError
+from alharness.learner import LearnerConfig
+from alharness.registry import COSTS, DATASETS, STRATEGIES, Registry
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, tuple):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, list):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in sorted(v.items())}
+    return v
+
+
+def effective_params(registry: Registry, name: str, params: dict[str, Any], where: str) -> dict[str, Any]:
+    """Defaults of the plugin overlaid with ``params`` (unknown keys are an error)."""
+    registry.check_params(name, params, where=where)
+    merged = {**registry.defaults(name), **params}
+    missing = [k for k, p in registry.parameters(name).items() if k not in merged]
+    if missing:
+        raise ConfigError(f"{where}: {registry.kind} {name!r} needs parameter(s) {', '.join(missing)}")
+    return _jsonable(merged)
+
+
+@dataclass(frozen=True, eq=False)
+class CampaignSpec:
+    """Everything that determines a campaign's results, plus where it runs."""
+
+    dataset: str
+    strategy: str
+    budget_metric: str
+    budget: float
+    rounds: int
+    seed: int
+    dataset_params: dict[str, Any] = field(default_factory=dict)
+    strategy_params: dict[str, Any] = field(default_factory=dict)
+    costs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    initial_masks: int = 0
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    benchmark: str = "adhoc"
+    # Resources: where and how it runs, not what it computes (not in the id).
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+
+    def __post_init__(self) -> None:
+        where = f"campaign ({self.strategy} on {self.dataset})"
+        object.__setattr__(self, "dataset_params", effective_params(DATASETS, self.dataset, dict(self.dataset_params), f"{where}: dataset"))
+        object.__setattr__(self, "strategy_params", effective_params(STRATEGIES, self.strategy, dict(self.strategy_params), f"{where}: strategy"))
+        unknown = sorted(set(self.costs) - set(COSTS.names()))
+        if unknown:
+            raise ConfigError(f"{where}: unknown cost model(s) {', '.join(unknown)}; valid choices: {', '.join(COSTS.names())}")
+        costs = {m: effective_params(COSTS, m, dict(self.costs.get(m, {})), f"{where}: costs.{m}") for m in COSTS.names()}
+        object.__setattr__(self, "costs", costs)
+        if self.budget_metric not in COSTS:
+            raise ConfigError(f"{where}: unknown budget_metric {self.budget_metric!r}; valid choices: {', '.join(COSTS.names())}")
+        model = COSTS.get(self.budget_metric).factory
+        if not getattr(model, "priced_in_advance", True):
+            advance = [e.name for e in COSTS.entries() if getattr(e.factory, "priced_in_advance", True)]
+            raise ConfigError(
+                f"{where}: budget_metric {self.budget_metric!r} is priced only after answering, so an overdraft "
+                f"could not be refused in advance; enforce one of: {', '.join(advance)} (it is still recorded)"
+            )
+        if not (isinstance(self.budget, (int, float)) and self.budget > 0):
+            raise ConfigError(f"{where}: budget must be a positive number, got {self.budget!r}")
+        if not isinstance(self.rounds, int) or self.rounds < 1:
+            raise ConfigError(f"{where}: rounds must be an integer >= 1, got {self.rounds!r}")
+        if not isinstance(self.initial_masks, int) or self.initial_masks < 0:
+            raise ConfigError(f"{where}: initial_masks must be an integer >= 0, got {self.initial_masks!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"{where}: seed must be an integer >= 0, got {self.seed!r}")
+        if self.num_cpus <= 0 or self.num_gpus < 0:
+            raise ConfigError(f"{where}: num_cpus must be > 0 and num_gpus >= 0")
+        object.__setattr__(self, "budget", float(self.budget))
+        if isinstance(self.learner, dict):
+            object.__setattr__(self, "learner", LearnerConfig(**self.learner))
+
+    def canonical(self) -> dict[str, Any]:
+        """What determines the results (resources and benchmark name excluded)."""
+        return {
+            "dataset": self.dataset,
+            "dataset_params": self.dataset_params,
+            "strategy": self.strategy,
+            "strategy_params": self.strategy_params,
+            "costs": self.costs,
+            "budget_metric": self.budget_metric,
+            "budget": self.budget,
+            "rounds": self.rounds,
+            "initial_masks": self.initial_masks,
+            "learner": _jsonable(self.learner.to_dict()),
+            "seed": self.seed,
+        }
+
+    @property
+    def campaign_id(self) -> str:
+        blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {**self.canonical(), "benchmark": self.benchmark, "num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> "CampaignSpec":
+        d = json.loads(text)
+        d["learner"] = LearnerConfig(**d["learner"])
+        return cls(**d)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CampaignSpec) and self.to_json() == other.to_json()
+
+    def __hash__(self) -> int:
+        return hash(self.campaign_id)
+
+    def param_columns(self) -> dict[str, Any]:
+        """``p_<component>_<name>`` columns (benchopt convention); non-scalars as JSON."""
+        def cell(v: Any) -> Any:
+            return v if isinstance(v, (int, float, str, bool)) or v is None else json.dumps(v)
+
+        cols: dict[str, Any] = {}
+        cols.update({f"p_dataset_{k}": cell(v) for k, v in self.dataset_params.items()})
+        cols.update({f"p_strategy_{k}": cell(v) for k, v in self.strategy_params.items()})
+        for metric, params in self.costs.items():
+            cols.update({f"p_cost_{metric}_{k}": cell(v) for k, v in params.items()})
+        cols.update({f"p_learner_{k}": cell(v) for k, v in self.learner.to_dict().items()})
+        return cols

@@ -1,0 +1,105 @@
+"""The strategy plugin contract: one base class and the context it receives.
+
+Strategies *propose* queries; the campaign loop *executes* them (oracle,
+costs, budget, records), so no strategy can skip the accounting. A strategy
+declares what it needs from the loop in ``needs``; the loop computes only
+that.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Iterable
+
+import numpy as np
+
+from alharness.datasets.base import PoolView
+from alharness.labels import LabelStateView
+from alharness.queries import FullMask, Query
+
+# What a strategy may ask the loop to compute over the pool each round.
+NEEDS = frozenset({"probabilities", "features", "model"})
+
+
+@dataclass(frozen=True)
+class StrategyContext:
+    """Everything a strategy may use to choose its next batch.
+
+    ``probabilities`` ((N, C, H, W) float32) and ``features`` ((N, F)) are
+    the current model's outputs on the pool, present only if the strategy
+    declared them in ``needs``; ``model`` likewise. All arrays are read-only.
+    ``quote(query)`` prices a query in the enforced metric.
+    """
+
+    pool: PoolView
+    labels: LabelStateView
+    round: int
+    rounds: int
+    budget_metric: str
+    budget_total: float
+    budget_spent: float
+    budget_left_this_round: float
+    quote: Callable[[Query], float]
+    rng: np.random.Generator
+    initial_masks: int = 0
+    probabilities: np.ndarray | None = None
+    features: np.ndarray | None = None
+    model: Any = None
+
+    @property
+    def budget_left_total(self) -> float:
+        return self.budget_total - self.budget_spent
+
+
+class Strategy:
+    """Base class of annotation strategies.
+
+    Subclasses take their parameters as keyword arguments of ``__init__``
+    and only store them (validation happens at benchmark load); they
+    implement ``propose``. Register them with
+    ``@alharness.register_strategy("name")``.
+    """
+
+    name: ClassVar[str] = ""
+    needs: ClassVar[frozenset[str]] = frozenset()
+
+    def initial(self, ctx: StrategyContext) -> list[Query]:
+        """Round-0 batch: by default full masks for ``ctx.initial_masks`` random images."""
+        n = min(ctx.initial_masks, len(ctx.pool))
+        picks = ctx.rng.choice(len(ctx.pool), size=n, replace=False)
+        return within_budget((FullMask(int(i)) for i in picks), ctx.quote, ctx.budget_left_this_round)
+
+    def propose(self, ctx: StrategyContext) -> list[Query]:  # pragma: no cover - abstract
+        """Return the queries to buy this round (total quote <= ctx.budget_left_this_round)."""
+        raise NotImplementedError
+
+    def diagnostics(self) -> dict[str, Any]:
+        """JSON-serialisable notes about the last proposal, stored with the round row."""
+        return {}
+
+    def get_params(self) -> dict[str, Any]:
+        sig = inspect.signature(type(self).__init__)
+        return {k: getattr(self, k) for k in sig.parameters if k != "self" and hasattr(self, k)}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+
+def within_budget(queries: Iterable[Query], quote: Callable[[Query], float], budget: float) -> list[Query]:
+    """Greedily keep queries, in the given order, while their total quote fits ``budget``."""
+    chosen: list[Query] = []
+    left = budget
+    for q in queries:
+        price = quote(q)
+        if price <= left + 1e-9:
+            chosen.append(q)
+            left -= price
+    return chosen
+
+
+def pixel_entropy(probabilities: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Shannon entropy per pixel of (N, C, H, W) class probabilities → (N, H, W)."""
+    p = np.clip(probabilities, eps, 1.0)
+    return -(p * np.log(p)).sum(axis=1)

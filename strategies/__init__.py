@@ -1,0 +1,3 @@
+"""Built-in strategy plugins. Importing this package registers them."""
+
+from strategies import baselines  # noqa: F401
