@@ -94,6 +94,7 @@ def run_campaign(spec: CampaignSpec, on_round: Callable[[dict[str, Any]], None] 
         "campaign_id": spec.campaign_id,
         "dataset": spec.dataset,
         "strategy": spec.strategy,
+        "strategy_label": spec.strategy_label,
         "cost_model": spec.budget_metric,
         "budget_metric": spec.budget_metric,
         "budget": spec.budget,

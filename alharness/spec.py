@@ -124,6 +124,14 @@ class CampaignSpec:
     def __hash__(self) -> int:
         return hash(self.campaign_id)
 
+    @property
+    def strategy_label(self) -> str:
+        """Strategy name with its parameters, e.g. ``fixed_proportion(mask_fraction=0.5)``."""
+        if not self.strategy_params:
+            return self.strategy
+        args = ",".join(f"{k}={json.dumps(v)}" for k, v in sorted(self.strategy_params.items()))
+        return f"{self.strategy}({args})"
+
     def param_columns(self) -> dict[str, Any]:
         """``p_<component>_<name>`` columns (benchopt convention); non-scalars as JSON."""
         def cell(v: Any) -> Any:
