@@ -49,7 +49,7 @@ def _evaluate(learner: Learner, test: SplitData) -> tuple[float, list[float]]:
     return mean_iou(cm), [float(v) for v in per_class_iou(cm)]
 
 
-def _pool_outputs(learner: Learner, images: np.ndarray, needs: frozenset[str]) -> dict[str, Any]:
+def pool_outputs(learner: Learner, images: np.ndarray, needs: frozenset[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if "model" in needs:
         out["model"] = learner.model
@@ -69,6 +69,27 @@ def _pool_outputs(learner: Learner, images: np.ndarray, needs: frozenset[str]) -
         f.setflags(write=False)
         out["features"] = f
     return out
+
+
+def make_context(pool_view: PoolView, state: LabelState, oracle: Oracle, rnd: int, rounds: int, allowance: float,
+                 rng: np.random.Generator, initial_masks: int, outputs: dict[str, Any]) -> StrategyContext:
+    """The context a strategy sees in round ``rnd`` (never the oracle or ground truth)."""
+    return StrategyContext(
+        pool=pool_view,
+        labels=state.view(),
+        round=rnd,
+        rounds=rounds,
+        budget_metric=oracle.budget_metric,
+        budget_total=oracle.budget,
+        budget_spent=oracle.spent,
+        budget_left_this_round=allowance,
+        # The enforced cost model's own method: it holds prices, not the
+        # oracle, so nothing reachable from the context leads to ground truth.
+        quote=oracle.cost_models[oracle.budget_metric].quote,
+        rng=rng,
+        initial_masks=initial_masks,
+        **outputs,
+    )
 
 
 def run_campaign(spec: CampaignSpec, on_round: Callable[[dict[str, Any]], None] | None = None) -> CampaignResult:
@@ -116,23 +137,11 @@ def run_campaign(spec: CampaignSpec, on_round: Callable[[dict[str, Any]], None] 
             allowance = max(0.0, min(target, spec.budget) - oracle.spent)
 
         t0 = time.perf_counter()
-        outputs = _pool_outputs(learner, pool_view.images, needs) if rnd > 0 else {}
+        outputs = pool_outputs(learner, pool_view.images, needs) if rnd > 0 else {}
         predict_s = time.perf_counter() - t0
 
-        ctx = StrategyContext(
-            pool=pool_view,
-            labels=state.view(),
-            round=rnd,
-            rounds=spec.rounds,
-            budget_metric=spec.budget_metric,
-            budget_total=spec.budget,
-            budget_spent=oracle.spent,
-            budget_left_this_round=allowance,
-            quote=oracle.quote,
-            rng=derive_rng(spec.seed, "strategy", rnd),
-            initial_masks=spec.initial_masks,
-            **outputs,
-        )
+        ctx = make_context(pool_view, state, oracle, rnd, spec.rounds, allowance,
+                           derive_rng(spec.seed, "strategy", rnd), spec.initial_masks, outputs)
         t0 = time.perf_counter()
         batch = strategy.initial(ctx) if rnd == 0 else strategy.propose(ctx)
         select_s = time.perf_counter() - t0

@@ -21,8 +21,9 @@ from alharness.registry import register_dataset
 from alharness.seeding import derive_rng
 
 
-def _class_styles(num_classes: int, rng: np.random.Generator) -> list[dict]:
+def _class_styles(num_classes: int, similarity: float, rng: np.random.Generator) -> list[dict]:
     styles = []
+    common = np.array([150.0, 150.0, 150.0])
     # Evenly spaced hues keep classes apart; the background is grey-ish.
     for c in range(num_classes):
         if c == 0:
@@ -32,9 +33,11 @@ def _class_styles(num_classes: int, rng: np.random.Generator) -> list[dict]:
         color = 255 * np.array(
             [0.5 + 0.4 * np.cos(2 * np.pi * (hue + k / 3)) for k in range(3)]
         )
+        # similarity -> 1 pulls every class towards one colour, so that only
+        # the stripe texture tells classes apart (harder to learn).
         styles.append(
             {
-                "color": color,
+                "color": (1 - similarity) * color + similarity * common,
                 "angle": float(rng.uniform(0, np.pi)),
                 "freq": float(rng.uniform(0.25, 0.8)),
             }
@@ -99,7 +102,7 @@ def generate_scenes(
 def _cached(key: str) -> SegmentationDataset:
     p = json.loads(key)
     rng = derive_rng(p["seed"], "synthetic_shapes")
-    styles = _class_styles(p["num_classes"], rng)
+    styles = _class_styles(p["num_classes"], p["class_similarity"], rng)
     n_total = p["n_train"] + p["n_val"] + p["n_test"]
     images, masks, instances = generate_scenes(
         n_total, p["size"], p["num_classes"], tuple(p["objects"]), tuple(p["object_size"]), p["noise"], rng, styles
@@ -127,6 +130,7 @@ def synthetic_shapes(
     objects: tuple[int, int] | list[int] = (1, 4),
     object_size: tuple[float, float] | list[float] = (0.2, 0.5),
     noise: float = 0.06,
+    class_similarity: float = 0.0,
     seed: int = 0,
 ) -> SegmentationDataset:
     """Textured ellipses, rectangles and triangles on a textured background (deterministic by seed)."""
@@ -142,9 +146,12 @@ def synthetic_shapes(
         raise ConfigError(f"synthetic_shapes: objects must be [min, max] with 0 <= min <= max, got {list(objects)}")
     if len(object_size) != 2 or not 0 < object_size[0] <= object_size[1] <= 1:
         raise ConfigError(f"synthetic_shapes: object_size must be [min, max] fractions in (0, 1], got {list(object_size)}")
+    if not 0.0 <= class_similarity <= 1.0:
+        raise ConfigError(f"synthetic_shapes: class_similarity must be in [0, 1], got {class_similarity}")
     key = json.dumps(
         dict(n_train=n_train, n_val=n_val, n_test=n_test, size=size, num_classes=num_classes,
-             objects=list(objects), object_size=list(object_size), noise=noise, seed=seed),
+             objects=list(objects), object_size=list(object_size), noise=noise,
+             class_similarity=class_similarity, seed=seed),
         sort_keys=True,
     )
     return _cached(key)

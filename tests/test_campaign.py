@@ -1,0 +1,113 @@
+"""The campaign loop without Ray: rows, budget schedule, determinism, check_strategy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from alharness.campaign import run_campaign
+from alharness.execute import execute
+from alharness.registry import STRATEGIES
+from alharness.testing import StrategyCheckError, check_strategy
+from conftest import result_columns, tiny_spec
+
+
+def test_rows_follow_the_budget_schedule():
+    spec = tiny_spec(strategy="random", budget=60, rounds=3, initial_masks=2)
+    res = run_campaign(spec)
+    rows = res.rows
+    assert [r["round"] for r in rows] == [0, 1, 2, 3]
+    spent = [r["spent_label_equivalents"] for r in rows]
+    assert spent[0] == 24  # two initial masks at 12
+    assert all(b >= a for a, b in zip(spent, spent[1:]))
+    assert spent[-1] <= 60
+    # 36 left over 3 rounds: one mask (12) per round.
+    assert [r["n_full_mask"] for r in rows] == [2, 3, 4, 5]
+    for r in rows:
+        assert 0.0 <= r["miou"] <= 1.0
+        assert len(r["per_class_iou"]) == 3
+        assert r["campaign_id"] == spec.campaign_id
+        assert r["p_dataset_size"] == 24 and r["p_cost_label_equivalents_alpha_s"] == 12.0
+        assert r["spent_seconds"] > 0
+    assert len(res.queries) == 5
+    assert sum(q["cost_label_equivalents"] for q in res.queries) == spent[-1]
+
+
+def test_fixed_proportion_spends_in_the_stated_proportion():
+    from conftest import TINY_DATASET
+
+    spec = tiny_spec(strategy="fixed_proportion", strategy_params={"mask_fraction": 0.5}, budget=72, rounds=2, initial_masks=0,
+                     dataset_params={**TINY_DATASET, "n_train": 80})
+    res = run_campaign(spec)
+    by_round = {}
+    for q in res.queries:
+        by_round.setdefault(q["round"], []).append(q)
+    for rnd, qs in by_round.items():
+        masks = sum(q["cost_label_equivalents"] for q in qs if q["query_type"] == "full_mask")
+        labels = sum(q["cost_label_equivalents"] for q in qs if q["query_type"] == "image_labels")
+        assert masks == 36 / 2 // 12 * 12  # 18 allowed on masks -> one mask
+        assert labels == 36 - masks  # the rest on image labels
+
+
+def test_same_spec_and_seed_give_identical_rows():
+    a = run_campaign(tiny_spec(strategy="entropy"))
+    b = run_campaign(tiny_spec(strategy="entropy"))
+    assert result_columns(a.rows) == result_columns(b.rows)
+    assert a.queries == b.queries
+
+
+def test_different_seeds_differ():
+    a = run_campaign(tiny_spec(seed=0))
+    b = run_campaign(tiny_spec(seed=1))
+    assert a.queries != b.queries
+
+
+def test_model_really_learns():
+    # Enough steps and masks to beat an untrained model clearly.
+    from alharness.learner import LearnerConfig
+
+    spec = tiny_spec(budget=12 * 12, rounds=1, initial_masks=12, learner=LearnerConfig(steps=60, batch_size=4, model_params={"width": 8, "depth": 1}))
+    untrained = tiny_spec(budget=12, rounds=1, initial_masks=0, learner=LearnerConfig(steps=60, batch_size=4, model_params={"width": 8, "depth": 1}))
+    trained_miou = run_campaign(spec).rows[0]["miou"]
+    untrained_miou = run_campaign(untrained).rows[0]["miou"]
+    assert trained_miou > untrained_miou + 0.2, (trained_miou, untrained_miou)
+
+
+def test_a_raising_strategy_becomes_a_failed_record():
+    out = execute(tiny_spec(strategy="test_always_fails"))
+    assert out["record"]["status"] == "failed"
+    assert "deliberate failure" in out["record"]["error"] and "Traceback" in out["record"]["error"]
+    assert out["rows"] == []
+
+
+@pytest.mark.parametrize("name", ["random", "entropy", "fixed_proportion"])
+def test_builtin_strategies_pass_check_strategy(name):
+    check_strategy(name)
+
+
+@pytest.mark.parametrize("name, match", [("test_overdraw", "budget|refused"), ("test_repeat", "already answered|no budget left"), ("test_always_fails", None)])
+def test_check_strategy_catches_broken_plugins(name, match):
+    if match is None:
+        with pytest.raises(RuntimeError):
+            check_strategy(name)
+    else:
+        with pytest.raises(StrategyCheckError, match=match):
+            check_strategy(name)
+
+
+def test_check_strategy_catches_nondeterminism():
+    from alharness import FullMask, Strategy
+
+    class Unseeded(Strategy):
+        def propose(self, ctx):
+            i = int(np.random.default_rng().integers(len(ctx.pool)))  # not ctx.rng
+            q = FullMask(i)
+            return [] if ctx.labels.has_full_mask[i] or ctx.quote(q) > ctx.budget_left_this_round else [q]
+
+    with pytest.raises(StrategyCheckError, match="deterministic"):
+        check_strategy(Unseeded)
+
+
+def test_every_registered_strategy_has_a_description():
+    for e in STRATEGIES.entries():
+        assert e.description, e.name
