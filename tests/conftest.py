@@ -30,13 +30,15 @@ def tiny_spec(**over):
 
 
 def tiny_benchmark_doc(name="tiny", strategies=("random", "entropy"), seeds=(0, 1), **bench_over):
-    return {
+    import copy
+
+    return copy.deepcopy({
         "benchmark": {"name": name, "seeds": list(seeds), "budget": 60, "budget_metric": "label_equivalents",
                       "rounds": 2, "initial_masks": 2, **bench_over},
         "datasets": [{"name": "synthetic_shapes", **TINY_DATASET}],
         "learner": TINY_LEARNER,
         "strategies": [{"name": s} if isinstance(s, str) else s for s in strategies],
-    }
+    })
 
 
 def toml_dumps(doc: dict) -> str:

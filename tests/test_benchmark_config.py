@@ -1,0 +1,98 @@
+"""Benchmark files: grid expansion and clear one-line errors for bad input."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from alharness.benchmark import load_benchmark, parse_benchmark
+from alharness.cli import main
+from alharness.errors import ConfigError
+from alharness.spec import CampaignSpec
+from conftest import tiny_benchmark_doc, toml_dumps
+
+
+def test_grid_expands_and_ids_are_stable():
+    doc = tiny_benchmark_doc(strategies=["random", {"name": "fixed_proportion", "grid": {"mask_fraction": [0.5, 0.9]}}],
+                             seeds=[0, 1, 2], budget=[48, 96])
+    bench = parse_benchmark(doc)
+    assert len(bench.specs) == 3 * 2 * 3
+    assert len({s.campaign_id for s in bench.specs}) == len(bench.specs)
+    again = parse_benchmark(copy.deepcopy(doc))
+    assert [s.campaign_id for s in bench.specs] == [s.campaign_id for s in again.specs]
+    labels = {s.strategy_label for s in bench.specs}
+    assert labels == {"random", "fixed_proportion(mask_fraction=0.5)", "fixed_proportion(mask_fraction=0.9)"}
+    # The id covers what determines results, not where it runs.
+    s = bench.specs[0]
+    assert CampaignSpec.from_json(s.to_json()).campaign_id == s.campaign_id
+
+
+def test_quickstart_file_is_valid():
+    bench = load_benchmark("benchmarks/quickstart.toml")
+    assert len(bench.specs) == 6 and bench.name == "quickstart"
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d.update(extra={}), "unknown key(s) 'extra'"),
+        (lambda d: d["benchmark"].update(seedz=[1]), "[benchmark]: unknown key(s) 'seedz'"),
+        (lambda d: d["benchmark"].pop("budget"), "needs 'budget'"),
+        (lambda d: d["strategies"].append({"name": "randum"}), "unknown strategy 'randum'; valid choices: "),
+        (lambda d: d["strategies"].append({"name": "fixed_proportion", "mask_fracton": 0.5}), "has no parameter 'mask_fracton'; valid parameters: mask_fraction"),
+        (lambda d: d["datasets"][0].update(name="voc"), "unknown dataset 'voc'"),
+        (lambda d: d["datasets"][0].update(colour=1), "dataset 'synthetic_shapes' has no parameter 'colour'"),
+        (lambda d: d["benchmark"].update(budget_metric="dollars"), "unknown budget_metric 'dollars'"),
+        (lambda d: d["benchmark"].update(budget_metric="seconds"), "priced only after answering"),
+        (lambda d: d["benchmark"].update(budget=-5), "budget must be a positive number"),
+        (lambda d: d["benchmark"].update(rounds=0), "rounds must be an integer >= 1"),
+        (lambda d: d["benchmark"].update(seeds=["a"]), "seeds: expected int"),
+        (lambda d: d["learner"].update(model="resnet9000"), "unknown model 'resnet9000'"),
+        (lambda d: d["learner"].update(stepz=3), "[learner]: unknown key(s) 'stepz'"),
+        (lambda d: d["learner"].update(model_params={"widht": 3}), "has no parameter 'widht'"),
+        (lambda d: d.update(costs={"label_equivalents": {"alpha_z": 1}}), "has no parameter 'alpha_z'"),
+        (lambda d: d.update(costs={"euros": {}}), "unknown cost model(s) euros"),
+        (lambda d: d["strategies"].append({"name": "random"}), "same campaign"),
+        (lambda d: d["strategies"].append({"name": "fixed_proportion", "grid": {"mask_fraction": 0.5}}), "must be a non-empty list"),
+        (lambda d: d["benchmark"].update(name="a/b"), "name must be"),
+        (lambda d: d.pop("strategies"), "needs at least one [[strategies]]"),
+    ],
+)
+def test_bad_benchmarks_get_one_clear_error(mutate, message):
+    doc = tiny_benchmark_doc()
+    mutate(doc)
+    with pytest.raises(ConfigError) as err:
+        parse_benchmark(doc, "bench.toml")
+    assert message in str(err.value)
+    assert str(err.value).startswith("bench.toml")
+    assert "\n" not in str(err.value)
+
+
+def test_cli_reports_bad_files_in_one_line_and_schedules_nothing(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[benchmark\nname = 'x'\n")
+    assert main(["bench", str(bad), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "invalid TOML" in err[0]
+    assert not (tmp_path / "out").exists()
+
+    doc = tiny_benchmark_doc(strategies=["random", "nonexistent"])
+    bad.write_text(toml_dumps(doc))
+    assert main(["bench", str(bad), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown strategy 'nonexistent'" in err[0]
+    assert main(["bench", str(tmp_path / "missing.toml")]) == 2
+    assert "no such benchmark file" in capsys.readouterr().err
+
+
+def test_cli_list(capsys):
+    assert main(["list", "strategies"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    names = [line.split()[0] for line in out]
+    assert {"random", "entropy", "fixed_proportion"} <= set(names)
+    assert all(len(line.split(None, 1)) == 2 for line in out)  # every name has a description
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for section in ("# strategies", "# datasets", "# costs", "# models", "tiny_unet", "synthetic_shapes", "label_equivalents"):
+        assert section in out

@@ -1,0 +1,114 @@
+"""Ray scheduling: results land once, failures are isolated, resume finishes
+the rest, worker count does not change results, dead workers are retried."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from alharness import store
+from alharness.benchmark import parse_benchmark
+from alharness.cli import main
+from conftest import result_columns, tiny_benchmark_doc, toml_dumps
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+
+def _rows_by_campaign(out):
+    con, _ = store.connect(out)
+    rows = con.execute("SELECT * EXCLUDE (per_class_iou) FROM rounds ORDER BY campaign_id, round").fetchall()
+    names = [d[0] for d in con.description]
+    return [dict(zip(names, r)) for r in rows]
+
+
+def test_bench_runs_stores_and_resumes(tmp_path):
+    from alharness.runner import run_benchmark
+
+    bench = parse_benchmark(tiny_benchmark_doc(strategies=["random", "entropy", "test_always_fails"]))
+    summary = run_benchmark(bench, tmp_path, progress=False)
+    assert summary.total == 6 and summary.ok == 4
+    assert len(summary.failed) == 2 and all("deliberate failure" in f["error"] for f in summary.failed)
+    con, _ = store.connect(tmp_path)
+    # Every good campaign landed exactly once, with rounds + 1 rows; failures have records with tracebacks.
+    assert con.execute("SELECT count(DISTINCT campaign_id), count(*) FROM rounds").fetchone() == (4, 4 * 3)
+    failed = con.execute("SELECT error FROM campaigns WHERE status = 'failed'").fetchall()
+    assert len(failed) == 2 and all("Traceback" in e and "deliberate failure" in e for (e,) in failed)
+    assert con.execute("SELECT count(*) FROM queries").fetchone()[0] > 0
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "rounds").iterdir()}
+
+    again = run_benchmark(bench, tmp_path, progress=False)
+    assert again.skipped == 4 and again.ok == 0 and len(again.failed) == 2  # only the failed ones are retried
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "rounds").iterdir()} == before
+
+
+def test_one_or_two_workers_give_identical_rows(tmp_path):
+    from alharness.runner import run_benchmark
+
+    bench = parse_benchmark(tiny_benchmark_doc(strategies=["random", "entropy"]))
+    run_benchmark(bench, tmp_path / "w1", max_concurrent=1, progress=False)
+    run_benchmark(bench, tmp_path / "w2", max_concurrent=2, progress=False)
+    a, b = _rows_by_campaign(tmp_path / "w1"), _rows_by_campaign(tmp_path / "w2")
+    assert len(a) == 4 * 3
+    assert result_columns(a) == result_columns(b)
+
+
+def test_a_dead_worker_is_retried(tmp_path):
+    from alharness.runner import run_benchmark
+
+    marker = tmp_path / "crashed-once"
+    doc = tiny_benchmark_doc(strategies=[{"name": "test_crash_worker", "marker": str(marker)}], seeds=[0])
+    summary = run_benchmark(parse_benchmark(doc), tmp_path / "out", progress=False, retries=1)
+    assert marker.exists(), "the worker never crashed; the test proves nothing"
+    assert summary.ok == 1 and not summary.failed
+
+    marker2 = tmp_path / "crashed-again"
+    doc = tiny_benchmark_doc(strategies=[{"name": "test_crash_worker", "marker": str(marker2)}], seeds=[1])
+    summary = run_benchmark(parse_benchmark(doc), tmp_path / "out2", progress=False, retries=0)
+    assert summary.ok == 0 and len(summary.failed) == 1
+    assert "Worker" in summary.failed[0]["error"] or "died" in summary.failed[0]["error"].lower()
+
+
+def test_cli_bench_prints_leaderboard_plot_and_failure_summary(tmp_path, capsys):
+    bfile = tmp_path / "b.toml"
+    bfile.write_text(toml_dumps(tiny_benchmark_doc(strategies=["random", "test_always_fails"], seeds=[0])))
+    rc = main(["bench", str(bfile), "--out", str(tmp_path / "out"), "--quiet"])
+    out, err = capsys.readouterr()
+    assert rc == 1
+    assert "1 of 2 campaign(s) FAILED" in err and "deliberate failure" in err
+    assert "rank" in out and "random" in out
+    assert (tmp_path / "out" / "learning_curves.png").exists()
+
+
+def test_killed_driver_resumes_without_duplicates(tmp_path):
+    doc = tiny_benchmark_doc(strategies=[{"name": "test_sleepy", "grid": {"sleep_s": [0.3, 0.31, 0.32]}}], seeds=[0, 1])
+    bfile = tmp_path / "b.toml"
+    bfile.write_text(toml_dumps(doc))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "alharness.cli", "bench", str(bfile), "--out", str(out), "--num-cpus", "1", "--quiet"]
+    env = {**os.environ, "PYTHONPATH": os.environ["PYTHONPATH"]}
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 180
+    while time.time() < deadline and len(list((out / "campaigns").glob("*.parquet"))) < 2:
+        if proc.poll() is not None:
+            pytest.fail(f"bench ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
+    proc.wait()
+    first = set(store.finished_ids(out))
+    assert 2 <= len(first) < 6, first
+
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"{len(first)} campaign(s) already finished" in proc.stderr
+    bench = parse_benchmark(doc)
+    assert store.finished_ids(out) == {s.campaign_id for s in bench.specs}
+    con, _ = store.connect(out)
+    dup = con.execute("SELECT campaign_id, round, count(*) FROM rounds GROUP BY ALL HAVING count(*) > 1").fetchall()
+    assert dup == []
+    assert con.execute("SELECT count(*) FROM rounds").fetchone()[0] == 6 * 3
