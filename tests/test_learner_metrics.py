@@ -58,7 +58,7 @@ def test_training_is_deterministic_and_learns():
     state = LabelState(len(images), images.shape[1:3], 2, 255)
     for i in range(len(images)):
         state.set_full_mask(i, masks[i])
-    cfg = LearnerConfig(steps=40, batch_size=4, lr=1e-2, model_params={"width": 4, "depth": 1})
+    cfg = LearnerConfig(steps=40, batch_size=4, lr=1e-2, model_params={"width": 8, "depth": 1})
     a, b = Learner(cfg, 2, 255), Learner(cfg, 2, 255)
     fa, fb = a.fit(images, state, seed=3), b.fit(images, state, seed=3)
     assert fa == fb
