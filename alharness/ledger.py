@@ -30,7 +30,7 @@ class Ledger:
 
     def append(self, entry: LedgerEntry) -> None:
         self._entries.append(entry)
-        self._keys.add(entry.query.key())
+        self._keys.update(entry.query.keys())
         for m in self.metrics:
             self._totals[m] += entry.costs[m]
 
@@ -41,7 +41,8 @@ class Ledger:
         return iter(tuple(self._entries))
 
     def answered(self, query: Query) -> bool:
-        return query.key() in self._keys
+        """True if any part of ``query`` was bought before."""
+        return any(k in self._keys for k in query.keys())
 
     def total(self, metric: str) -> float:
         return self._totals[metric]

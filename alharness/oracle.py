@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from alharness.costs import CostModel
+from alharness.costs import CostModel, PoolInfo
 from alharness.datasets.base import SplitData
 from alharness.errors import DuplicateQueryError, MalformedQueryError, OverdraftError
 from alharness.labels import LabelState
 from alharness.ledger import Ledger, LedgerEntry
-from alharness.queries import QUERY_TYPES, ImageTruth, Query
+from alharness.queries import QUERY_TYPES, Query
+from alharness.truth import PoolTruth
 
 # Budgets are floats; allow for rounding in sums of many small prices.
 _EPS = 1e-9
@@ -24,6 +25,10 @@ _EPS = 1e-9
 class Oracle:
     def __init__(self, pool: SplitData, cost_models: dict[str, CostModel], budget_metric: str, budget: float):
         self._pool = pool
+        self._truth = PoolTruth(pool)
+        self.info = PoolInfo(size=len(pool), num_classes=pool.num_classes, image_shape=tuple(pool.masks.shape[1:3]))
+        for model in cost_models.values():
+            model.prepare(self.info)
         self.cost_models = cost_models
         self.budget_metric = budget_metric
         self.budget = float(budget)
@@ -36,15 +41,6 @@ class Oracle:
     def quote(self, query: Query) -> float:
         """Price of a query in the enforced metric, known before answering."""
         return self.cost_models[self.budget_metric].quote(query)
-
-    def _truth(self, image: int) -> ImageTruth:
-        p = self._pool
-        return ImageTruth(
-            mask=p.masks[image],
-            instances=None if p.instances is None else p.instances[image],
-            num_classes=p.num_classes,
-            ignore_index=p.ignore_index,
-        )
 
     def check(self, batch: Sequence[Any], *, strategy: str, limit: float | None = None) -> float:
         """Validate a batch; return its price in the enforced metric or raise."""
@@ -59,12 +55,12 @@ class Oracle:
             why = q.validate(len(self._pool), self._pool.num_classes, shape)
             if why:
                 raise MalformedQueryError(strategy, q, why)
-            key = q.key()
-            if key in seen:
-                raise DuplicateQueryError(strategy, q, "the batch asks the same query twice")
+            keys = list(q.keys())
+            if any(k in seen for k in keys):
+                raise DuplicateQueryError(strategy, q, "the batch asks the same thing twice")
             if self.ledger.answered(q):
-                raise DuplicateQueryError(strategy, q, "this query was already answered in an earlier round")
-            seen.add(key)
+                raise DuplicateQueryError(strategy, q, "this was already answered in an earlier round")
+            seen.update(keys)
             price += self.quote(q)
         left = self.budget - self.spent
         if price > left + _EPS:
@@ -87,7 +83,7 @@ class Oracle:
         # fails on one query must not leave half a batch charged.
         planned = []
         for q in batch:
-            truth = self._truth(int(q.image))
+            truth = self._truth.image(int(q.image))
             costs = {m: float(model.cost(q, truth)) for m, model in self.cost_models.items()}
             planned.append((q, q.answer(truth), costs))
         for q, ans, costs in planned:

@@ -1,49 +1,27 @@
 """Typed annotation queries and the answers the oracle gives to them.
 
-A query knows three things about itself, so that the campaign loop never has
-to special-case a query type: how to check that it is well formed, how the
-oracle answers it from one image's ground truth, and how its answer is
-written into the label state.
+A query knows, about itself: whether it is well formed, the atomic keys that
+identify what it asks (so that nothing is bought twice), how the oracle
+answers it from one image's ground truth, and how its answer is written into
+the label state. The campaign loop and the oracle never special-case a type.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable
 
 import numpy as np
+
+from alharness.truth import ImageTruth
 
 if TYPE_CHECKING:  # pragma: no cover
     from alharness.labels import LabelState
 
 
-@dataclass(frozen=True)
-class ImageTruth:
-    """Ground truth of one pool image, as the oracle and cost models see it."""
-
-    mask: np.ndarray
-    instances: np.ndarray | None
-    num_classes: int
-    ignore_index: int
-
-    def present_classes(self) -> np.ndarray:
-        valid = self.mask[self.mask != self.ignore_index]
-        return np.unique(valid)
-
-    def instance_count(self) -> int:
-        """Objects in the image: instance ids where present, else connected
-        components of each foreground class."""
-        if self.instances is not None:
-            ids = np.unique(self.instances)
-            return int((ids > 0).sum())
-        from skimage.measure import label
-
-        total = 0
-        for c in self.present_classes():
-            if c == 0:
-                continue
-            total += int(label(self.mask == c, connectivity=1).max())
-        return total
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
 @dataclass(frozen=True)
@@ -53,13 +31,13 @@ class Query:
     image: int
     kind: ClassVar[str] = ""
 
-    def key(self) -> tuple:
-        """Identity used to refuse repeated queries."""
-        return (self.kind, int(self.image))
+    def keys(self) -> Iterable[tuple]:
+        """Atomic identities of what this query buys; none may be bought twice."""
+        return [(self.kind, int(self.image))]
 
     def validate(self, pool_size: int, num_classes: int, image_shape: tuple[int, int]) -> str | None:
         """Return why the query is malformed, or None if it is well formed."""
-        if isinstance(self.image, bool) or not isinstance(self.image, (int, np.integer)):
+        if not _is_int(self.image):
             return f"image must be an int pool position, got {type(self.image).__name__}"
         if not 0 <= int(self.image) < pool_size:
             return f"image {self.image} is outside the pool (0..{pool_size - 1})"
@@ -71,9 +49,13 @@ class Query:
     def record(self, state: "LabelState", answer: Any) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def area(self, image_shape: tuple[int, int]) -> int:
+        """Pixels whose labels this query reveals (0 for image-level queries)."""
+        return 0
+
     def describe(self) -> dict:
         """Columns for the per-query log."""
-        return {"query_type": self.kind, "image": int(self.image)}
+        return {"query_type": self.kind, "image": int(self.image), "cls": None, "box": None, "pixels": None}
 
 
 @dataclass(frozen=True)
@@ -88,6 +70,9 @@ class FullMask(Query):
     def record(self, state: "LabelState", answer: np.ndarray) -> None:
         state.set_full_mask(int(self.image), answer)
 
+    def area(self, image_shape: tuple[int, int]) -> int:
+        return int(image_shape[0] * image_shape[1])
+
 
 @dataclass(frozen=True)
 class ImageLabels(Query):
@@ -97,11 +82,162 @@ class ImageLabels(Query):
 
     def answer(self, truth: ImageTruth) -> np.ndarray:
         present = np.zeros(truth.num_classes, bool)
-        present[truth.present_classes()] = True
+        present[truth.present_classes] = True
         return present
 
     def record(self, state: "LabelState", answer: np.ndarray) -> None:
         state.set_image_labels(int(self.image), answer)
 
 
-QUERY_TYPES: dict[str, type[Query]] = {q.kind: q for q in (FullMask, ImageLabels)}
+@dataclass(frozen=True)
+class ClassPresence(Query):
+    """Is class ``cls`` present in the image? Yes/no (binary-user-feedback paper)."""
+
+    cls: int = 0
+    kind: ClassVar[str] = "class_presence"
+
+    def keys(self) -> Iterable[tuple]:
+        return [(self.kind, int(self.image), int(self.cls))]
+
+    def validate(self, pool_size: int, num_classes: int, image_shape: tuple[int, int]) -> str | None:
+        why = super().validate(pool_size, num_classes, image_shape)
+        if why:
+            return why
+        if not _is_int(self.cls) or not 0 <= int(self.cls) < num_classes:
+            return f"cls must be an int class id in 0..{num_classes - 1}, got {self.cls!r}"
+        return None
+
+    def answer(self, truth: ImageTruth) -> bool:
+        return bool(np.isin(int(self.cls), truth.present_classes))
+
+    def record(self, state: "LabelState", answer: bool) -> None:
+        state.set_class_presence(int(self.image), int(self.cls), bool(answer))
+
+    def describe(self) -> dict:
+        return {**super().describe(), "cls": int(self.cls)}
+
+
+@dataclass(frozen=True)
+class LabelsWithCounts(Query):
+    """Classes present and the number of instances of each (IL+C, mask-guided paper)."""
+
+    kind: ClassVar[str] = "labels_with_counts"
+
+    def answer(self, truth: ImageTruth) -> tuple[np.ndarray, np.ndarray]:
+        present = np.zeros(truth.num_classes, bool)
+        present[truth.present_classes] = True
+        return present, truth.counts_per_class()
+
+    def record(self, state: "LabelState", answer: tuple[np.ndarray, np.ndarray]) -> None:
+        present, counts = answer
+        state.set_image_labels(int(self.image), present)
+        state.set_counts(int(self.image), counts)
+
+
+@dataclass(frozen=True)
+class Boxes(Query):
+    """Class and bounding box (y0, x0, y1, x1; end exclusive) of every object in the image."""
+
+    kind: ClassVar[str] = "boxes"
+
+    def answer(self, truth: ImageTruth) -> np.ndarray:
+        rows = []
+        for c, m in truth.objects:
+            ys, xs = np.nonzero(m)
+            rows.append((c, ys.min(), xs.min(), ys.max() + 1, xs.max() + 1))
+        return np.array(rows, np.int64).reshape(-1, 5)
+
+    def record(self, state: "LabelState", answer: np.ndarray) -> None:
+        state.set_boxes(int(self.image), answer)
+
+
+@dataclass(frozen=True)
+class Region(Query):
+    """Labels of every pixel inside the square box with top-left (y, x) and side ``size`` (MetaBox+ paper)."""
+
+    y: int = 0
+    x: int = 0
+    size: int = 1
+    kind: ClassVar[str] = "region"
+
+    def keys(self) -> Iterable[tuple]:
+        return [(self.kind, int(self.image), int(self.y), int(self.x), int(self.size))]
+
+    def validate(self, pool_size: int, num_classes: int, image_shape: tuple[int, int]) -> str | None:
+        why = super().validate(pool_size, num_classes, image_shape)
+        if why:
+            return why
+        if not all(_is_int(v) for v in (self.y, self.x, self.size)):
+            return "y, x and size must be ints"
+        h, w = image_shape
+        if self.size < 1 or self.y < 0 or self.x < 0 or self.y + self.size > h or self.x + self.size > w:
+            return f"box y={self.y}, x={self.x}, size={self.size} does not lie inside the {h}x{w} image"
+        return None
+
+    @property
+    def bounds(self) -> tuple[int, int, int, int]:
+        return int(self.y), int(self.x), int(self.y) + int(self.size), int(self.x) + int(self.size)
+
+    def answer(self, truth: ImageTruth) -> np.ndarray:
+        y0, x0, y1, x1 = self.bounds
+        return truth.mask[y0:y1, x0:x1].copy()
+
+    def record(self, state: "LabelState", answer: np.ndarray) -> None:
+        y0, x0, y1, x1 = self.bounds
+        state.set_pixels(int(self.image), (slice(y0, y1), slice(x0, x1)), answer)
+
+    def area(self, image_shape: tuple[int, int]) -> int:
+        return int(self.size) ** 2
+
+    def describe(self) -> dict:
+        return {**super().describe(), "box": list(self.bounds)}
+
+
+@dataclass(frozen=True)
+class Pixels(Query):
+    """Labels at the given pixel coordinates ((y, x) pairs; MADBAL paper)."""
+
+    coords: tuple[tuple[int, int], ...] = ()
+    kind: ClassVar[str] = "pixels"
+
+    def keys(self) -> Iterable[tuple]:
+        # One key per pixel: asking an already-labelled pixel again is a repeat.
+        return [(self.kind, int(self.image), int(y), int(x)) for y, x in self.coords]
+
+    def validate(self, pool_size: int, num_classes: int, image_shape: tuple[int, int]) -> str | None:
+        why = super().validate(pool_size, num_classes, image_shape)
+        if why:
+            return why
+        if not isinstance(self.coords, tuple) or not self.coords:
+            return "coords must be a non-empty tuple of (y, x) pairs"
+        h, w = image_shape
+        for p in self.coords:
+            if not (isinstance(p, tuple) and len(p) == 2 and all(_is_int(v) for v in p)):
+                return f"coords must be (y, x) int pairs, got {p!r}"
+            if not (0 <= p[0] < h and 0 <= p[1] < w):
+                return f"pixel {p} lies outside the {h}x{w} image"
+        if len(set(self.coords)) != len(self.coords):
+            return "coords repeat a pixel"
+        return None
+
+    @cached_property
+    def _index(self) -> tuple[np.ndarray, np.ndarray]:
+        arr = np.asarray(self.coords, np.int64).reshape(-1, 2)
+        return arr[:, 0], arr[:, 1]
+
+    def answer(self, truth: ImageTruth) -> np.ndarray:
+        return truth.mask[self._index].copy()
+
+    def record(self, state: "LabelState", answer: np.ndarray) -> None:
+        state.set_pixels(int(self.image), self._index, answer)
+
+    def area(self, image_shape: tuple[int, int]) -> int:
+        return len(self.coords)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "pixels": [[int(y), int(x)] for y, x in self.coords]}
+
+
+QUERY_TYPES: dict[str, type[Query]] = {
+    q.kind: q for q in (FullMask, ImageLabels, ClassPresence, LabelsWithCounts, Boxes, Region, Pixels)
+}

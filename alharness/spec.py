@@ -64,9 +64,16 @@ class CampaignSpec:
         object.__setattr__(self, "costs", costs)
         if self.budget_metric not in COSTS:
             raise ConfigError(f"{where}: unknown budget_metric {self.budget_metric!r}; valid choices: {', '.join(COSTS.names())}")
-        model = COSTS.get(self.budget_metric).factory
-        if not getattr(model, "priced_in_advance", True):
-            advance = [e.name for e in COSTS.entries() if getattr(e.factory, "priced_in_advance", True)]
+        # Build every cost model once so that bad values (not only bad names)
+        # fail here, before anything is scheduled.
+        models = {}
+        for m in COSTS.names():
+            try:
+                models[m] = COSTS.create(m, **costs[m])
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: costs.{m}: {exc}") from None
+        if not models[self.budget_metric].priced_in_advance:
+            advance = [m for m, model in models.items() if model.priced_in_advance]
             raise ConfigError(
                 f"{where}: budget_metric {self.budget_metric!r} is priced only after answering, so an overdraft "
                 f"could not be refused in advance; enforce one of: {', '.join(advance)} (it is still recorded)"
