@@ -20,7 +20,7 @@ from alharness.errors import ConfigError
 from alharness.learner import LearnerConfig
 from alharness.spec import CampaignSpec
 
-_TOP = {"benchmark", "resources", "datasets", "strategies", "costs", "learner"}
+_TOP = {"benchmark", "resources", "datasets", "strategies", "costs", "learner", "noise"}
 _BENCH = {"name", "description", "seeds", "budget", "budget_metric", "rounds", "initial_masks"}
 _RESOURCES = {"num_cpus", "num_gpus"}
 _LEARNER = set(LearnerConfig.__dataclass_fields__)
@@ -129,10 +129,13 @@ def parse_benchmark(doc: dict, source: str = "<benchmark>") -> Benchmark:
                 initial_masks=bench.get("initial_masks", 0),
                 seed=seed,
                 learner=learner,
+                noise=dict(doc.get("noise", {})),
                 num_cpus=resources.get("num_cpus", 1),
                 num_gpus=resources.get("num_gpus", 0),
             )
         except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        except TypeError as exc:
             raise ConfigError(f"{where}: {exc}") from None
         if spec.campaign_id in seen:
             raise ConfigError(f"{where}: two grid entries give the same campaign ({st} on {ds}, seed {seed}); remove the duplicate")

@@ -20,6 +20,7 @@ from alharness.datasets.base import PoolView, SplitData
 from alharness.errors import PluginError
 from alharness.labels import LabelState
 from alharness.learner import Learner
+from alharness.noise import Annotator
 from alharness.metrics import confusion_matrix, mean_iou, per_class_iou
 from alharness.oracle import Oracle
 from alharness.queries import QUERY_TYPES
@@ -101,7 +102,8 @@ def run_campaign(spec: CampaignSpec, on_round: Callable[[dict[str, Any]], None] 
     del dataset  # nothing below may reach other splits through it
 
     cost_models = build_cost_models(spec.costs)
-    oracle = Oracle(pool, cost_models, spec.budget_metric, spec.budget)
+    annotator = Annotator(spec.noise, derive_rng(spec.seed, "noise")) if spec.noise.active else None
+    oracle = Oracle(pool, cost_models, spec.budget_metric, spec.budget, annotator)
     del pool
     state = LabelState(len(pool_view), pool_view.image_shape, pool_view.num_classes, pool_view.ignore_index)
     learner = Learner(spec.learner, pool_view.num_classes, pool_view.ignore_index)
@@ -168,6 +170,7 @@ def run_campaign(spec: CampaignSpec, on_round: Callable[[dict[str, Any]], None] 
             **{f"spent_{m}": oracle.ledger.total(m) for m in cost_models},
             **{f"n_{kind}": oracle.ledger.count(kind) for kind in QUERY_TYPES},
             "batch_size": len(batch),
+            "n_noisy": sum(e.noisy for e in oracle.ledger),
             "labelled_pixel_fraction": state.labelled_pixel_fraction(),
             "miou": miou,
             "per_class_iou": class_iou,

@@ -2,8 +2,10 @@
 
 An annotator outlines every segment (a connected component of one class)
 with a polygon. Where a dataset has no true polygons, the polygon clicks of a
-segment are estimated by the Ramer–Douglas–Peucker algorithm on its contour
-(scikit-image ``find_contours`` + ``approximate_polygon``, tolerance ε).
+segment are estimated by the Ramer–Douglas–Peucker algorithm on its contours
+(OpenCV: ``findContours`` for the outer border and holes, ``approxPolyDP``
+with tolerance ε in pixels; both in C, which makes a 500-image pool of
+512x1024 masks take seconds rather than minutes).
 
 For a square box B the paper counts
   c_p(B) polygon clicks (vertices inside B), c_i(B) intersection clicks (where
@@ -18,7 +20,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from skimage.measure import approximate_polygon, find_contours, label
+import cv2
+from scipy import ndimage
+from skimage.measure import label
 
 
 @dataclass(frozen=True)
@@ -59,46 +63,36 @@ class ImageClicks:
 
 
 def segment_map(mask: np.ndarray, ignore_index: int) -> np.ndarray:
-    """Connected components of every class (4-connectivity), numbered from 1."""
-    seg = np.zeros(mask.shape, np.int32)
-    offset = 0
-    for c in np.unique(mask):
-        if c == ignore_index:
-            continue
-        comp = label(mask == c, connectivity=1)
-        seg[comp > 0] = comp[comp > 0] + offset
-        offset += int(comp.max())
-    return seg
+    """Connected components of every class (4-connectivity), numbered from 1;
+    0 where the mask is ignored. One labelling pass: ``label`` separates
+    regions of different value."""
+    shifted = mask.astype(np.int32) + 1
+    shifted[mask == ignore_index] = 0
+    return label(shifted, background=0, connectivity=1).astype(np.int32)
 
 
 def rdp_vertices(region: np.ndarray, epsilon: float) -> np.ndarray:
     """(K, 2) integer (y, x) vertices of the RDP-simplified contours of a binary region.
 
-    Every contour of the region (outer border and holes) becomes a closed
-    polygon; its repeated closing point is dropped.
+    Every contour of the region (outer border and each hole) is one closed
+    polygon.
     """
-    padded = np.pad(region.astype(np.uint8), 1)
-    out = []
-    for contour in find_contours(padded, 0.5):
-        poly = approximate_polygon(contour, tolerance=epsilon)
-        if len(poly) > 1 and np.allclose(poly[0], poly[-1]):
-            poly = poly[:-1]
-        out.append(poly - 1)  # undo the padding
-    if not out:
+    contours, _ = cv2.findContours(region.astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+    if not contours:
         return np.zeros((0, 2), np.int64)
-    pts = np.rint(np.concatenate(out)).astype(np.int64)
-    h, w = region.shape
-    pts[:, 0] = pts[:, 0].clip(0, h - 1)
-    pts[:, 1] = pts[:, 1].clip(0, w - 1)
-    return pts
+    pts = np.concatenate([cv2.approxPolyDP(c, float(epsilon), True).reshape(-1, 2) for c in contours])
+    return pts[:, ::-1].astype(np.int64)  # OpenCV points are (x, y)
 
 
 def image_clicks(mask: np.ndarray, ignore_index: int, epsilon: float) -> ImageClicks:
     seg = segment_map(mask, ignore_index)
     vertices = np.zeros(mask.shape, np.int32)
-    for sid in range(1, int(seg.max()) + 1):
-        pts = rdp_vertices(seg == sid, epsilon)
-        np.add.at(vertices, (pts[:, 0], pts[:, 1]), 1)
+    # Contours are traced on each segment's bounding box only, not the whole image.
+    for sid, box in enumerate(ndimage.find_objects(seg), start=1):
+        if box is None:
+            continue
+        pts = rdp_vertices(seg[box] == sid, epsilon)
+        np.add.at(vertices, (pts[:, 0] + box[0].start, pts[:, 1] + box[1].start), 1)
     integral = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
     integral[1:, 1:] = vertices.cumsum(0).cumsum(1)
     return ImageClicks(segments=seg, vertices=vertices, vertex_integral=integral)

@@ -277,10 +277,8 @@ class _ClickCost(CostModel):
         raise PluginError(f"{self.name} has no click count for {kind!r}")
 
     def pool_totals(self, truth: ImageTruth) -> tuple[int, int]:
-        from alharness.clicks import total_clicks
-
         assert truth.pool is not None
-        return total_clicks(truth.pool.clicks(self.epsilon))
+        return truth.pool.click_totals(self.epsilon)
 
 
 @register_cost("clicks")

@@ -15,6 +15,7 @@ from alharness.datasets.base import SplitData
 from alharness.errors import DuplicateQueryError, MalformedQueryError, OverdraftError
 from alharness.labels import LabelState
 from alharness.ledger import Ledger, LedgerEntry
+from alharness.noise import Annotator
 from alharness.queries import QUERY_TYPES, Query
 from alharness.truth import PoolTruth
 
@@ -23,8 +24,10 @@ _EPS = 1e-9
 
 
 class Oracle:
-    def __init__(self, pool: SplitData, cost_models: dict[str, CostModel], budget_metric: str, budget: float):
+    def __init__(self, pool: SplitData, cost_models: dict[str, CostModel], budget_metric: str, budget: float,
+                 annotator: Annotator | None = None):
         self._pool = pool
+        self._annotator = annotator
         self._truth = PoolTruth(pool)
         self.info = PoolInfo(size=len(pool), num_classes=pool.num_classes, image_shape=tuple(pool.masks.shape[1:3]))
         for model in cost_models.values():
@@ -85,7 +88,10 @@ class Oracle:
         for q in batch:
             truth = self._truth.image(int(q.image))
             costs = {m: float(model.cost(q, truth)) for m, model in self.cost_models.items()}
-            planned.append((q, q.answer(truth), costs))
-        for q, ans, costs in planned:
+            ans, noisy = q.answer(truth), False
+            if self._annotator is not None:
+                ans, noisy = self._annotator.corrupt(q, ans, truth)
+            planned.append((q, ans, costs, noisy))
+        for q, ans, costs, noisy in planned:
             q.record(state, ans)
-            self.ledger.append(LedgerEntry(round=round, query=q, costs=costs))
+            self.ledger.append(LedgerEntry(round=round, query=q, costs=costs, noisy=noisy))

@@ -10,6 +10,7 @@ from typing import Any
 
 from alharness.errors import ConfigError
 from alharness.learner import LearnerConfig
+from alharness.noise import NoiseConfig
 from alharness.registry import COSTS, DATASETS, STRATEGIES, Registry
 
 
@@ -48,6 +49,7 @@ class CampaignSpec:
     costs: dict[str, dict[str, Any]] = field(default_factory=dict)
     initial_masks: int = 0
     learner: LearnerConfig = field(default_factory=LearnerConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
     benchmark: str = "adhoc"
     # Resources: where and how it runs, not what it computes (not in the id).
     num_cpus: float = 1.0
@@ -91,6 +93,12 @@ class CampaignSpec:
         object.__setattr__(self, "budget", float(self.budget))
         if isinstance(self.learner, dict):
             object.__setattr__(self, "learner", LearnerConfig(**self.learner))
+        if isinstance(self.noise, dict):
+            unknown = sorted(set(self.noise) - set(NoiseConfig.__dataclass_fields__))
+            if unknown:
+                raise ConfigError(f"{where}: noise: unknown key(s) {', '.join(map(repr, unknown))}; "
+                                  f"valid keys: {', '.join(NoiseConfig.__dataclass_fields__)}")
+            object.__setattr__(self, "noise", NoiseConfig(**self.noise))
 
     def canonical(self) -> dict[str, Any]:
         """What determines the results (resources and benchmark name excluded)."""
@@ -105,6 +113,7 @@ class CampaignSpec:
             "rounds": self.rounds,
             "initial_masks": self.initial_masks,
             "learner": _jsonable(self.learner.to_dict()),
+            "noise": self.noise.to_dict(),
             "seed": self.seed,
         }
 
@@ -123,6 +132,7 @@ class CampaignSpec:
     def from_json(cls, text: str) -> "CampaignSpec":
         d = json.loads(text)
         d["learner"] = LearnerConfig(**d["learner"])
+        d["noise"] = NoiseConfig(**d.get("noise", {}))
         return cls(**d)
 
     def __eq__(self, other: object) -> bool:
@@ -150,4 +160,5 @@ class CampaignSpec:
         for metric, params in self.costs.items():
             cols.update({f"p_cost_{metric}_{k}": cell(v) for k, v in params.items()})
         cols.update({f"p_learner_{k}": cell(v) for k, v in self.learner.to_dict().items()})
+        cols.update({f"p_noise_{k}": cell(v) for k, v in self.noise.to_dict().items()})
         return cols

@@ -17,6 +17,9 @@ class PoolTruth:
 
     def __init__(self, split: SplitData):
         self.split = split
+        self._clicks: dict[float, tuple[list[_clicks.ImageClicks], tuple[int, int]]] = {}
+        self._counts: dict[int, np.ndarray] = {}
+        self._present: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.split)
@@ -32,8 +35,35 @@ class PoolTruth:
             pool=self,
         )
 
+    def object_counts(self, i: int) -> np.ndarray:
+        """Objects per class in image ``i`` (cached: cost models ask per answer)."""
+        if i not in self._counts:
+            s = self.split
+            self._counts[i] = _object_counts(s.masks[i], None if s.instances is None else s.instances[i],
+                                             s.num_classes, s.ignore_index)
+        return self._counts[i]
+
+    def present_classes(self, i: int) -> np.ndarray:
+        if i not in self._present:
+            m = self.split.masks[i]
+            counts = np.bincount(m.ravel(), minlength=256)
+            counts[self.split.ignore_index] = 0
+            self._present[i] = np.flatnonzero(counts)
+        return self._present[i]
+
+    def _click_data(self, epsilon: float):
+        if epsilon not in self._clicks:
+            per_image = _clicks.pool_clicks(self.split.masks, self.split.ignore_index, epsilon)
+            self._clicks[epsilon] = (per_image, _clicks.total_clicks(per_image))
+        return self._clicks[epsilon]
+
     def clicks(self, epsilon: float) -> list[_clicks.ImageClicks]:
-        return _clicks.pool_clicks(self.split.masks, self.split.ignore_index, epsilon)
+        """Per-image click data (computed once per pool and ε)."""
+        return self._click_data(epsilon)[0]
+
+    def click_totals(self, epsilon: float) -> tuple[int, int]:
+        """(c_p(P), c_c(P)) of the whole pool."""
+        return self._click_data(epsilon)[1]
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,6 +83,8 @@ class ImageTruth:
 
     @cached_property
     def present_classes(self) -> np.ndarray:
+        if self.pool is not None:
+            return self.pool.present_classes(self.index)
         valid = self.mask[self.mask != self.ignore_index]
         return np.unique(valid)
 
@@ -79,13 +111,12 @@ class ImageTruth:
         return out
 
     def instance_count(self) -> int:
-        return len(self.objects)
+        return int(self.counts_per_class().sum())
 
     def counts_per_class(self) -> np.ndarray:
-        counts = np.zeros(self.num_classes, np.int64)
-        for c, _ in self.objects:
-            counts[c] += 1
-        return counts
+        if self.pool is not None:
+            return self.pool.object_counts(self.index)
+        return _object_counts(self.mask, self.instances, self.num_classes, self.ignore_index)
 
     @property
     def num_foreground_classes(self) -> int:
@@ -94,3 +125,27 @@ class ImageTruth:
         return max(1, self.num_classes - 1)
 
 
+
+
+def _object_counts(mask: np.ndarray, instances: np.ndarray | None, num_classes: int, ignore_index: int) -> np.ndarray:
+    """Foreground objects per class: instances (by majority class) where the
+    dataset has them, else 4-connected components of each class."""
+    counts = np.zeros(num_classes, np.int64)
+    if instances is not None:
+        keep = (instances > 0) & (mask != ignore_index)
+        if keep.any():
+            inst, cls = instances[keep].astype(np.int64), mask[keep].astype(np.int64)
+            table = np.bincount(inst * num_classes + cls, minlength=(inst.max() + 1) * num_classes)
+            table = table.reshape(-1, num_classes)
+            has = table.sum(1) > 0
+            major = table[has].argmax(1)
+            counts += np.bincount(major[major != 0], minlength=num_classes)
+        return counts
+    seg = _clicks.segment_map(mask, ignore_index)
+    if seg.max() == 0:
+        return counts
+    # Class of each component: the mask value at any of its pixels.
+    first = np.zeros(seg.max() + 1, np.int64)
+    first[seg.ravel()] = mask.ravel()
+    cls = first[1:]
+    return np.bincount(cls[cls != 0], minlength=num_classes)[:num_classes]

@@ -99,8 +99,11 @@ def test_check_strategy_catches_nondeterminism():
     from alharness import FullMask, Strategy
 
     class Unseeded(Strategy):
+        calls = [0]  # state shared across instances: a fresh twin does not repeat the first
+
         def propose(self, ctx):
-            i = int(np.random.default_rng().integers(len(ctx.pool)))  # not ctx.rng
+            self.calls[0] += 1
+            i = (7 * self.calls[0]) % len(ctx.pool)  # depends on history, not on ctx.rng
             q = FullMask(i)
             return [] if ctx.labels.has_full_mask[i] or ctx.quote(q) > ctx.budget_left_this_round else [q]
 
