@@ -10,7 +10,7 @@ from alharness.errors import (
     QueryRefused,
     ResultsError,
 )
-from alharness.queries import FullMask, ImageLabels, Query
+from alharness.queries import Boxes, ClassPresence, FullMask, ImageLabels, LabelsWithCounts, Pixels, Query, Region
 from alharness.registry import register_cost, register_dataset, register_model, register_strategy
 from alharness.strategy import Strategy, StrategyContext, within_budget
 
@@ -18,6 +18,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AlharnessError",
+    "Boxes",
+    "ClassPresence",
+    "LabelsWithCounts",
+    "Pixels",
+    "Region",
     "ConfigError",
     "DuplicateQueryError",
     "FullMask",
