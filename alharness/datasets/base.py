@@ -7,6 +7,7 @@ from typing import Mapping
 
 import numpy as np
 
+from alharness.datasets.polygons import PolygonSet
 from alharness.errors import ConfigError
 
 IGNORE_INDEX = 255
@@ -18,6 +19,27 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return a
 
 
+def _take(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Rows ``idx`` of ``a`` as a new array that owns its memory (one copy,
+    also when ``a`` is memory-mapped)."""
+    out = np.empty((len(idx), *a.shape[1:]), a.dtype)
+    np.take(a, idx, axis=0, out=out)
+    return _readonly(out)
+
+
+def _max_label(masks: np.ndarray, ignore_index: int, chunk: int = 64) -> int:
+    """Largest non-ignored label, a few images at a time: a memory-mapped
+    dataset may be far larger than RAM, and a boolean index of all of it
+    would be read into memory at once."""
+    top = -1
+    for i in range(0, len(masks), chunk):
+        m = np.asarray(masks[i:i + chunk])
+        v = m[m != ignore_index]
+        if v.size:
+            top = max(top, int(v.max()))
+    return top
+
+
 @dataclass(frozen=True)
 class SegmentationDataset:
     """Images with per-pixel class ids (and optional instance ids), split into
@@ -25,7 +47,9 @@ class SegmentationDataset:
 
     ``images``: (N, H, W, 3) uint8; ``masks``: (N, H, W) uint8 with
     ``ignore_index`` for void pixels; ``instances``: (N, H, W) int32 with 0 for
-    "no instance", or None.
+    "no instance", or None; ``polygons``: the polygons annotators drew (one
+    vertex per click), where the source has them, or None. Arrays may be
+    read-only memory maps of the dataset cache.
     """
 
     name: str
@@ -36,6 +60,7 @@ class SegmentationDataset:
     instances: np.ndarray | None = None
     ignore_index: int = IGNORE_INDEX
     metadata: Mapping[str, object] = field(default_factory=dict)
+    polygons: PolygonSet | None = None
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -53,9 +78,11 @@ class SegmentationDataset:
                 raise ConfigError(f"dataset {self.name!r}: split {split!r} indexes outside 0..{n - 1}")
         if len(self.splits["train"]) == 0 or len(self.splits["test"]) == 0:
             raise ConfigError(f"dataset {self.name!r}: train and test splits must be non-empty")
-        valid = self.masks[self.masks != self.ignore_index]
-        if valid.size and valid.max() >= len(self.class_names):
-            raise ConfigError(f"dataset {self.name!r}: mask holds class {int(valid.max())} but only {len(self.class_names)} classes are named")
+        top = _max_label(self.masks, self.ignore_index)
+        if top >= len(self.class_names):
+            raise ConfigError(f"dataset {self.name!r}: mask holds class {top} but only {len(self.class_names)} classes are named")
+        if self.polygons is not None and len(self.polygons) and int(self.polygons.image.max()) >= n:
+            raise ConfigError(f"dataset {self.name!r}: polygons refer to images outside 0..{n - 1}")
         for a in (self.images, self.masks, self.instances):
             if a is not None:
                 _readonly(a)
@@ -73,11 +100,12 @@ class SegmentationDataset:
         idx = np.asarray(self.splits[name])
         return SplitData(
             dataset_ids=_readonly(idx.copy()),
-            images=_readonly(self.images[idx].copy()),
-            masks=_readonly(self.masks[idx].copy()),
-            instances=None if self.instances is None else _readonly(self.instances[idx].copy()),
+            images=_take(self.images, idx),
+            masks=_take(self.masks, idx),
+            instances=None if self.instances is None else _take(self.instances, idx),
             num_classes=self.num_classes,
             ignore_index=self.ignore_index,
+            polygons=None if self.polygons is None else self.polygons.subset(idx),
         )
 
 
@@ -92,6 +120,7 @@ class SplitData:
     instances: np.ndarray | None
     num_classes: int
     ignore_index: int
+    polygons: PolygonSet | None = None  # indexed by position in this split
 
     def __len__(self) -> int:
         return len(self.images)
