@@ -38,8 +38,12 @@ def test_dsb2018_nuclei_loads_offline_and_tiles_the_whole_image(offline):
     path, _ = bundled.packaged_file(*bundled.STARDIST, "stardist/data/images/mask2d.tif", "t")
     source = tifffile.imread(path)
     assert len(np.unique(source)) - 1 == 125 == ds.metadata["instances_in_source"]
-    # tile (r, c) of the 8 × 8 grid is source[64r:64r+64, 64c:64c+64]
-    np.testing.assert_array_equal(ds.masks[9], (source[64:128, 64:128] > 0).astype(np.uint8))
+    origins = ds.metadata["tile_origin"]
+    assert sorted(map(tuple, origins)) == [(y, x) for y in range(0, 512, 64) for x in range(0, 512, 64)]
+    for k in (0, 41, 63):
+        y, x = origins[k]
+        np.testing.assert_array_equal(ds.masks[k], (source[y:y + 64, x:x + 64] > 0).astype(np.uint8))
+    assert [list(ds.splits[s][[0, -1]]) for s in ("train", "val", "test")] == [[0, 39], [40, 47], [48, 63]]
     for inst, mask in zip(ds.instances, ds.masks):
         assert ((inst > 0) == (mask == 1)).all()
         ids = np.unique(inst[inst > 0])

@@ -70,14 +70,14 @@ def test_voc_loads_ids_classes_void_and_instances(tmp_path):
     ds = DATASETS.create("voc2012", root=str(tmp_path), size=[H, W], resize="resize", val_fraction=0.2)
     assert ds.class_names[0] == "background" and ds.class_names[15] == "person" and ds.num_classes == 21
     assert ds.images.shape == (7, H, W, 3)
-    assert ds.metadata["image_ids"] == TRAIN + VAL
-    np.testing.assert_array_equal(ds.splits["test"], [5, 6])  # VOC val is the harness's test split
-    assert len(ds.splits["val"]) == 1 and sorted([*ds.splits["train"], *ds.splits["val"]]) == list(range(5))
-    for k in range(7):
-        cls, obj = _voc_truth(k)
+    ids = ds.metadata["image_ids"]  # stored split by split: pool, carved val, then test
+    assert sorted(ids[:5]) == TRAIN and ids[5:] == VAL
+    assert [list(ds.splits[s]) for s in ("train", "val", "test")] == [[0, 1, 2, 3], [4], [5, 6]]
+    for k, i in enumerate(ids):
+        cls, obj = _voc_truth((TRAIN + VAL).index(i))
         np.testing.assert_array_equal(ds.masks[k], cls)  # palette indices, 255 kept as ignore
         np.testing.assert_array_equal(ds.instances[k], np.where(obj == IGNORE_INDEX, 0, obj))
-        np.testing.assert_array_equal(ds.images[k], np.asarray(Image.open(voc / "JPEGImages" / f"{(TRAIN + VAL)[k]}.jpg")))
+        np.testing.assert_array_equal(ds.images[k], np.asarray(Image.open(voc / "JPEGImages" / f"{i}.jpg")))
     assert ds.polygons is None
     # root may also be the VOC2012 directory itself
     cache.clear_memo()
@@ -201,7 +201,7 @@ def test_cityscapes_train_ids_instances_and_polygons(tmp_path):
     assert ds.num_classes == 19
     assert ds.class_names[0] == "road" and ds.class_names[13] == "car" and ds.class_names[11] == "person"
     names = ds.metadata["images"]
-    assert names == sorted(names[:3]) + ["frankfurt_000000_000294"]
+    assert names == sorted(truth)  # val_fraction=0: train in file order, then the test split
     np.testing.assert_array_equal(ds.splits["test"], [3])
     for k, base in enumerate(names):
         t = truth[base]

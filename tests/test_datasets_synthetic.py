@@ -169,3 +169,27 @@ def test_concurrent_builders_build_once_and_failures_leave_nothing(fresh_cache):
     with pytest.raises(RuntimeError, match="decoder crashed"):
         cache.cached_dataset("t", {"k": 2}, broken)
     assert sorted(e for e in os.listdir(fresh_cache) if not e.endswith(".lock")) == [f"t-{cache.config_key('t', {'k': 1})}"]
+
+
+def test_splits_of_a_cached_dataset_are_mapped_not_copied(fresh_cache):
+    import mmap
+
+    from alharness.datasets import PoolView
+
+    ds = DATASETS.create("synthetic_shapes", **SMALL)
+    pool = ds.split("train")
+    view = PoolView.from_split(pool, ds.class_names)
+    test = ds.split("test")
+    for part, rows in ((pool, ds.splits["train"]), (test, ds.splits["test"])):
+        for a, whole in ((part.images, ds.images), (part.masks, ds.masks), (part.instances, ds.instances)):
+            assert isinstance(a, np.memmap) and not a.flags.writeable
+            assert not np.shares_memory(a, whole)
+            np.testing.assert_array_equal(a, whole[rows])
+            # its buffer holds the .npy header and these rows, nothing of other splits
+            assert len(a.base) <= a.nbytes + mmap.ALLOCATIONGRANULARITY
+    assert isinstance(view.images, np.memmap) and not np.shares_memory(view.images, pool.images)
+    np.testing.assert_array_equal(view.images, pool.images)
+    # a split that is not one contiguous run is copied
+    odd = type(ds)(**{**ds.__dict__, "splits": {**ds.splits, "train": np.array([0, 2, 3])}})
+    part = odd.split("train")
+    assert not isinstance(part.images, np.memmap) and part.images.flags.owndata

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import mmap
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -25,6 +27,31 @@ def _take(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
     out = np.empty((len(idx), *a.shape[1:]), a.dtype)
     np.take(a, idx, axis=0, out=out)
     return _readonly(out)
+
+
+def _file_rows(a: np.ndarray, start: int, stop: int) -> np.ndarray | None:
+    """Rows ``start:stop`` of a memory-mapped ``.npy`` array as a new
+    read-only memory map of just those bytes (None if ``a`` is not one).
+
+    It shares the OS page cache with every other process that maps the file,
+    so a split costs no private memory, and it has no Python link to the
+    whole array: its buffer covers the file header and these rows only.
+    """
+    if not (isinstance(a, np.memmap) and a.filename and isinstance(a.base, mmap.mmap)
+            and a.flags.c_contiguous and stop > start):
+        return None
+    row = a.itemsize * math.prod(a.shape[1:])
+    return np.memmap(a.filename, dtype=a.dtype, mode="r", offset=a.offset + start * row, shape=(stop - start, *a.shape[1:]))
+
+
+def _rows(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Rows ``idx`` of ``a`` that share nothing with the rest of ``a``:
+    mapped from the cache file when they are one contiguous run, else copied."""
+    if len(idx) and (np.diff(idx) == 1).all():
+        view = _file_rows(a, int(idx[0]), int(idx[-1]) + 1)
+        if view is not None:
+            return view
+    return _take(a, idx)
 
 
 def _max_label(masks: np.ndarray, ignore_index: int, chunk: int = 64) -> int:
@@ -96,13 +123,16 @@ class SegmentationDataset:
         return tuple(self.images.shape[1:3])  # type: ignore[return-value]
 
     def split(self, name: str) -> "SplitData":
-        """Copies of one split's arrays (never views into the whole dataset)."""
+        """One split's arrays, never views into the whole dataset: copies, or,
+        for a memory-mapped dataset whose split is a contiguous run (the
+        built-in loaders write train, val, test in that order), new memory
+        maps of just that run, which cost no private memory per worker."""
         idx = np.asarray(self.splits[name])
         return SplitData(
             dataset_ids=_readonly(idx.copy()),
-            images=_take(self.images, idx),
-            masks=_take(self.masks, idx),
-            instances=None if self.instances is None else _take(self.instances, idx),
+            images=_rows(self.images, idx),
+            masks=_rows(self.masks, idx),
+            instances=None if self.instances is None else _rows(self.instances, idx),
             num_classes=self.num_classes,
             ignore_index=self.ignore_index,
             polygons=None if self.polygons is None else self.polygons.subset(idx),
@@ -129,9 +159,10 @@ class SplitData:
 @dataclass(frozen=True)
 class PoolView:
     """What a strategy may see of the annotation pool: images, ids and
-    metadata, and no ground truth. ``images`` is a read-only copy that shares
-    no memory with the dataset, so nothing reachable from it leads to masks or
-    to other splits."""
+    metadata, and no ground truth. ``images`` is read-only and shares no
+    memory with the dataset or the split (a copy, or its own memory map of
+    the pool's rows of the cache file), so nothing reachable from it leads to
+    masks or to other splits."""
 
     images: np.ndarray
     dataset_ids: np.ndarray
@@ -141,7 +172,7 @@ class PoolView:
     @classmethod
     def from_split(cls, split: SplitData, class_names: tuple[str, ...]) -> "PoolView":
         return cls(
-            images=_readonly(np.array(split.images, copy=True)),
+            images=_readonly(_rows(split.images, np.arange(len(split.images)))),
             dataset_ids=_readonly(np.array(split.dataset_ids, copy=True)),
             class_names=tuple(class_names),
             ignore_index=split.ignore_index,

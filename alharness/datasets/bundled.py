@@ -28,7 +28,7 @@ from alharness.datasets.base import SegmentationDataset
 from alharness.datasets.cache import CacheWriter, cached_dataset
 from alharness.datasets.info import describe
 from alharness.datasets.layout import relabel_instances
-from alharness.datasets.splits import check_fraction, random_splits
+from alharness.datasets.splits import check_fraction, random_splits, split_order
 from alharness.errors import ConfigError
 from alharness.registry import register_dataset
 
@@ -81,22 +81,24 @@ def _check_tile(tile: Any, height: int, width: int, where: str) -> int:
     return tile
 
 
-def _write_tiles(w: CacheWriter, frames: list[tuple[np.ndarray, np.ndarray, np.ndarray]], tile: int) -> list[int]:
-    """Cut (image RGB, semantic, instances) frames into tiles; return each tile's frame."""
-    origins = _tile_origins(*frames[0][1].shape, tile)
-    n = len(frames) * len(origins)
+def _write_tiles(w: CacheWriter, frames: list[tuple[np.ndarray, np.ndarray, np.ndarray]], tile: int,
+                 order: np.ndarray | None = None) -> list[tuple[int, int, int]]:
+    """Cut (image RGB, semantic, instances) frames into tiles, frame by
+    frame and row by row, or in ``order`` of that enumeration; return each
+    written tile's (frame, top, left)."""
+    tiles = [(f, y, x) for f in range(len(frames)) for y, x in _tile_origins(*frames[0][1].shape, tile)]
+    if order is not None:
+        tiles = [tiles[i] for i in order]
+    n = len(tiles)
     images = w.empty("images", (n, tile, tile, 3), np.uint8)
     masks = w.empty("masks", (n, tile, tile), np.uint8)
     instances = w.empty("instances", (n, tile, tile), np.int32)
-    frame_of = []
-    for f, (img, sem, inst) in enumerate(frames):
-        for y, x in origins:
-            k = len(frame_of)
-            images[k] = img[y:y + tile, x:x + tile]
-            masks[k] = sem[y:y + tile, x:x + tile]
-            instances[k] = relabel_instances(inst[y:y + tile, x:x + tile])
-            frame_of.append(f)
-    return frame_of
+    for k, (f, y, x) in enumerate(tiles):
+        img, sem, inst = frames[f]
+        images[k] = img[y:y + tile, x:x + tile]
+        masks[k] = sem[y:y + tile, x:x + tile]
+        instances[k] = relabel_instances(inst[y:y + tile, x:x + tile])
+    return tiles
 
 
 _STARDIST_HW = (512, 512)
@@ -129,9 +131,12 @@ def dsb2018_nuclei(
 
         img, inst = tifffile.imread(img_path), tifffile.imread(mask_path).astype(np.int32)
         grey = _to_uint8(img)
-        frame_of = _write_tiles(w, [(np.repeat(grey[..., None], 3, axis=2), (inst > 0).astype(np.uint8), inst)], tile)
-        splits = random_splits(len(frame_of), val_fraction, test_fraction, seed, "dsb2018_nuclei")
+        n_tiles = len(_tile_origins(*_STARDIST_HW, tile))
+        # Stored split by split, so that each split can be memory-mapped alone.
+        order, splits = split_order(random_splits(n_tiles, val_fraction, test_fraction, seed, "dsb2018_nuclei"))
+        tiles = _write_tiles(w, [(np.repeat(grey[..., None], 3, axis=2), (inst > 0).astype(np.uint8), inst)], tile, order)
         w.dataset("dsb2018_nuclei", ("background", "nucleus"), splits, metadata={
+            "tile_origin": [[y, x] for _, y, x in tiles],
             "source": "stardist " + version + ": stardist/data/images/img2d.tif, mask2d.tif (2018 Data Science Bowl)",
             "licence": "stardist: BSD-3-Clause; image: 2018 Data Science Bowl stage 1 training data",
             "instances_in_source": int(len(np.unique(inst)) - 1),
@@ -197,7 +202,7 @@ def scratch_assay(
             # A nucleus and the cytoplasm around it are two instances of two classes.
             inst = np.where(nuc > 0, nuc, np.where(cyto, cell + int(nuc.max()), 0))
         order = frames["train"] + frames["val"] + frames["test"]
-        frame_of = np.asarray(_write_tiles(w, [(rgb[t], sem[t], inst[t]) for t in order], tile))
+        frame_of = np.asarray([f for f, _, _ in _write_tiles(w, [(rgb[t], sem[t], inst[t]) for t in order], tile)])
         bounds = np.cumsum([0] + [len(frames[s]) for s in ("train", "val", "test")])
         splits = {s: np.flatnonzero((frame_of >= bounds[k]) & (frame_of < bounds[k + 1]))
                   for k, s in enumerate(("train", "val", "test"))}

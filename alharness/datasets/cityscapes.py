@@ -20,6 +20,7 @@ labels are not public) and its validation split is carved from train.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -38,8 +39,12 @@ _VERSION = 1
 _WHERE = "dataset 'cityscapes'"
 
 
-def _class_table() -> tuple[tuple[str, ...], np.ndarray, dict[str, int]]:
-    """(the 19 train-id class names, label id → train id lookup, label name → train id)."""
+@functools.lru_cache(maxsize=1)
+def class_table() -> tuple[tuple[str, ...], np.ndarray, dict[str, int]]:
+    """(the 19 train-id class names, label id → train id lookup, label name →
+    train id), from torchvision's table; built on first use, because
+    importing torchvision (and torch) costs seconds that listing datasets
+    should not pay."""
     from torchvision.datasets import Cityscapes
 
     lut = np.full(256, IGNORE_INDEX, np.uint8)
@@ -53,9 +58,6 @@ def _class_table() -> tuple[tuple[str, ...], np.ndarray, dict[str, int]]:
         if train_id != IGNORE_INDEX:
             names[train_id] = c.name
     return tuple(names[i] for i in range(len(names))), lut, by_name
-
-
-CLASS_NAMES, _LABEL_TO_TRAIN, _NAME_TO_TRAIN = _class_table()
 
 
 def _list_split(root: Path, split: str, instances: bool, polygons: bool) -> list[Record]:
@@ -76,7 +78,7 @@ def _list_split(root: Path, split: str, instances: bool, polygons: bool) -> list
 
 
 def _labels(raw: np.ndarray) -> np.ndarray:
-    return _LABEL_TO_TRAIN[np.clip(raw, 0, 255).astype(np.uint8)]
+    return class_table()[1][np.clip(raw, 0, 255).astype(np.uint8)]
 
 
 def _instances(raw: np.ndarray) -> np.ndarray:
@@ -85,10 +87,11 @@ def _instances(raw: np.ndarray) -> np.ndarray:
 
 
 def _train_id_of(label: str) -> int:
-    if label in _NAME_TO_TRAIN:
-        return _NAME_TO_TRAIN[label]
-    if label.endswith("group") and label[: -len("group")] in _NAME_TO_TRAIN:  # "cargroup": a crowd of cars
-        return _NAME_TO_TRAIN[label[: -len("group")]]
+    by_name = class_table()[2]
+    if label in by_name:
+        return by_name[label]
+    if label.endswith("group") and label[: -len("group")] in by_name:  # "cargroup": a crowd of cars
+        return by_name[label[: -len("group")]]
     return IGNORE_INDEX
 
 
@@ -105,7 +108,7 @@ def _read_polygons(image: int, path: Path, fit: Fit, out: PolygonCollector) -> N
 
 
 @register_dataset("cityscapes", description=describe(
-    size="user data (root)", classes=len(CLASS_NAMES), instances=True, true_clicks="yes",
+    size="user data (root)", classes=19, instances=True, true_clicks="yes",
     text="Cityscapes fine, 19 train ids, instance ids, polygon clicks; test = val"))
 def cityscapes(
     root: str,
@@ -138,10 +141,10 @@ def cityscapes(
     config = {"loader": "cityscapes", "version": _VERSION, "root": str(base),
               "images": [str(r.image) for r in records], "split_train": pool.tolist(), "split_val": val.tolist()}
     return load_layout(
-        "cityscapes", config, records, name="cityscapes", class_names=CLASS_NAMES,
+        "cityscapes", config, records, name="cityscapes", class_names=class_table()[0],
         splits={"train": pool, "val": val, "test": np.arange(len(train), len(records))},
         size=out_hw, resize=resize, map_labels=_labels,
         map_instances=_instances if instances else None,
         read_polygons=_read_polygons if polygons else None,
-        metadata={"root": str(base), "images": [r.image.name.replace("_leftImg8bit.png", "") for r in records]},
+        metadata={"root": str(base)}, per_image={"images": [r.image.name.replace("_leftImg8bit.png", "") for r in records]},
     )

@@ -123,5 +123,5 @@ def folder(
     return load_layout(
         "folder", config, records, name="folder", class_names=names, splits=splits, size=out_hw, resize=resize,
         map_labels=to_classes, map_instances=lambda raw: raw.astype(np.int32),
-        metadata={"root": str(base), "stems": stems},
+        metadata={"root": str(base)}, per_image={"stems": stems},
     )

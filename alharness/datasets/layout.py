@@ -20,6 +20,7 @@ from alharness.datasets.base import SegmentationDataset
 from alharness.datasets.cache import CacheWriter, cached_dataset
 from alharness.datasets.imaging import Fit, open_image, read_labels
 from alharness.datasets.polygons import PolygonCollector
+from alharness.datasets.splits import split_order
 from alharness.errors import ConfigError
 
 # (image index, polygon JSON path, fit) -> adds that image's polygons
@@ -78,14 +79,22 @@ def load_layout(
     map_instances: Callable[[np.ndarray], np.ndarray] | None = None,
     read_polygons: PolygonReader | None = None,
     metadata: dict[str, Any] | None = None,
+    per_image: dict[str, list] | None = None,
 ) -> SegmentationDataset:
     """Decode ``records`` once (cached under ``config`` + file fingerprint)
     into a dataset of ``size`` images.
 
-    ``map_labels`` turns a decoded label file into class ids (uint8, 255 =
-    ignore); ``map_instances`` a decoded instance file into instance ids (0 =
-    none); instances are kept only when every record has an instance file.
+    ``splits`` index ``records``; the dataset stores the records split by
+    split (train, val, test), so its indices differ: ``per_image`` lists
+    (one entry per record, e.g. image ids) are reordered the same way and
+    added to the metadata. ``map_labels`` turns a decoded label file into
+    class ids (uint8, 255 = ignore); ``map_instances`` a decoded instance
+    file into instance ids (0 = none); instances are kept only when every
+    record has an instance file.
     """
+    order, splits = split_order(splits)
+    records = [records[i] for i in order]
+    metadata = {**(metadata or {}), **{k: [v[i] for i in order] for k, v in (per_image or {}).items()}}
     with_instances = map_instances is not None and all(r.instances is not None for r in records)
     with_polygons = read_polygons is not None and all(r.polygons is not None for r in records)
     full_config = {**config, "size": list(size), "resize": resize, "files": fingerprint(records),
@@ -109,7 +118,7 @@ def load_layout(
                 instances[i] = relabel_instances(fit.labels(map_instances(read_labels(r.instances))))
             if polys is not None:
                 read_polygons(i, r.polygons, fit, polys)
-        w.dataset(name, tuple(class_names), splits, metadata=dict(metadata or {}),
+        w.dataset(name, tuple(class_names), splits, metadata=metadata,
                   polygons=None if polys is None else polys.build())
 
     return cached_dataset(kind, full_config, build)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from alharness.datasets.base import SPLITS
 from alharness.errors import ConfigError
 from alharness.seeding import derive_rng
 
@@ -58,3 +59,13 @@ def random_splits(n: int, val_fraction: float, test_fraction: float, seed: int, 
     rest, test = carve(np.arange(n), test_fraction, seed, f"{key}/test")
     train, val = carve(rest, val_fraction / max(1e-9, 1 - test_fraction), seed, f"{key}/val")
     return {"train": train, "val": val, "test": test}
+
+
+def split_order(splits: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The order that stores train, then val, then test, and the splits as
+    the contiguous ranges they become. Loaders write their arrays in this
+    order so that each split can be memory-mapped on its own (see
+    ``SegmentationDataset.split``); images in no split are left out."""
+    order = np.concatenate([np.asarray(splits[s], np.int64) for s in SPLITS])
+    bounds = np.cumsum([0] + [len(splits[s]) for s in SPLITS])
+    return order, {s: np.arange(bounds[k], bounds[k + 1]) for k, s in enumerate(SPLITS)}

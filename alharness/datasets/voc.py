@@ -172,5 +172,5 @@ def voc2012(
         "voc2012", config, records, name="voc2012", class_names=VOC_CLASSES,
         splits={"train": train, "val": val, "test": np.arange(len(train_ids), len(ids))},
         size=out_hw, resize=resize, map_labels=_voc_labels, map_instances=_voc_instances,
-        metadata={"root": str(voc), "augmented": augmented, "image_ids": ids},
+        metadata={"root": str(voc), "augmented": augmented}, per_image={"image_ids": ids},
     )
