@@ -54,12 +54,13 @@ def packaged_file(dist: str, version: str, relpath: str, dataset: str) -> tuple[
     return path, d.version
 
 
-def _installed(dist: str) -> bool:
+def _install_note(dist: str, version: str) -> str:
+    """What `alharness list datasets` adds when the wheel is missing."""
     try:
         importlib.metadata.distribution(dist)
-        return True
+        return ""
     except importlib.metadata.PackageNotFoundError:
-        return False
+        return f"  [not installed: pip install --no-deps {dist}=={version}]"
 
 
 def _to_uint8(a: np.ndarray, lo: float = 0.5, hi: float = 99.8) -> np.ndarray:
@@ -106,8 +107,7 @@ _STARDIST_HW = (512, 512)
 
 @register_dataset("dsb2018_nuclei", description=describe(
     size="64 × 64² tiles", classes=2, instances=True, true_clicks=False,
-    text="Fluorescence nuclei (DSB 2018) from the stardist wheel"
-    + ("" if _installed(STARDIST[0]) else f"  [not installed: pip install --no-deps {STARDIST[0]}]")))
+    text="Fluorescence nuclei (DSB 2018) from the stardist wheel" + _install_note(*STARDIST)))
 def dsb2018_nuclei(
     tile: int = 64,
     val_fraction: float = 0.125,
@@ -138,7 +138,7 @@ def dsb2018_nuclei(
         w.dataset("dsb2018_nuclei", ("background", "nucleus"), splits, metadata={
             "tile_origin": [[y, x] for _, y, x in tiles],
             "source": "stardist " + version + ": stardist/data/images/img2d.tif, mask2d.tif (2018 Data Science Bowl)",
-            "licence": "stardist: BSD-3-Clause; image: 2018 Data Science Bowl stage 1 training data",
+            "licence": "stardist: BSD-3-Clause; image and mask: 2018 Data Science Bowl stage 1 (BBBC038v1), CC0 1.0",
             "instances_in_source": int(len(np.unique(inst)) - 1),
         })
 
@@ -164,8 +164,7 @@ def _frame_splits(n_frames: int, val_frames: list[int], test_frames: list[int], 
 
 @register_dataset("scratch_assay", description=describe(
     size="270 × 64² tiles", classes=3, instances=True, true_clicks=False,
-    text="Scratch-assay nuclei + cytoplasm, 10 frames, from the ndev-sampledata wheel"
-    + ("" if _installed(NDEV[0]) else f"  [not installed: pip install --no-deps {NDEV[0]}]")))
+    text="Scratch-assay nuclei + cytoplasm, 10 frames, from the ndev-sampledata wheel" + _install_note(*NDEV)))
 def scratch_assay(
     tile: int = 64,
     channels: str = "both",
