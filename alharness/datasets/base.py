@@ -35,7 +35,9 @@ def _file_rows(a: np.ndarray, start: int, stop: int) -> np.ndarray | None:
 
     It shares the OS page cache with every other process that maps the file,
     so a split costs no private memory, and it has no Python link to the
-    whole array: its buffer covers the file header and these rows only.
+    whole array: its buffer covers these rows and, because maps start on a
+    page boundary, at most one page before them (for the first rows, which
+    hold the train split, that page is the file header).
     """
     if not (isinstance(a, np.memmap) and a.filename and isinstance(a.base, mmap.mmap)
             and a.flags.c_contiguous and stop > start):
