@@ -7,11 +7,17 @@ BIN    := $(VENV)/bin
 
 .PHONY: bench test install clean
 
+# The bundled real datasets read files shipped in two wheels; --no-deps
+# because only the data files are used (stardist's own code would pull in
+# TensorFlow).
+BUNDLED_DATA := stardist==0.9.2 ndev-sampledata==0.0.3
+
 # pip (not uv/poetry): it takes the pinned torch/torchvision wheels from the
 # machine's local wheel directory instead of downloading several GB.
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps $(BUNDLED_DATA)
 	touch $@
 
 install: $(BIN)/.installed

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,10 @@ sys.path.insert(0, PLUGINS)
 os.environ["PYTHONPATH"] = os.pathsep.join([PLUGINS, *filter(None, [os.environ.get("PYTHONPATH")])])
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Datasets are cached on disk: keep the tests' cache out of the user's home
+# and fresh each session (set before Ray starts, so workers inherit it).
+os.environ["ALHARNESS_CACHE"] = tempfile.mkdtemp(prefix="alharness-test-cache-")
+atexit.register(shutil.rmtree, os.environ["ALHARNESS_CACHE"], True)
 
 # Tiny everything: a campaign takes about a second on one core.
 TINY_DATASET = {"n_train": 12, "n_val": 0, "n_test": 6, "size": 24, "num_classes": 3, "seed": 0}

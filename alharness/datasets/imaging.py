@@ -1,0 +1,102 @@
+"""Decoding image and label files and fitting them to one resolution.
+
+Every image of a dataset must have the same shape (the arrays are
+(N, H, W, ...)), so real layouts are resized ("resize": stretch to H×W) or
+scaled to cover H×W and centre-cropped ("crop": keeps the aspect ratio).
+Images are resampled bilinearly; labels by nearest neighbour (done here with
+index arithmetic, so it works for any integer dtype and never invents a
+class); polygon vertices get the same affine map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alharness.errors import ConfigError
+
+RESIZE_MODES = ("resize", "crop")
+
+
+def parse_size(size: Any, where: str) -> tuple[int, int]:
+    """``size`` as (H, W): an int means a square."""
+    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+        size = (int(size), int(size))
+    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, (int, np.integer)) for v in size)):
+        raise ConfigError(f"{where}: size must be an integer or [height, width], got {size!r}")
+    if min(size) < 8:
+        raise ConfigError(f"{where}: size must be at least 8 pixels, got {list(size)}")
+    return int(size[0]), int(size[1])
+
+
+def check_resize_mode(mode: str, where: str) -> None:
+    if mode not in RESIZE_MODES:
+        raise ConfigError(f"{where}: resize must be one of {', '.join(RESIZE_MODES)}, got {mode!r}")
+
+
+@dataclass(frozen=True)
+class Fit:
+    """Affine map from a source image (h, w) to the output (H, W):
+    ``out = src * scale - offset``, then the output window [0, H) × [0, W)."""
+
+    scale_y: float
+    scale_x: float
+    top: float
+    left: float
+    out: tuple[int, int]
+
+    @classmethod
+    def plan(cls, src: tuple[int, int], out: tuple[int, int], mode: str) -> "Fit":
+        h, w = src
+        H, W = out
+        if mode == "resize":
+            return cls(H / h, W / w, 0.0, 0.0, out)
+        s = max(H / h, W / w)  # cover the window, then centre it
+        return cls(s, s, (h * s - H) / 2, (w * s - W) / 2, out)
+
+    def labels(self, a: np.ndarray) -> np.ndarray:
+        """Nearest-neighbour resampling of a label array (any integer dtype)."""
+        H, W = self.out
+        ys = np.clip(((np.arange(H) + 0.5 + self.top) / self.scale_y).astype(np.int64), 0, a.shape[0] - 1)
+        xs = np.clip(((np.arange(W) + 0.5 + self.left) / self.scale_x).astype(np.int64), 0, a.shape[1] - 1)
+        return a[ys[:, None], xs[None, :]]
+
+    def image(self, img: "Any") -> np.ndarray:
+        """Bilinear resampling of a PIL image to (H, W, 3) uint8."""
+        from PIL import Image
+
+        H, W = self.out
+        box = (self.left / self.scale_x, self.top / self.scale_y, (self.left + W) / self.scale_x, (self.top + H) / self.scale_y)
+        return np.asarray(img.convert("RGB").resize((W, H), Image.Resampling.BILINEAR, box=box), dtype=np.uint8)
+
+    def points(self, xy: np.ndarray) -> np.ndarray:
+        """(x, y) vertices in source pixels → output pixels (not clipped:
+        a click outside the crop was still a click)."""
+        xy = np.asarray(xy, np.float32).reshape(-1, 2)
+        return np.stack([xy[:, 0] * self.scale_x - self.left, xy[:, 1] * self.scale_y - self.top], axis=1)
+
+
+def open_image(path: Path) -> "Any":
+    from PIL import Image
+
+    try:
+        img = Image.open(path)
+        img.load()
+    except FileNotFoundError:
+        raise ConfigError(f"missing file {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot decode {path}: {exc}") from None
+    return img
+
+
+def read_labels(path: Path) -> np.ndarray:
+    """A label PNG as integers: palette indices for 'P' images (VOC), the
+    values for grey 8/16-bit images; colour label images are refused because
+    their colour → class mapping is not known here."""
+    img = open_image(path)
+    if img.mode in ("RGB", "RGBA"):
+        raise ConfigError(f"{path}: label image is {img.mode}; expected class ids as a palette ('P') or grey PNG")
+    return np.asarray(img)
