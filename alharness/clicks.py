@@ -32,6 +32,7 @@ class ImageClicks:
     segments: np.ndarray  # (H, W) int32, 0 where ignored
     vertices: np.ndarray  # (H, W) int32 count of polygon vertices at each pixel
     vertex_integral: np.ndarray  # (H+1, W+1) summed-area table of ``vertices``
+    polygons: int | None = None  # true polygon count, where the dataset has polygons
 
     @property
     def polygon_clicks(self) -> int:
@@ -39,6 +40,8 @@ class ImageClicks:
 
     @property
     def class_clicks(self) -> int:
+        if self.polygons is not None:
+            return self.polygons  # one class click per drawn polygon
         return int(len(np.unique(self.segments[self.segments > 0])))
 
     def box_polygon_clicks(self, y0: int, x0: int, y1: int, x1: int) -> int:
@@ -84,6 +87,28 @@ def rdp_vertices(region: np.ndarray, epsilon: float) -> np.ndarray:
     return pts[:, ::-1].astype(np.int64)  # OpenCV points are (x, y)
 
 
+def _integral(vertices: np.ndarray) -> np.ndarray:
+    integral = np.zeros((vertices.shape[0] + 1, vertices.shape[1] + 1), np.int64)
+    integral[1:, 1:] = vertices.cumsum(0).cumsum(1)
+    return integral
+
+
+def image_clicks_from_polygons(mask: np.ndarray, ignore_index: int, polygons) -> ImageClicks:
+    """True clicks: every vertex an annotator placed (e.g. Cityscapes
+    ``_polygons.json``) instead of the RDP estimate. Segments still come from
+    the mask (for intersection and per-box class clicks)."""
+    h, w = mask.shape
+    vertices = np.zeros(mask.shape, np.int32)
+    drawn = [p for p in polygons if p.class_id != ignore_index]
+    if drawn:
+        xy = np.concatenate([p.vertices for p in drawn])
+        ys = np.rint(xy[:, 1]).astype(np.int64).clip(0, h - 1)
+        xs = np.rint(xy[:, 0]).astype(np.int64).clip(0, w - 1)
+        np.add.at(vertices, (ys, xs), 1)
+    return ImageClicks(segments=segment_map(mask, ignore_index), vertices=vertices,
+                       vertex_integral=_integral(vertices), polygons=len(drawn))
+
+
 def image_clicks(mask: np.ndarray, ignore_index: int, epsilon: float) -> ImageClicks:
     seg = segment_map(mask, ignore_index)
     vertices = np.zeros(mask.shape, np.int32)
@@ -93,20 +118,24 @@ def image_clicks(mask: np.ndarray, ignore_index: int, epsilon: float) -> ImageCl
             continue
         pts = rdp_vertices(seg[box] == sid, epsilon)
         np.add.at(vertices, (pts[:, 0] + box[0].start, pts[:, 1] + box[1].start), 1)
-    integral = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
-    integral[1:, 1:] = vertices.cumsum(0).cumsum(1)
-    return ImageClicks(segments=seg, vertices=vertices, vertex_integral=integral)
+    return ImageClicks(segments=seg, vertices=vertices, vertex_integral=_integral(vertices))
 
 
 _CACHE: dict[tuple, list[ImageClicks]] = {}
 
 
-def pool_clicks(masks: np.ndarray, ignore_index: int, epsilon: float) -> list[ImageClicks]:
-    """Click data for every image of a pool, computed once per (pool, ε) per process."""
-    key = (hashlib.sha1(np.ascontiguousarray(masks).data).hexdigest(), masks.shape, ignore_index, float(epsilon))
+def pool_clicks(masks: np.ndarray, ignore_index: int, epsilon: float, polygons=None) -> list[ImageClicks]:
+    """Click data for every image of a pool, computed once per (pool, ε) per
+    process. With ``polygons`` (a PolygonSet indexed like ``masks``) the true
+    vertex counts replace the RDP estimate."""
+    key = (hashlib.sha1(np.ascontiguousarray(masks).data).hexdigest(), masks.shape, ignore_index, float(epsilon),
+           polygons is not None)
     if key not in _CACHE:
         _CACHE.clear()  # one pool per process at a time: bounded memory
-        _CACHE[key] = [image_clicks(m, ignore_index, epsilon) for m in masks]
+        if polygons is not None:
+            _CACHE[key] = [image_clicks_from_polygons(m, ignore_index, polygons.of_image(i)) for i, m in enumerate(masks)]
+        else:
+            _CACHE[key] = [image_clicks(m, ignore_index, epsilon) for m in masks]
     return _CACHE[key]
 
 

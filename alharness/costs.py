@@ -240,12 +240,15 @@ class _ClickCost(CostModel):
 
     unit = "clicks"
 
-    def __init__(self, epsilon: float = 1.0, box_clicks: int = 4):
+    def __init__(self, epsilon: float = 1.0, box_clicks: int = 4, true_polygons: bool = True):
         super().__init__()
         if epsilon < 0:
             raise ConfigError(f"{self.name}: epsilon (RDP tolerance, pixels) must be >= 0, got {epsilon}")
         self.epsilon = float(epsilon)
         self.box_clicks = int(box_clicks)
+        # Where the dataset carries the polygons annotators drew (Cityscapes),
+        # their true vertex counts replace the RDP estimate.
+        self.true_polygons = bool(true_polygons)
 
     @property
     def priced_in_advance(self) -> bool:
@@ -254,7 +257,7 @@ class _ClickCost(CostModel):
     def clicks(self, query: Query, truth: ImageTruth) -> dict[str, int]:
         """Click counts of one answer by type: polygon, intersection, box, class."""
         assert truth.pool is not None
-        ic = truth.pool.clicks(self.epsilon)[truth.index]
+        ic = truth.pool.clicks(self.epsilon, self.true_polygons)[truth.index]
         kind = query.kind
         if kind == "full_mask":
             return {"p": ic.polygon_clicks, "i": 0, "b": 0, "c": ic.class_clicks}
@@ -278,7 +281,7 @@ class _ClickCost(CostModel):
 
     def pool_totals(self, truth: ImageTruth) -> tuple[int, int]:
         assert truth.pool is not None
-        return truth.pool.click_totals(self.epsilon)
+        return truth.pool.click_totals(self.epsilon, self.true_polygons)
 
 
 @register_cost("clicks")

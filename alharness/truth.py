@@ -17,7 +17,7 @@ class PoolTruth:
 
     def __init__(self, split: SplitData):
         self.split = split
-        self._clicks: dict[float, tuple[list[_clicks.ImageClicks], tuple[int, int]]] = {}
+        self._clicks: dict[tuple, tuple[list[_clicks.ImageClicks], tuple[int, int]]] = {}
         self._counts: dict[int, np.ndarray] = {}
         self._present: dict[int, np.ndarray] = {}
 
@@ -51,19 +51,22 @@ class PoolTruth:
             self._present[i] = np.flatnonzero(counts)
         return self._present[i]
 
-    def _click_data(self, epsilon: float):
-        if epsilon not in self._clicks:
-            per_image = _clicks.pool_clicks(self.split.masks, self.split.ignore_index, epsilon)
-            self._clicks[epsilon] = (per_image, _clicks.total_clicks(per_image))
-        return self._clicks[epsilon]
+    def _click_data(self, epsilon: float, true_polygons: bool):
+        polygons = self.split.polygons if true_polygons else None
+        key = (epsilon, polygons is not None)
+        if key not in self._clicks:
+            per_image = _clicks.pool_clicks(self.split.masks, self.split.ignore_index, epsilon, polygons)
+            self._clicks[key] = (per_image, _clicks.total_clicks(per_image))
+        return self._clicks[key]
 
-    def clicks(self, epsilon: float) -> list[_clicks.ImageClicks]:
-        """Per-image click data (computed once per pool and ε)."""
-        return self._click_data(epsilon)[0]
+    def clicks(self, epsilon: float, true_polygons: bool = True) -> list[_clicks.ImageClicks]:
+        """Per-image click data (computed once per pool and ε): the dataset's
+        true polygons where it has them (and ``true_polygons``), else RDP."""
+        return self._click_data(epsilon, true_polygons)[0]
 
-    def click_totals(self, epsilon: float) -> tuple[int, int]:
+    def click_totals(self, epsilon: float, true_polygons: bool = True) -> tuple[int, int]:
         """(c_p(P), c_c(P)) of the whole pool."""
-        return self._click_data(epsilon)[1]
+        return self._click_data(epsilon, true_polygons)[1]
 
 
 @dataclass(frozen=True, eq=False)

@@ -303,3 +303,24 @@ def test_real_layout_cache_follows_the_files(tmp_path):
     cache.clear_memo()
     ds = DATASETS.create("folder", **kw)
     assert cache.stats["built"] == before + 2 and (ds.masks[0] == 0).all()
+
+
+def test_true_polygon_clicks_replace_the_rdp_estimate(tmp_path):
+    """Cityscapes polygons: the oracle's clicks metric counts the vertices annotators drew."""
+    from alharness.costs import build_cost_models
+    from alharness.labels import LabelState
+    from alharness.oracle import Oracle
+    from alharness.queries import FullMask
+
+    write_cityscapes(tmp_path)
+    ds = DATASETS.create("cityscapes", root=str(tmp_path), polygons=True)
+    pool = ds.split("train")
+    drawn = [p for p in pool.polygons.of_image(0) if p.class_id != pool.ignore_index]
+    true_clicks = sum(p.clicks for p in drawn) + len(drawn)  # polygon + class clicks
+    oracle = Oracle(pool, build_cost_models({}), "label_equivalents", 1e9)
+    state = LabelState(len(pool), pool.masks.shape[1:], ds.num_classes, ds.ignore_index)
+    oracle.answer([FullMask(0)], strategy="s", round=0, state=state)
+    assert list(oracle.ledger)[-1].costs["clicks"] == true_clicks
+    estimate = Oracle(pool, build_cost_models({"clicks": {"true_polygons": False}}), "label_equivalents", 1e9)
+    estimate.answer([FullMask(0)], strategy="s", round=0, state=LabelState(len(pool), pool.masks.shape[1:], ds.num_classes, 255))
+    assert list(estimate.ledger)[-1].costs["clicks"] != true_clicks
