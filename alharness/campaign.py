@@ -19,7 +19,7 @@ from alharness.costs import build_cost_models
 from alharness.datasets.base import PoolView, SplitData
 from alharness.errors import PluginError
 from alharness.labels import LabelState
-from alharness.learner import Learner
+from alharness.learner import Learner, services as learner_services
 from alharness.metrics import confusion_matrix, mean_iou, per_class_iou
 from alharness.oracle import Oracle
 from alharness.queries import QUERY_TYPES
@@ -50,25 +50,8 @@ def _evaluate(learner: Learner, test: SplitData) -> tuple[float, list[float]]:
 
 
 def pool_outputs(learner: Learner, images: np.ndarray, needs: frozenset[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if "model" in needs:
-        out["model"] = learner.model
-    if not needs & {"probabilities", "features"}:
-        return out
-    probs = np.empty((len(images), learner.num_classes, *images.shape[1:3]), np.float32) if "probabilities" in needs else None
-    feats: list[np.ndarray] = []
-    for start, p, f in learner.predict_batches(images):
-        if probs is not None:
-            probs[start : start + len(p)] = p
-        feats.append(f)
-    if probs is not None:
-        probs.setflags(write=False)
-        out["probabilities"] = probs
-    if "features" in needs:
-        f = np.concatenate(feats)
-        f.setflags(write=False)
-        out["features"] = f
-    return out
+    """What the strategy declared in ``needs``, over the pool (alharness.learner.services)."""
+    return learner_services.pool_outputs(learner, images, needs)
 
 
 def make_context(pool_view: PoolView, state: LabelState, oracle: Oracle, rnd: int, rounds: int, allowance: float,
