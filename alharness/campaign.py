@@ -19,7 +19,7 @@ from alharness.costs import build_cost_models
 from alharness.datasets.base import PoolView, SplitData
 from alharness.errors import PluginError
 from alharness.labels import LabelState
-from alharness.learner import Learner
+from alharness.learner import Learner, services as learner_services
 from alharness.noise import Annotator
 from alharness.metrics import confusion_matrix, mean_iou, per_class_iou
 from alharness.oracle import Oracle
@@ -51,25 +51,8 @@ def _evaluate(learner: Learner, test: SplitData) -> tuple[float, list[float]]:
 
 
 def pool_outputs(learner: Learner, images: np.ndarray, needs: frozenset[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if "model" in needs:
-        out["model"] = learner.model
-    if not needs & {"probabilities", "features"}:
-        return out
-    probs = np.empty((len(images), learner.num_classes, *images.shape[1:3]), np.float32) if "probabilities" in needs else None
-    feats: list[np.ndarray] = []
-    for start, p, f in learner.predict_batches(images):
-        if probs is not None:
-            probs[start : start + len(p)] = p
-        feats.append(f)
-    if probs is not None:
-        probs.setflags(write=False)
-        out["probabilities"] = probs
-    if "features" in needs:
-        f = np.concatenate(feats)
-        f.setflags(write=False)
-        out["features"] = f
-    return out
+    """What the strategy declared in ``needs``, over the pool (alharness.learner.services)."""
+    return learner_services.pool_outputs(learner, images, needs)
 
 
 def make_context(pool_view: PoolView, state: LabelState, oracle: Oracle, rnd: int, rounds: int, allowance: float,
@@ -111,6 +94,8 @@ def run_campaign(spec: CampaignSpec, on_round: Callable[[dict[str, Any]], None] 
     needs = frozenset(getattr(strategy, "needs", frozenset()))
     if needs - NEEDS:
         raise PluginError(f"strategy {spec.strategy!r} needs {sorted(needs - NEEDS)}; the loop provides {sorted(NEEDS)}")
+    # A head the strategy needs but the learner does not build fails now, not after round 0 trained.
+    learner_services.check_needs(spec.learner, needs, who=f"strategy {spec.strategy!r}")
 
     base = {
         "benchmark": spec.benchmark,

@@ -18,8 +18,10 @@ from alharness.datasets.base import PoolView
 from alharness.labels import LabelStateView
 from alharness.queries import FullMask, Query
 
-# What a strategy may ask the loop to compute over the pool each round.
-NEEDS = frozenset({"probabilities", "features", "model"})
+# What a strategy may ask the loop to compute over the pool each round
+# (alharness.learner.services documents each; a test keeps the two in step).
+NEEDS = frozenset({"probabilities", "features", "model", "class_scores", "iou", "loss_prediction", "maturity",
+                   "maturity_weights"})
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,10 @@ class StrategyContext:
 
     ``probabilities`` ((N, C, H, W) float32) and ``features`` ((N, F)) are
     the current model's outputs on the pool, present only if the strategy
-    declared them in ``needs``; ``model`` likewise. All arrays are read-only.
+    declared them in ``needs``; ``model`` likewise, and the head outputs
+    ``class_scores`` (N, C), ``iou`` (N,), ``loss_prediction`` (N, 2, H, W),
+    ``maturity`` and ``maturity_weights`` (N, K, H, W) (see
+    ``alharness.learner.services``). All arrays are read-only.
     ``quote(query)`` prices a query in the enforced metric.
     """
 
@@ -46,6 +51,11 @@ class StrategyContext:
     probabilities: np.ndarray | None = None
     features: np.ndarray | None = None
     model: Any = None
+    class_scores: np.ndarray | None = None
+    iou: np.ndarray | None = None
+    loss_prediction: np.ndarray | None = None
+    maturity: np.ndarray | None = None
+    maturity_weights: np.ndarray | None = None
 
     @property
     def budget_left_total(self) -> float:

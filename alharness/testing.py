@@ -17,6 +17,7 @@ from alharness.datasets.base import PoolView
 from alharness.errors import QueryRefused
 from alharness.labels import LabelState
 from alharness.learner import Learner, LearnerConfig
+from alharness.learner.services import heads_for
 from alharness.oracle import Oracle
 from alharness.registry import DATASETS, STRATEGIES
 from alharness.seeding import derive_rng
@@ -39,13 +40,16 @@ def _fingerprint(obj: Any) -> str:
 class _Setup:
     """A tiny pool with a few bought masks and a briefly trained model."""
 
-    def __init__(self, seed: int, budget: float):
+    def __init__(self, seed: int, budget: float, needs: frozenset[str] = frozenset()):
         ds = DATASETS.create("synthetic_shapes", n_train=16, n_val=0, n_test=4, size=24, num_classes=3, seed=seed)
         pool = ds.split("train")
         self.pool_view = PoolView.from_split(pool, ds.class_names)
         self.oracle = Oracle(pool, build_cost_models({}), "label_equivalents", budget)
         self.state = LabelState(len(pool), self.pool_view.image_shape, ds.num_classes, ds.ignore_index)
-        self.learner = Learner(LearnerConfig(steps=3, batch_size=4, model_params={"width": 4, "depth": 1}), ds.num_classes, ds.ignore_index)
+        # Built with whatever heads the strategy's needs require.
+        config = LearnerConfig(steps=3, batch_size=4, model_params={"width": 4, "depth": 1},
+                               heads=list(heads_for(needs)), head_steps=2)
+        self.learner = Learner(config, ds.num_classes, ds.ignore_index)
         self.seed = seed
 
     def context(self, strategy: Strategy, rnd: int, allowance: float):
@@ -69,8 +73,8 @@ def check_strategy(strategy: str | type[Strategy], params: dict[str, Any] | None
         make = lambda: strategy(**params)  # noqa: E731
         label = strategy.__name__
     budget = 200.0
-    setup = _Setup(seed, budget)
     strat = make()
+    setup = _Setup(seed, budget, frozenset(strat.needs))
     batches = []
     for rnd, allowance in enumerate([48.0, 30.0, 0.0, 40.0]):
         ctx = setup.context(strat, rnd, allowance)
@@ -87,7 +91,7 @@ def check_strategy(strategy: str | type[Strategy], params: dict[str, Any] | None
             raise StrategyCheckError(f"{label}: round {rnd}: {exc}") from exc
         if rnd == 3:
             # Determinism: a fresh instance in the same state, same seed.
-            twin_setup = _Setup(seed, budget)
+            twin_setup = _Setup(seed, budget, frozenset(strat.needs))
             twin = make()
             for r, (b, a) in enumerate(zip(batches, [48.0, 30.0, 0.0])):
                 twin_ctx = twin_setup.context(twin, r, a)

@@ -88,3 +88,11 @@ def result_columns(rows):
     from alharness.campaign import TIMING_COLUMNS
 
     return [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in rows]
+
+
+def pytest_configure(config):
+    # Tiny models gain nothing from intra-op threads; on a 2-core machine they
+    # only fight the Ray workers for the cores.
+    import torch
+
+    torch.set_num_threads(1)

@@ -1,7 +1,4 @@
-"""Segmentation models, registered by name. Every factory takes
-``num_classes`` and ``in_channels`` plus its own keyword parameters and
-returns a module mapping (B, in_channels, H, W) to a dict with ``logits``
-(B, num_classes, H, W) and ``features`` (B, F) image embeddings."""
+"""``tiny_unet``: a small U-Net for tests and CPU benchmarks."""
 
 from __future__ import annotations
 
@@ -10,10 +7,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from alharness.errors import ConfigError
+from alharness.learner.models.base import Parts, SegmentationModel
 from alharness.registry import register_model
 
 
-def _block(cin: int, cout: int) -> nn.Sequential:
+def conv_block(cin: int, cout: int) -> nn.Sequential:
+    """Two 3×3 conv–BN–ReLU layers (the U-Net building block)."""
     return nn.Sequential(
         nn.Conv2d(cin, cout, 3, padding=1, bias=False),
         nn.BatchNorm2d(cout),
@@ -24,19 +23,22 @@ def _block(cin: int, cout: int) -> nn.Sequential:
     )
 
 
-class TinyUNet(nn.Module):
+class TinyUNet(SegmentationModel):
     def __init__(self, num_classes: int, in_channels: int = 3, width: int = 16, depth: int = 2):
         super().__init__()
         if depth < 1 or width < 1:
             raise ConfigError(f"tiny_unet: depth and width must be >= 1, got depth={depth}, width={width}")
         self.depth = depth
         chans = [width * 2**i for i in range(depth + 1)]
-        self.down = nn.ModuleList([_block(in_channels, chans[0])] + [_block(chans[i], chans[i + 1]) for i in range(depth)])
+        self.down = nn.ModuleList([conv_block(in_channels, chans[0])] + [conv_block(chans[i], chans[i + 1]) for i in range(depth)])
         self.up = nn.ModuleList([nn.ConvTranspose2d(chans[i + 1], chans[i], 2, stride=2) for i in reversed(range(depth))])
-        self.dec = nn.ModuleList([_block(chans[i] * 2, chans[i]) for i in reversed(range(depth))])
+        self.dec = nn.ModuleList([conv_block(chans[i] * 2, chans[i]) for i in reversed(range(depth))])
         self.head = nn.Conv2d(chans[0], num_classes, 1)
+        self.encoder_channels = tuple(chans)
+        self.decoder_channels = tuple(reversed(chans[:-1]))
+        self.feature_dim = chans[-1]
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward_parts(self, x: torch.Tensor) -> Parts:
         h, w = x.shape[-2:]
         m = 2**self.depth
         ph, pw = (-h) % m, (-w) % m
@@ -47,9 +49,18 @@ class TinyUNet(nn.Module):
             x = block(x if i == 0 else F.max_pool2d(x, 2))
             skips.append(x)
         features = x.mean(dim=(2, 3))
+        decoder = []
         for up, dec, skip in zip(self.up, self.dec, reversed(skips[:-1])):
             x = dec(torch.cat([up(x), skip], dim=1))
-        return {"logits": self.head(x)[..., :h, :w], "features": features}
+            decoder.append(x)
+        if ph or pw:  # heads must not see the padding either
+            skips, decoder = _crop(skips, h, w, h + ph), _crop(decoder, h, w, h + ph)
+        return Parts(logits=self.head(x)[..., :h, :w], features=features, encoder=skips, decoder=decoder)
+
+
+def _crop(maps: list[torch.Tensor], h: int, w: int, padded_h: int) -> list[torch.Tensor]:
+    """Crop padded maps back to the input's extent at each map's own scale."""
+    return [m[..., : -(-h // (padded_h // m.shape[-2])), : -(-w // (padded_h // m.shape[-2]))] for m in maps]
 
 
 @register_model("tiny_unet")

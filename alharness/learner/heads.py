@@ -1,0 +1,173 @@
+"""Optional heads and the network that returns them all in one output dict.
+
+Heads read a model's :class:`~alharness.learner.models.Parts`:
+
+* ``classification`` — a linear layer on the pooled deepest encoder features
+  (full-or-weak §4.3: "a classification head is appended at the end of the
+  encoding module"). Output ``class_logits`` (B, C).
+* ``iou`` — mask-guided selection §5: decoder maps at every resolution are
+  globally average-pooled, concatenated and mapped by a fully connected
+  layer to the image's IoU. The layer predicts √IoU (Table 2's best
+  variant: small IoUs get more resolution); output ``iou`` (B,) = (√IoU)².
+* ``maturity`` — MADBAL §3.1 varied-maturity heads: segmentation heads on
+  up to three encoder depths (shallow, semi, almost mature), output
+  ``maturity_logits`` (B, K, C, H, W); and ``maturity_weights`` (B, K, H, W),
+  the weight prediction block's per-pixel weights W^k of Eq. 4 (softmax over
+  k). The block learns only through the loss-prediction loss, so without the
+  ``loss_prediction`` head the weights are the uniform 1/K of the paper's
+  "Averaging" ablation.
+* ``loss_prediction`` — MADBAL §3.1 loss prediction module: the maturity
+  heads' feature maps weighted by W^k, with the endpoint (last decoder)
+  features, give two logit channels (centre, boundary) per pixel, output
+  ``loss_prediction`` (B, 2, H, W). Without ``maturity`` it reads the endpoint
+  features only (the paper's "No maturity-awareness" ablation).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from alharness.errors import ConfigError
+from alharness.learner.models.base import Parts
+
+HEADS = ("classification", "iou", "loss_prediction", "maturity")
+#: heads trained after the segmentation network, with it frozen (mask-guided §5, MADBAL training phase II)
+FROZEN_PHASE_HEADS = frozenset({"iou", "loss_prediction", "maturity"})
+_MATURITY_DEPTHS = 3
+_WIDTH = 32  # channels of the maturity / loss-prediction feature maps
+
+
+def _cbr(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return x if tuple(x.shape[-2:]) == tuple(size) else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def maturity_taps(n_stages: int) -> list[int]:
+    """Encoder stages read by the maturity heads: up to three, evenly spread from shallow to deep."""
+    k = min(_MATURITY_DEPTHS, n_stages)
+    if k <= 1:
+        return list(range(k))
+    return sorted({round(i * (n_stages - 1) / (k - 1)) for i in range(k)})
+
+
+class IoUHead(nn.Module):
+    def __init__(self, decoder_channels: tuple[int, ...]):
+        super().__init__()
+        self.fc = nn.Linear(sum(decoder_channels), 1)
+
+    def forward(self, decoder: list[torch.Tensor]) -> torch.Tensor:
+        pooled = torch.cat([d.mean(dim=(2, 3)) for d in decoder], dim=1)
+        return torch.sigmoid(self.fc(pooled)).squeeze(1) ** 2
+
+
+class MaturityHeads(nn.Module):
+    def __init__(self, encoder_channels: tuple[int, ...], num_classes: int, weighted: bool):
+        super().__init__()
+        self.taps = maturity_taps(len(encoder_channels))
+        self.proj = nn.ModuleList([_cbr(encoder_channels[i], _WIDTH) for i in self.taps])
+        self.cls = nn.ModuleList([nn.Conv2d(_WIDTH, num_classes, 1) for _ in self.taps])
+        # Weight prediction block (MADBAL Fig. 1): per-pixel weights over the K depths.
+        self.weight_block = nn.Conv2d(_WIDTH * len(self.taps), len(self.taps), 1) if weighted else None
+
+    def forward(self, encoder: list[torch.Tensor], work_size: tuple[int, int], out_size: tuple[int, int]):
+        """Return (logits (B,K,C,H,W), projected maps at work_size, weights (B,K,h,w) at work_size)."""
+        maps = [p(encoder[i]) for p, i in zip(self.proj, self.taps)]
+        logits = torch.stack([_resize(c(m), out_size) for c, m in zip(self.cls, maps)], dim=1)
+        work = [_resize(m, work_size) for m in maps]
+        if self.weight_block is not None:
+            weights = torch.softmax(self.weight_block(torch.cat(work, dim=1)), dim=1)
+        else:
+            weights = work[0].new_full((work[0].shape[0], len(maps), *work_size), 1.0 / len(maps))
+        return logits, work, weights
+
+
+class LossPredictionHead(nn.Module):
+    def __init__(self, endpoint_channels: int, n_maturity: int):
+        super().__init__()
+        self.endpoint = nn.Conv2d(endpoint_channels, _WIDTH, 1)
+        self.body = nn.Sequential(_cbr(_WIDTH * (1 + n_maturity), _WIDTH), nn.Conv2d(_WIDTH, 2, 1))
+
+    def forward(self, endpoint: torch.Tensor, maturity_maps: list[torch.Tensor], weights: torch.Tensor | None) -> torch.Tensor:
+        inputs = [self.endpoint(endpoint)]
+        if maturity_maps:
+            inputs += [m * weights[:, k : k + 1] for k, m in enumerate(maturity_maps)]
+        return self.body(torch.cat(inputs, dim=1))
+
+
+class Network(nn.Module):
+    """A segmentation model plus the requested heads; ``forward`` returns one dict.
+
+    Always: ``logits`` (B, C, H, W) and ``features`` (B, F); then, per head,
+    the outputs listed in this module's docstring.
+    """
+
+    def __init__(self, base: nn.Module, num_classes: int, heads: Iterable[str] = (), model_name: str = "model"):
+        super().__init__()
+        self.base = base
+        self.head_names = tuple(sorted(set(heads)))
+        unknown = sorted(set(self.head_names) - set(HEADS))
+        if unknown:
+            raise ConfigError(f"unknown head(s) {', '.join(map(repr, unknown))}; valid choices: {', '.join(HEADS)}")
+        need_parts = set(self.head_names) - {"classification"}
+        if need_parts and not hasattr(base, "forward_parts"):
+            raise ConfigError(
+                f"model {model_name!r} cannot provide head(s) {', '.join(sorted(need_parts))}: it does not expose its "
+                "feature maps (subclass alharness.learner.models.SegmentationModel and implement forward_parts)"
+            )
+        enc = tuple(getattr(base, "encoder_channels", ()))
+        dec = tuple(getattr(base, "decoder_channels", ()))
+        fdim = int(getattr(base, "feature_dim", 0))
+        for head, ok, what in (("classification", fdim > 0, "feature_dim"), ("iou", bool(dec), "decoder_channels"),
+                               ("loss_prediction", bool(dec), "decoder_channels"), ("maturity", bool(enc), "encoder_channels")):
+            if head in self.head_names and not ok:
+                raise ConfigError(f"model {model_name!r} cannot provide the {head!r} head: it declares no {what}")
+        self.classification = nn.Linear(fdim, num_classes) if "classification" in self.head_names else None
+        self.iou = IoUHead(dec) if "iou" in self.head_names else None
+        weighted = "loss_prediction" in self.head_names
+        self.maturity = MaturityHeads(enc, num_classes, weighted) if "maturity" in self.head_names else None
+        n_mat = len(self.maturity.taps) if self.maturity is not None else 0
+        self.loss_prediction = LossPredictionHead(dec[-1], n_mat) if "loss_prediction" in self.head_names else None
+
+    def forward(self, x: torch.Tensor, heads: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
+        """Run the model and the heads in ``heads`` (default: every head built)."""
+        heads = self.head_names if heads is None else tuple(heads)
+        if not heads:
+            out = self.base(x)
+            return {"logits": out["logits"], "features": out["features"]}
+        return self.head_outputs(self.parts(x), heads)
+
+    def parts(self, x: torch.Tensor) -> Parts:
+        """The model's forward pass, opened up (logits and features only for models without ``forward_parts``)."""
+        if hasattr(self.base, "forward_parts"):
+            return self.base.forward_parts(x)
+        out = self.base(x)
+        return Parts(out["logits"], out["features"], [], [])
+
+    def head_outputs(self, parts: Parts, heads: Iterable[str]) -> dict[str, torch.Tensor]:
+        """Head outputs on an already computed forward pass (the frozen-network phase reuses it)."""
+        heads = set(heads)
+        out: dict[str, torch.Tensor] = {"logits": parts.logits, "features": parts.features}
+        if "classification" in heads:
+            out["class_logits"] = self.classification(parts.features)
+        if "iou" in heads:
+            out["iou"] = self.iou(parts.decoder)
+        if heads & {"maturity", "loss_prediction"}:
+            endpoint = parts.decoder[-1] if parts.decoder else None
+            maps, weights = [], None
+            if self.maturity is not None:
+                work = tuple(endpoint.shape[-2:]) if endpoint is not None else tuple(parts.encoder[0].shape[-2:])
+                mlogits, maps, weights = self.maturity(parts.encoder, work, tuple(parts.logits.shape[-2:]))
+                if "maturity" in heads:
+                    out["maturity_logits"] = mlogits
+                    out["maturity_weights"] = _resize(weights, tuple(parts.logits.shape[-2:]))
+            if "loss_prediction" in heads:
+                lp = self.loss_prediction(endpoint, maps, weights)
+                out["loss_prediction"] = _resize(lp, tuple(parts.logits.shape[-2:]))
+        return out

@@ -1,0 +1,119 @@
+"""Prediction services: what strategies may ask the loop to compute over the pool.
+
+Computed once per round, in batches of ``eval_batch_size``, in one forward
+pass that runs only the heads some requested output needs, and shared by
+every component of the strategy. Per batch only the requested outputs are
+kept, reduced where a full map would be wasteful (the maturity heads give
+one Jensen–Shannon map per depth rather than K full probability volumes).
+
+=================  ==========================  =====================================
+need               array                       from
+=================  ==========================  =====================================
+probabilities      (N, C, H, W) float32        softmax of the segmentation logits
+features           (N, F) float32              pooled deepest encoder features
+model              the trained network         (eval mode; outputs a dict)
+class_scores       (N, C) float32 in [0, 1]    classification head (sigmoid) if the
+                                               model has one, else the LSE power mean
+                                               of the pixel probabilities
+iou                (N,) float32                IoU head (mask-guided §5)
+loss_prediction    (N, 2, H, W) float32        loss prediction head, sigmoid;
+                                               channel 0 centre, 1 boundary (MADBAL)
+maturity           (N, K, H, W) float32        JS(final ‖ maturity head k) per pixel
+                                               (MADBAL Eq. 4's divergence terms)
+maturity_weights   (N, K, H, W) float32        W^k of MADBAL Eq. 4
+=================  ==========================  =====================================
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from alharness.errors import ConfigError
+from alharness.learner import losses
+from alharness.learner.config import LearnerConfig
+
+#: need → the head that provides it (None: the segmentation network itself)
+SERVICES: dict[str, str | None] = {
+    "probabilities": None,
+    "features": None,
+    "model": None,
+    "class_scores": None,
+    "iou": "iou",
+    "loss_prediction": "loss_prediction",
+    "maturity": "maturity",
+    "maturity_weights": "maturity",
+}
+
+
+def heads_for(needs: Iterable[str]) -> tuple[str, ...]:
+    """Heads a learner must be built with to serve ``needs``."""
+    return tuple(sorted({SERVICES[n] for n in needs if SERVICES.get(n)}))
+
+
+def check_needs(config: LearnerConfig, needs: Iterable[str], who: str = "the strategy") -> None:
+    """ConfigError unless ``config`` builds every head that ``needs`` requires."""
+    unknown = sorted(set(needs) - set(SERVICES))
+    if unknown:
+        raise ConfigError(f"{who} needs {unknown}; the learner provides {sorted(SERVICES)}")
+    missing = sorted(set(heads_for(needs)) - set(config.model_heads))
+    if missing:
+        raise ConfigError(
+            f"{who} needs outputs of the learner head(s) {missing}; add them to the learner, "
+            f"e.g. heads = {sorted(set(config.heads) | set(missing))!r} in [learner]"
+        )
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
+
+
+def pool_outputs(learner, images: np.ndarray, needs: Iterable[str]) -> dict[str, Any]:
+    """The requested outputs over ``images``, each computed once and read-only."""
+    needs = frozenset(needs)
+    check_needs(learner.config, needs)
+    out: dict[str, Any] = {}
+    if "model" in needs:
+        out["model"] = learner.model
+    arrays = sorted(needs - {"model"})
+    if not arrays:
+        return out
+    has_classifier = "classification" in learner.config.model_heads
+    heads = set(heads_for(arrays))
+    if "class_scores" in needs and has_classifier:
+        heads.add("classification")
+    n, (h, w) = len(images), images.shape[1:3]
+    shapes = {"probabilities": (learner.num_classes, h, w), "class_scores": (learner.num_classes,), "iou": (),
+              "loss_prediction": (2, h, w)}
+    buffers: dict[str, np.ndarray] = {}
+    r = learner.config.lse_r
+    for start, o in learner.forward_batches(images, tuple(sorted(heads))):
+        probs = torch.softmax(o["logits"].float(), dim=1)
+        batch: dict[str, torch.Tensor] = {}
+        if "probabilities" in needs:
+            batch["probabilities"] = probs
+        if "features" in needs:
+            batch["features"] = o["features"]
+        if "class_scores" in needs:
+            batch["class_scores"] = (torch.sigmoid(o["class_logits"].float()) if has_classifier
+                                     else losses.pooled_class_scores(probs, r))
+        if "iou" in needs:
+            batch["iou"] = o["iou"]
+        if "loss_prediction" in needs:
+            batch["loss_prediction"] = torch.sigmoid(o["loss_prediction"].float())
+        if "maturity" in needs:
+            heads_p = torch.softmax(o["maturity_logits"].float(), dim=2)
+            batch["maturity"] = losses.js_divergence(probs.unsqueeze(1), heads_p, dim=2)
+        if "maturity_weights" in needs:
+            batch["maturity_weights"] = o["maturity_weights"]
+        for name, t in batch.items():
+            a = t.float().cpu().numpy()
+            if name not in buffers:
+                buffers[name] = np.empty((n, *a.shape[1:]), np.float32)
+            buffers[name][start : start + len(a)] = a
+    for name in arrays:
+        out[name] = _readonly(buffers[name]) if name in buffers else _readonly(np.empty((0, *shapes.get(name, ())), np.float32))
+    return out
