@@ -176,7 +176,7 @@ def test_labels_then_masks_runs_two_phases():
     assert joint.fit(images, state, seed=0)["weak_steps"] == 0
     assert not np.array_equal(seq.predict_proba(images), joint.predict_proba(images))
     with pytest.raises(ConfigError, match="labels_then_masks"):
-        LearnerConfig(labels_then_masks=True)
+        LearnerConfig(labels_then_masks=True, image_label_loss="none")
 
 
 def test_epochs_visit_every_image_once_per_epoch():
@@ -246,11 +246,11 @@ def test_weights_path_loads_a_local_state_dict(tmp_path):
         Learner(_cfg(steps=0, weights_path=str(tmp_path / "bad.pt")), 3, 255).fit(images, state, seed=0)
 
 
-def test_default_learner_reports_image_labels_it_does_not_use():
+def test_learner_without_image_label_loss_reports_image_labels_it_does_not_use():
     images, masks, present = squares(6)
     state = _state(6)
     state.set_full_mask(0, masks[0])
     for i in (1, 2):
         state.set_image_labels(i, present[i])
-    stats = Learner(_cfg(steps=2), 3, 255).fit(images, state, seed=0)
+    stats = Learner(_cfg(steps=2, image_label_loss="none"), 3, 255).fit(images, state, seed=0)
     assert stats["train_images"] == 1 and stats["unused_image_label_images"] == 2

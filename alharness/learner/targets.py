@@ -58,5 +58,8 @@ def training_set(state: LabelState, use_image_labels: bool,
     has_labels = (state.image_labels != UNKNOWN).any(axis=1) if use_image_labels else np.zeros(len(pixels), bool)
     index = np.flatnonzero(has_pixels | has_labels)
     labels = state.image_labels[index] if use_image_labels else np.full((len(index), state.num_classes), UNKNOWN, np.int8)
+    # A full mask already labels every pixel; its implied image labels would
+    # only count the same annotation twice.
+    labels = np.where(state.has_full_mask[index][:, None], np.int8(UNKNOWN), labels)
     return TrainingSet(index=index, pixels=pixels[index], image_labels=labels, has_pixels=has_pixels[index],
                        n_pseudo=n_pseudo)
