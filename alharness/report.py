@@ -122,7 +122,7 @@ def format_leaderboard(rows: list[dict[str, Any]], reach: float = 0.9) -> str:
             flush()
             key = k
             out.append(f"dataset {r['dataset']} | cost metric {r['cost_metric']} | budget {r['budget']:g}")
-        reach_txt = "never" if r["reached"] == 0 else f"{r['cost_to_reach_mean']:.1f} ({r['reached']}/{r['seeds']})"
+        reach_txt = "never" if r["reached"] == 0 else f"{r['cost_to_reach_mean']:.4g} ({r['reached']}/{r['seeds']})"
         table.append([
             str(len(table) + 1),
             r["strategy"],
@@ -130,7 +130,7 @@ def format_leaderboard(rows: list[dict[str, Any]], reach: float = 0.9) -> str:
             f"{r['final_miou_mean']:.3f} ± {r['final_miou_std']:.3f}",
             f"{r['auc_mean']:.3f} ± {r['auc_std']:.3f}",
             reach_txt,
-            f"{r['final_cost_mean']:.1f}",
+            f"{r['final_cost_mean']:.4g}",
         ])
     flush()
     return "\n".join(out).rstrip() + "\n"

@@ -143,10 +143,13 @@ class CampaignSpec:
 
     @property
     def strategy_label(self) -> str:
-        """Strategy name with its parameters, e.g. ``fixed_proportion(mask_fraction=0.5)``."""
-        if not self.strategy_params:
+        """Strategy name with the parameters that differ from its defaults,
+        e.g. ``fixed_proportion(mask_fraction=0.8)``."""
+        defaults = _jsonable(STRATEGIES.defaults(self.strategy))
+        changed = {k: v for k, v in self.strategy_params.items() if defaults.get(k, object()) != v}
+        if not changed:
             return self.strategy
-        args = ",".join(f"{k}={json.dumps(v)}" for k, v in sorted(self.strategy_params.items()))
+        args = ",".join(f"{k}={json.dumps(v)}" for k, v in sorted(changed.items()))
         return f"{self.strategy}({args})"
 
     def param_columns(self) -> dict[str, Any]:
