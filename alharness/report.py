@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -154,7 +155,8 @@ def plot_learning_curves(con, path: str | Path, cost_metric: str | None = None) 
         raise ResultsError("nothing to plot")
     cols = min(3, len(panels))
     rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4 * rows), squeeze=False)
+    legend_lines = sum(len(textwrap.wrap(label, 48)) for label in {row[3] for row in data})
+    fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, (4.2 + 0.2 * legend_lines) * rows), squeeze=False)
     for ax, (d, b, m) in zip(axes.flat, panels):
         series: dict[str, list[tuple]] = {}
         for dd, bb, mm, label, _rnd, xv, yv, sd, _n in data:
@@ -162,13 +164,14 @@ def plot_learning_curves(con, path: str | Path, cost_metric: str | None = None) 
                 series.setdefault(label, []).append((xv, yv, sd))
         for label, pts in sorted(series.items()):
             xs, ys, sds = zip(*pts)
-            line, = ax.plot(xs, ys, marker="o", ms=3, label=label)
+            line, = ax.plot(xs, ys, marker="o", ms=3, label=textwrap.fill(label, 48, subsequent_indent="  "))
             ax.fill_between(xs, [y - s for y, s in zip(ys, sds)], [y + s for y, s in zip(ys, sds)], color=line.get_color(), alpha=0.2)
         ax.set_title(f"{d} (budget {b:g} {m})", fontsize=10)
         ax.set_xlabel(f"cost spent ({cost_metric or m})")
         ax.set_ylabel("test mIoU")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        # Below the axes: labels carry parameters and can be long.
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=1, frameon=False)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.tight_layout()
