@@ -21,7 +21,7 @@ from alharness.learner import LearnerConfig
 from alharness.spec import CampaignSpec
 
 _TOP = {"benchmark", "resources", "datasets", "strategies", "costs", "learner", "noise"}
-_BENCH = {"name", "description", "seeds", "budget", "budget_metric", "rounds", "initial_masks"}
+_BENCH = {"name", "description", "seeds", "budget", "budget_metric", "rounds", "initial_masks", "validation"}
 _RESOURCES = {"num_cpus", "num_gpus"}
 _LEARNER = set(LearnerConfig.__dataclass_fields__)
 
@@ -130,6 +130,7 @@ def parse_benchmark(doc: dict, source: str = "<benchmark>") -> Benchmark:
                 seed=seed,
                 learner=learner,
                 noise=dict(doc.get("noise", {})),
+                validation=bench.get("validation", "none"),
                 num_cpus=resources.get("num_cpus", 1),
                 num_gpus=resources.get("num_gpus", 0),
             )

@@ -17,7 +17,7 @@ import numpy as np
 
 from alharness.costs import build_cost_models
 from alharness.datasets.base import PoolView, SplitData
-from alharness.errors import PluginError
+from alharness.errors import ConfigError, PluginError
 from alharness.labels import LabelState
 from alharness.learner import Learner, services as learner_services
 from alharness.noise import Annotator
@@ -81,13 +81,20 @@ def run_campaign(spec: CampaignSpec, on_round: Callable[[dict[str, Any]], None] 
     t_start = time.perf_counter()
     dataset = DATASETS.create(spec.dataset, **spec.dataset_params)
     pool, test = dataset.split("train"), dataset.split("test")
+    val_split = dataset.split("val") if spec.validation != "none" else None
     pool_view = PoolView.from_split(pool, dataset.class_names)
     del dataset  # nothing below may reach other splits through it
+    if val_split is not None and len(val_split) == 0:
+        raise ConfigError(f"validation = {spec.validation!r}, but dataset {spec.dataset!r} has an empty val split")
 
     cost_models = build_cost_models(spec.costs)
     annotator = Annotator(spec.noise, derive_rng(spec.seed, "noise")) if spec.noise.active else None
     oracle = Oracle(pool, cost_models, spec.budget_metric, spec.budget, annotator)
     del pool
+    if spec.validation == "charged":
+        oracle.charge_validation(val_split)
+    # Held-out data reaches the learner (early stopping), never the strategy.
+    val = (val_split.images, val_split.masks) if val_split is not None and spec.learner.patience > 0 else None
     state = LabelState(len(pool_view), pool_view.image_shape, pool_view.num_classes, pool_view.ignore_index)
     learner = Learner(spec.learner, pool_view.num_classes, pool_view.ignore_index)
     strategy: Strategy = STRATEGIES.create(spec.strategy, **spec.strategy_params)
@@ -106,6 +113,7 @@ def run_campaign(spec: CampaignSpec, on_round: Callable[[dict[str, Any]], None] 
         "cost_model": spec.budget_metric,
         "budget_metric": spec.budget_metric,
         "budget": spec.budget,
+        "validation": spec.validation,
         "seed": spec.seed,
         **spec.param_columns(),
     }
@@ -118,7 +126,7 @@ def run_campaign(spec: CampaignSpec, on_round: Callable[[dict[str, Any]], None] 
         # batch; later rounds spread what is left evenly, carrying over
         # whatever an earlier round did not spend.
         if rnd == 0:
-            allowance = spec.budget
+            allowance = spec.budget - oracle.spent
         else:
             target = spent_after_initial + (spec.budget - spent_after_initial) * rnd / spec.rounds
             allowance = max(0.0, min(target, spec.budget) - oracle.spent)
@@ -142,7 +150,7 @@ def run_campaign(spec: CampaignSpec, on_round: Callable[[dict[str, Any]], None] 
         train_s = eval_s = 0.0
         if rnd == 0 or batch:
             t0 = time.perf_counter()
-            fit = learner.fit(pool_view.images, state, seed=derive_int_seed(spec.seed, "train", rnd))
+            fit = learner.fit(pool_view.images, state, seed=derive_int_seed(spec.seed, "train", rnd), val=val)
             train_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             miou, class_iou = _evaluate(learner, test)
@@ -161,6 +169,7 @@ def run_campaign(spec: CampaignSpec, on_round: Callable[[dict[str, Any]], None] 
             "per_class_iou": class_iou,
             "train_steps": int(fit["train_steps"]),
             "train_loss": float(fit["final_loss"]),
+            "val_miou": float(fit.get("val_miou", float("nan"))),
             "train_s": train_s,
             "predict_s": predict_s,
             "select_s": select_s,

@@ -51,7 +51,8 @@ class Ledger:
         return dict(self._totals)
 
     def count(self, kind: str) -> int:
-        return sum(1 for e in self._entries if e.query.kind == kind)
+        """Answers of one logged query type (validation masks count separately)."""
+        return sum(1 for e in self._entries if e.query.describe()["query_type"] == kind)
 
     def records(self) -> list[dict]:
         """Rows for the ``queries`` table."""

@@ -16,7 +16,7 @@ from alharness.errors import DuplicateQueryError, MalformedQueryError, Overdraft
 from alharness.labels import LabelState
 from alharness.ledger import Ledger, LedgerEntry
 from alharness.noise import Annotator
-from alharness.queries import QUERY_TYPES, Query
+from alharness.queries import QUERY_TYPES, Query, ValidationMask
 from alharness.truth import PoolTruth
 
 # Budgets are floats; allow for rounding in sums of many small prices.
@@ -44,6 +44,24 @@ class Oracle:
     def quote(self, query: Query) -> float:
         """Price of a query in the enforced metric, known before answering."""
         return self.cost_models[self.budget_metric].quote(query)
+
+    def charge_validation(self, split: SplitData, *, round: int = 0) -> float:
+        """Buy the full masks of a validation split (DESIGN.md rule 3: held-out
+        scores are paid for unless the benchmark says otherwise). Click-based
+        metrics normalise them by the validation split's own clicks."""
+        truth = PoolTruth(split)
+        planned = []
+        for i in range(len(split)):
+            q, t = ValidationMask(i), truth.image(i)
+            planned.append((q, {m: float(model.cost(q, t)) for m, model in self.cost_models.items()}))
+        price = sum(c[self.budget_metric] for _, c in planned)
+        if price > self.budget - self.spent + _EPS:
+            raise OverdraftError("harness", planned[-1][0] if planned else None,
+                                 f"the validation split's masks cost {price:g} {self.budget_metric}, more than the "
+                                 f"{self.budget - self.spent:g} left of the budget; raise the budget or use validation = 'free'")
+        for q, costs in planned:
+            self.ledger.append(LedgerEntry(round=round, query=q, costs=costs))
+        return price
 
     def check(self, batch: Sequence[Any], *, strategy: str, limit: float | None = None) -> float:
         """Validate a batch; return its price in the enforced metric or raise."""

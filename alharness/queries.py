@@ -238,6 +238,19 @@ class Pixels(Query):
         return {**super().describe(), "pixels": [[int(y), int(x)] for y, x in self.coords]}
 
 
+@dataclass(frozen=True)
+class ValidationMask(FullMask):
+    """The full mask of a *validation* image (``image`` indexes the val split),
+    bought by the harness when a benchmark charges its validation split.
+    Priced like a full mask; never accepted from a strategy."""
+
+    def keys(self) -> Iterable[tuple]:
+        return [("validation_mask", int(self.image))]
+
+    def describe(self) -> dict:
+        return {**super().describe(), "query_type": "validation_mask"}
+
+
 QUERY_TYPES: dict[str, type[Query]] = {
     q.kind: q for q in (FullMask, ImageLabels, ClassPresence, LabelsWithCounts, Boxes, Region, Pixels)
 }

@@ -34,6 +34,9 @@ def effective_params(registry: Registry, name: str, params: dict[str, Any], wher
     return _jsonable(merged)
 
 
+VALIDATION_CHOICES = ("none", "charged", "free")
+
+
 @dataclass(frozen=True, eq=False)
 class CampaignSpec:
     """Everything that determines a campaign's results, plus where it runs."""
@@ -50,6 +53,10 @@ class CampaignSpec:
     initial_masks: int = 0
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
+    # The dataset's val split for held-out scores (early stopping): "none",
+    # "charged" (its full masks are bought in round 0, in every metric) or
+    # "free" (not charged; rows say so). DESIGN.md, fairness rule 3.
+    validation: str = "none"
     benchmark: str = "adhoc"
     # Resources: where and how it runs, not what it computes (not in the id).
     num_cpus: float = 1.0
@@ -93,6 +100,11 @@ class CampaignSpec:
         object.__setattr__(self, "budget", float(self.budget))
         if isinstance(self.learner, dict):
             object.__setattr__(self, "learner", LearnerConfig(**self.learner))
+        if self.validation not in VALIDATION_CHOICES:
+            raise ConfigError(f"{where}: validation must be one of {', '.join(VALIDATION_CHOICES)}, got {self.validation!r}")
+        if isinstance(self.learner, LearnerConfig) and self.learner.patience > 0 and self.validation == "none":
+            raise ConfigError(f"{where}: learner.patience needs a validation split: set [benchmark] validation = "
+                              f"'charged' (its annotation is bought) or 'free'")
         if isinstance(self.noise, dict):
             unknown = sorted(set(self.noise) - set(NoiseConfig.__dataclass_fields__))
             if unknown:
@@ -114,6 +126,7 @@ class CampaignSpec:
             "initial_masks": self.initial_masks,
             "learner": _jsonable(self.learner.to_dict()),
             "noise": self.noise.to_dict(),
+            "validation": self.validation,
             "seed": self.seed,
         }
 

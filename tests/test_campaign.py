@@ -114,3 +114,26 @@ def test_check_strategy_catches_nondeterminism():
 def test_every_registered_strategy_has_a_description():
     for e in STRATEGIES.entries():
         assert e.description, e.name
+
+
+def test_early_stopping_uses_a_charged_validation_split():
+    from alharness.errors import ConfigError
+    from alharness.learner import LearnerConfig
+    from conftest import TINY_DATASET, TINY_LEARNER
+
+    ds = {**TINY_DATASET, "n_val": 3}
+    learner = LearnerConfig(**{**TINY_LEARNER, "steps": 8, "patience": 2, "val_every": 2})
+    with pytest.raises(ConfigError, match="patience needs a validation split"):
+        tiny_spec(dataset_params=ds, learner=learner)
+    charged = run_campaign(tiny_spec(dataset_params=ds, learner=learner, validation="charged", budget=96))
+    free = run_campaign(tiny_spec(dataset_params=ds, learner=learner, validation="free", budget=96))
+    val_rows = [q for q in charged.queries if q["query_type"] == "validation_mask"]
+    assert len(val_rows) == 3 and all(q["round"] == 0 for q in val_rows)
+    assert charged.rows[0]["spent_label_equivalents"] == 3 * 12 + 2 * 12  # validation + initial masks
+    assert free.rows[0]["spent_label_equivalents"] == 2 * 12
+    assert not any(q["query_type"] == "validation_mask" for q in free.queries)
+    assert charged.rows[0]["validation"] == "charged" and free.rows[0]["validation"] == "free"
+    assert charged.rows[0]["n_full_mask"] == 2  # validation masks are counted apart
+    assert 0.0 <= charged.rows[-1]["val_miou"] <= 1.0
+    with pytest.raises(Exception, match="validation split's masks cost"):
+        run_campaign(tiny_spec(dataset_params=ds, learner=learner, validation="charged", budget=30))
