@@ -169,7 +169,7 @@ def run_campaign(spec: CampaignSpec, on_round: Callable[[dict[str, Any]], None] 
             "per_class_iou": class_iou,
             "train_steps": int(fit["train_steps"]),
             "train_loss": float(fit["final_loss"]),
-            "val_miou": float(fit.get("val_miou", float("nan"))),
+            "val_miou": None if fit.get("val_miou") is None else float(fit["val_miou"]),  # null without a val split
             "train_s": train_s,
             "predict_s": predict_s,
             "select_s": select_s,
