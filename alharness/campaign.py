@@ -20,6 +20,7 @@ from alharness.datasets.base import PoolView, SplitData
 from alharness.errors import ConfigError, PluginError
 from alharness.labels import LabelState
 from alharness.learner import Learner, services as learner_services
+from alharness.learner.services import pool_outputs
 from alharness.noise import Annotator
 from alharness.metrics import confusion_matrix, mean_iou, per_class_iou
 from alharness.oracle import Oracle
@@ -48,11 +49,6 @@ def _evaluate(learner: Learner, test: SplitData) -> tuple[float, list[float]]:
         pred = probs.argmax(1)
         cm += confusion_matrix(pred, test.masks[start : start + len(pred)], test.num_classes, test.ignore_index)
     return mean_iou(cm), [float(v) for v in per_class_iou(cm)]
-
-
-def pool_outputs(learner: Learner, images: np.ndarray, needs: frozenset[str]) -> dict[str, Any]:
-    """What the strategy declared in ``needs``, over the pool (alharness.learner.services)."""
-    return learner_services.pool_outputs(learner, images, needs)
 
 
 def make_context(pool_view: PoolView, state: LabelState, oracle: Oracle, rnd: int, rounds: int, allowance: float,

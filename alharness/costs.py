@@ -191,8 +191,11 @@ class Seconds(CostModel):
         self.seconds_per_click = float(seconds_per_click)
         self.full_mask_class_checks = full_mask_class_checks
         self.prices = _check_kinds(dict(prices or {}), "seconds.prices")
-        flat = dict(_BINARY_FEEDBACK[preset.removeprefix("binary_feedback_")]) if preset != "mask_guided" else {}
-        flat.update({"class_presence": self.seconds_per_class} if "class_presence" not in flat else {})
+        # Types with a fixed price: one class check per yes/no answer, the
+        # preset's user-study figures, then the user's own prices.
+        flat = {"class_presence": self.seconds_per_class}
+        if preset != "mask_guided":
+            flat.update(_BINARY_FEEDBACK[preset.removeprefix("binary_feedback_")])
         flat.update(self.prices)
         self._flat = flat
 

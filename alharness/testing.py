@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from alharness.campaign import make_context, pool_outputs
+from alharness.campaign import make_context
+from alharness.learner.services import pool_outputs
 from alharness.costs import build_cost_models
 from alharness.datasets.base import PoolView
 from alharness.errors import QueryRefused

@@ -107,7 +107,6 @@ def _base_model(G: np.ndarray, allowed: np.ndarray, B: int, c_max: int, integer:
     lp.col_upper_ = np.concatenate([allowed.ravel().astype(float), np.ones(n)])
     m_idx = np.arange(nm, dtype=np.int32)
     v_of = (m_idx // c + nm).astype(np.int32)
-    starts = [np.array([0], np.int64)]
     index = [m_idx]                                       # budget row
     value = [np.ones(nm)]
     index.append(m_idx)                                   # C_max rows (one per image)
@@ -221,7 +220,7 @@ def _solve(G, R, allowed, B, c_max, lam, integer: bool, time_limit: float | None
         known.update(map(tuple, new))
         _add_pairs(h, new, R, lam, v_off, integer)
     info = h.getInfo()
-    return Solution(M=x[: n * c].reshape(n, c), v=v, objective=float(h.getInfo().objective_function_value),
+    return Solution(M=x[: n * c].reshape(n, c), v=v, objective=float(info.objective_function_value),
                     seconds=time.perf_counter() - t0, rounds=rounds,
                     mip_gap=float(info.mip_gap) if integer else None)
 
