@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterator, Mapping
 
@@ -24,6 +25,7 @@ class Ledger:
     _entries: list[LedgerEntry] = field(default_factory=list)
     _totals: dict[str, float] = field(default_factory=dict)
     _keys: set = field(default_factory=set)
+    _counts: Counter = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         self._totals = {m: 0.0 for m in self.metrics}
@@ -31,6 +33,7 @@ class Ledger:
     def append(self, entry: LedgerEntry) -> None:
         self._entries.append(entry)
         self._keys.update(entry.query.keys())
+        self._counts[entry.query.log_kind] += 1
         for m in self.metrics:
             self._totals[m] += entry.costs[m]
 
@@ -52,7 +55,7 @@ class Ledger:
 
     def count(self, kind: str) -> int:
         """Answers of one logged query type (validation masks count separately)."""
-        return sum(1 for e in self._entries if e.query.describe()["query_type"] == kind)
+        return self._counts[kind]
 
     def records(self) -> list[dict]:
         """Rows for the ``queries`` table."""

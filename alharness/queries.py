@@ -53,9 +53,14 @@ class Query:
         """Pixels whose labels this query reveals (0 for image-level queries)."""
         return 0
 
+    @property
+    def log_kind(self) -> str:
+        """The query type as logged and counted (``kind`` unless a subclass says otherwise)."""
+        return self.kind
+
     def describe(self) -> dict:
         """Columns for the per-query log."""
-        return {"query_type": self.kind, "image": int(self.image), "cls": None, "box": None, "pixels": None}
+        return {"query_type": self.log_kind, "image": int(self.image), "cls": None, "box": None, "pixels": None}
 
 
 @dataclass(frozen=True)
@@ -247,8 +252,9 @@ class ValidationMask(FullMask):
     def keys(self) -> Iterable[tuple]:
         return [("validation_mask", int(self.image))]
 
-    def describe(self) -> dict:
-        return {**super().describe(), "query_type": "validation_mask"}
+    @property
+    def log_kind(self) -> str:
+        return "validation_mask"
 
 
 QUERY_TYPES: dict[str, type[Query]] = {
