@@ -21,7 +21,7 @@ from alharness.learner import LearnerConfig
 from alharness.spec import CampaignSpec
 
 _TOP = {"benchmark", "resources", "datasets", "strategies", "costs", "learner", "noise"}
-_BENCH = {"name", "description", "seeds", "budget", "budget_metric", "rounds", "initial_masks", "validation"}
+_BENCH = {"name", "description", "seeds", "budget", "budget_metric", "rounds", "initial_masks", "validation", "reference"}
 _RESOURCES = {"num_cpus", "num_gpus"}
 _LEARNER = set(LearnerConfig.__dataclass_fields__)
 
@@ -142,6 +142,17 @@ def parse_benchmark(doc: dict, source: str = "<benchmark>") -> Benchmark:
             raise ConfigError(f"{where}: two grid entries give the same campaign ({st} on {ds}, seed {seed}); remove the duplicate")
         seen[spec.campaign_id] = spec
         specs.append(spec)
+    reference = bench.get("reference", False)
+    if not isinstance(reference, bool):
+        raise ConfigError(f"{where}: [benchmark] reference must be true or false, got {reference!r}")
+    if reference:
+        # One full-supervision campaign per (dataset, learner, costs, seed):
+        # strategies and budgets share it (spec.reference() drops them).
+        for spec in list(specs):
+            ref = spec.reference()
+            if ref.campaign_id not in seen:
+                seen[ref.campaign_id] = ref
+                specs.append(ref)
     return Benchmark(name=name, description=str(bench.get("description", "")), specs=tuple(specs), source=source)
 
 

@@ -103,6 +103,9 @@ def run_campaign(spec: CampaignSpec, on_round: Callable[[dict[str, Any]], None] 
     base = {
         "benchmark": spec.benchmark,
         "campaign_id": spec.campaign_id,
+        # The full-supervision campaign this one is measured against (its own
+        # id for a reference campaign); the leaderboard joins on it.
+        "reference_id": spec.reference().campaign_id,
         "dataset": spec.dataset,
         "strategy": spec.strategy,
         "strategy_label": spec.strategy_label,

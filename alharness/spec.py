@@ -36,6 +36,11 @@ def effective_params(registry: Registry, name: str, params: dict[str, Any], wher
 
 VALIDATION_CHOICES = ("none", "charged", "free")
 
+#: The registered strategy that buys every pool mask (strategies/reference.py).
+REFERENCE_STRATEGY = "full_supervision"
+#: Budget of reference campaigns: large enough for any pool's masks in any metric.
+REFERENCE_BUDGET = 1e15
+
 
 @dataclass(frozen=True, eq=False)
 class CampaignSpec:
@@ -164,6 +169,26 @@ class CampaignSpec:
             return self.strategy
         args = ",".join(f"{k}={json.dumps(v)}" for k, v in sorted(changed.items()))
         return f"{self.strategy}({args})"
+
+    def reference(self) -> "CampaignSpec":
+        """The full-supervision campaign this one is measured against.
+
+        Same dataset, learner, cost models, validation and seed; every pool
+        mask bought in round 0, without annotator noise (the reference is
+        clean full supervision) and with an unlimited budget. Resources and
+        benchmark name carry over but are not part of the id, so one
+        reference serves every strategy and budget of a grid.
+        """
+        return CampaignSpec(
+            dataset=self.dataset, dataset_params=self.dataset_params, strategy=REFERENCE_STRATEGY,
+            costs=self.costs, budget_metric=self.budget_metric, budget=REFERENCE_BUDGET, rounds=1, seed=self.seed,
+            initial_masks=0, learner=self.learner, validation=self.validation, benchmark=self.benchmark,
+            num_cpus=self.num_cpus, num_gpus=self.num_gpus,
+        )
+
+    @property
+    def is_reference(self) -> bool:
+        return self.strategy == REFERENCE_STRATEGY
 
     def param_columns(self) -> dict[str, Any]:
         """``p_<component>_<name>`` columns (benchopt convention); non-scalars as JSON."""
