@@ -25,7 +25,14 @@ install: $(BIN)/.installed
 bench: $(BIN)/.installed
 	$(BIN)/alharness bench benchmarks/quickstart.toml
 
+# The HTML report's browser test needs headless Chromium: Debian's package,
+# installed here when missing and we may (root with apt); otherwise that one
+# test is skipped (outside CI) with a note.
 test: $(BIN)/.installed
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  echo "installing Debian's chromium for the report's browser test" && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || \
+	  echo "note: chromium not installed; the report's browser test will be skipped"
 	$(BIN)/python -m pytest
 
 clean:

@@ -1,4 +1,4 @@
-"""`alharness` command line: bench, leaderboard, plot, query, list."""
+"""`alharness` command line: bench, leaderboard, plot, report, query, list."""
 
 from __future__ import annotations
 
@@ -67,6 +67,14 @@ def cmd_plot(args: argparse.Namespace) -> int:
     _print_problems(res.problems)
     out = Path(args.out) if args.out else Path(args.results) / "learning_curves.png"
     print(report.plot_learning_curves(con, out, args.cost_metric))
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from alharness.report_page import build_report
+
+    html_path, md_path = build_report(args.results, args.out)
+    print(f"report: {html_path}\n        {md_path}")
     return EXIT_OK
 
 
@@ -143,6 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", help="PNG path (default: RESULTS/learning_curves.png)")
     pl.add_argument("--cost-metric")
     pl.set_defaults(func=cmd_plot)
+
+    rp = sub.add_parser("report", help="one self-contained HTML page (plots embedded) and Markdown from a results directory")
+    rp.add_argument("results", help="results directory written by 'alharness bench'")
+    rp.add_argument("--out", help="output directory (default: RESULTS/report)")
+    rp.set_defaults(func=cmd_report)
 
     q = sub.add_parser("query", help="run SQL on the views campaigns, rounds, queries (DuckDB)")
     q.add_argument("results")

@@ -55,9 +55,12 @@ def _per_campaign_sql(con, cost_metric: str | None, reach: float) -> str:
     x_expr, metric_name, own = _cost_axis(con, cost_metric)
     has_ref = _has_column(con, "rounds", "reference_id")
     ref_id = "reference_id" if has_ref else "CAST(NULL AS VARCHAR)"
+    # Campaigns priced differently (a sweep over a cost ratio) are separate groups.
+    pricing = "cost_model" if _has_column(con, "rounds", "cost_model") else "budget_metric"
     return f"""
     WITH base AS (
         SELECT dataset, strategy, strategy_label, budget, seed, campaign_id, {ref_id} AS reference_id,
+               {pricing} AS pricing,
                round, miou, {metric_name} AS metric, {x_expr} AS x
         FROM rounds
     ),
@@ -68,20 +71,20 @@ def _per_campaign_sql(con, cost_metric: str | None, reach: float) -> str:
     r AS (SELECT b.*, ref.full_miou FROM base b LEFT JOIN ref USING (reference_id)
           WHERE b.strategy <> '{REFERENCE_STRATEGY}'),
     norm AS (
-        SELECT dataset, metric, budget,
+        SELECT dataset, metric, pricing, budget,
                {"any_value(budget)" if own else "max(x)"} AS span,
                count(full_miou) = count(*) AS all_ref
-        FROM r GROUP BY dataset, metric, budget
+        FROM r GROUP BY dataset, metric, pricing, budget
     ),
     seg AS (
         SELECT r.*, n.span,
                lead(x) OVER w AS x1, lead(miou) OVER w AS y1,
                row_number() OVER (PARTITION BY campaign_id ORDER BY round DESC) AS from_end
-        FROM r JOIN norm n USING (dataset, metric, budget)
+        FROM r JOIN norm n USING (dataset, metric, pricing, budget)
         WINDOW w AS (PARTITION BY campaign_id ORDER BY round)
     ),
     curve AS (
-        SELECT dataset, metric, budget, strategy_label, seed, campaign_id, any_value(span) AS span,
+        SELECT dataset, metric, pricing, budget, strategy_label, seed, campaign_id, any_value(span) AS span,
                any_value(full_miou) AS full_miou,
                sum(CASE WHEN x1 IS NULL THEN greatest(span - x, 0) * miou ELSE (x1 - x) * (miou + y1) / 2 END)
                    / any_value(span) AS auc,
@@ -90,14 +93,14 @@ def _per_campaign_sql(con, cost_metric: str | None, reach: float) -> str:
         FROM seg GROUP BY ALL
     ),
     best AS (
-        SELECT dataset, metric, budget, max(m) AS best_final FROM (
-            SELECT dataset, metric, budget, strategy_label, avg(final_miou) AS m FROM curve GROUP BY ALL
+        SELECT dataset, metric, pricing, budget, max(m) AS best_final FROM (
+            SELECT dataset, metric, pricing, budget, strategy_label, avg(final_miou) AS m FROM curve GROUP BY ALL
         ) GROUP BY ALL
     ),
     target AS (
         SELECT c.campaign_id, CASE WHEN n.all_ref THEN c.full_miou ELSE b.best_final END AS basis,
                CASE WHEN n.all_ref THEN 'full supervision' ELSE 'best' END AS reach_of
-        FROM curve c JOIN best b USING (dataset, metric, budget) JOIN norm n USING (dataset, metric, budget)
+        FROM curve c JOIN best b USING (dataset, metric, pricing, budget) JOIN norm n USING (dataset, metric, pricing, budget)
     ),
     reach AS (
         SELECT r.campaign_id, min(r.x) AS cost_to_reach
@@ -112,13 +115,17 @@ def _per_campaign_sql(con, cost_metric: str | None, reach: float) -> str:
 
 def per_campaign(con, cost_metric: str | None = None, reach: float = 0.9) -> list[dict[str, Any]]:
     """Curve metrics of every finished campaign except the references (see ``_per_campaign_sql``)."""
-    cur = con.execute(_per_campaign_sql(con, cost_metric, reach) + " ORDER BY dataset, metric, budget, strategy_label, seed")
+    cur = con.execute(_per_campaign_sql(con, cost_metric, reach) + " ORDER BY dataset, metric, pricing, budget, strategy_label, seed")
     names = [d[0] for d in cur.description]
     return [dict(zip(names, row)) for row in cur.fetchall()]
 
 
 def leaderboard(con, cost_metric: str | None = None, reach: float = 0.9) -> list[dict[str, Any]]:
-    """One row per (dataset, cost metric, budget, strategy label), best AUC first.
+    """One row per (dataset, cost metric, pricing, budget, strategy label), best AUC first.
+
+    ``pricing`` is the campaigns' ``cost_model`` label (the enforced metric
+    and any non-default cost parameters), so a sweep over prices is never
+    averaged together.
 
     Means and sample standard deviations over seeds of the per-campaign
     metrics (``per_campaign``); ``full_miou_mean`` is the mean final mIoU of
@@ -128,7 +135,7 @@ def leaderboard(con, cost_metric: str | None = None, reach: float = 0.9) -> list
     """
     sql = f"""
     WITH pc AS ({_per_campaign_sql(con, cost_metric, reach)})
-    SELECT dataset, metric AS cost_metric, budget, strategy_label AS strategy,
+    SELECT dataset, metric AS cost_metric, pricing, budget, strategy_label AS strategy,
            count(*) AS seeds,
            avg(final_miou) AS final_miou_mean, coalesce(stddev_samp(final_miou), 0) AS final_miou_std,
            avg(auc) AS auc_mean, coalesce(stddev_samp(auc), 0) AS auc_std,
@@ -137,7 +144,7 @@ def leaderboard(con, cost_metric: str | None = None, reach: float = 0.9) -> list
            avg(full_miou) AS full_miou_mean, any_value(reach_of) AS reach_of
     FROM pc
     GROUP BY ALL
-    ORDER BY dataset, cost_metric, budget, auc_mean DESC, strategy
+    ORDER BY dataset, cost_metric, pricing, budget, auc_mean DESC, strategy
     """
     cur = con.execute(sql)
     names = [d[0] for d in cur.description]
@@ -164,11 +171,12 @@ def format_leaderboard(rows: list[dict[str, Any]], reach: float = 0.9) -> str:
         table.clear()
 
     for r in rows:
-        k = (r["dataset"], r["cost_metric"], r["budget"])
+        k = (r["dataset"], r["cost_metric"], r["pricing"], r["budget"])
         if k != key:
             flush()
             key = k
-            out.append(f"dataset {r['dataset']} | cost metric {r['cost_metric']} | budget {r['budget']:g}")
+            priced = "" if r["pricing"] == r["cost_metric"] else f" | priced {r['pricing']}"
+            out.append(f"dataset {r['dataset']} | cost metric {r['cost_metric']}{priced} | budget {r['budget']:g}")
             if r["reach_of"] == "full supervision":
                 out.append(f"cost to {reach:.0%}: of full supervision (final mIoU {r['full_miou_mean']:.3f} with every mask)")
             else:

@@ -170,6 +170,18 @@ class CampaignSpec:
         args = ",".join(f"{k}={json.dumps(v)}" for k, v in sorted(changed.items()))
         return f"{self.strategy}({args})"
 
+    @property
+    def cost_label(self) -> str:
+        """The enforced metric with every cost parameter that differs from its
+        default, e.g. ``label_equivalents(alpha_s=25)``: campaigns priced
+        differently are never averaged together in a leaderboard."""
+        changed = []
+        for metric in sorted(self.costs):
+            defaults = _jsonable(COSTS.defaults(metric))
+            changed += [f"{metric}.{k}={json.dumps(v)}" for k, v in sorted(self.costs[metric].items())
+                        if defaults.get(k, object()) != v]
+        return f"{self.budget_metric}({','.join(changed)})" if changed else self.budget_metric
+
     def reference(self) -> "CampaignSpec":
         """The full-supervision campaign this one is measured against.
 

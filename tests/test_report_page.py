@@ -1,0 +1,121 @@
+"""Comparison statistics on hand-made numbers, and `alharness report` built from
+real campaign results and checked in headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+
+import numpy as np
+import pytest
+from conftest import tiny_benchmark_doc
+
+from alharness import stats, store
+from alharness.benchmark import parse_benchmark
+from alharness.campaign import run_campaign
+from alharness.cli import main
+
+
+def _pc(label, seed, auc, dataset="d", budget=100.0, **extra):
+    return {"dataset": dataset, "metric": "m", "pricing": "m", "budget": budget, "strategy_label": label,
+            "seed": seed, "auc": auc, **extra}
+
+
+def test_bootstrap_of_identical_strategies_covers_zero_and_a_constant_gap_is_exact():
+    rng = np.random.default_rng(1)
+    values = rng.uniform(0.3, 0.9, size=8)
+    rows = [_pc("A", s, v) for s, v in enumerate(values)] + [_pc("B", s, v) for s, v in enumerate(values)]
+    rows += [_pc("C", s, v - 0.05) for s, v in enumerate(values)]
+    boot = {(b["a"], b["b"]): b for b in stats.paired_bootstrap(rows, "auc", n_boot=2000)}
+    ab = boot[("A", "B")]
+    assert ab["lo"] <= 0 <= ab["hi"] and not ab["significant"] and ab["seeds"] == 8
+    ac = boot[("A", "C")]  # pairing removes the seeds' spread: a constant gap has a zero-width interval
+    assert ac["lo"] == pytest.approx(0.05) and ac["hi"] == pytest.approx(0.05) and ac["significant"]
+    # Noisy gap: the interval covers the true mean gap and is reproducible.
+    rows2 = [_pc("A", s, 0.5 + 0.1 * rng.standard_normal()) for s in range(30)]
+    rows2 += [_pc("B", s, r["auc"] - 0.02 + 0.01 * rng.standard_normal()) for s, r in enumerate(rows2)]
+    b1, b2 = stats.paired_bootstrap(rows2, "auc", seed=3), stats.paired_bootstrap(rows2, "auc", seed=3)
+    assert b1 == b2 and b1[0]["lo"] < 0.02 < b1[0]["hi"] + 0.01
+    # Only common seeds are paired.
+    only = stats.paired_bootstrap([_pc("A", 0, 0.5), _pc("A", 1, 0.6), _pc("B", 1, 0.4)], "auc")
+    assert only[0]["seeds"] == 1 and only[0]["mean_diff"] == pytest.approx(0.2)
+
+
+def test_win_rates_and_ranks_on_known_numbers():
+    rows = [_pc("A", 0, 0.9), _pc("A", 1, 0.5), _pc("A", 2, 0.7), _pc("B", 0, 0.8), _pc("B", 1, 0.6), _pc("B", 2, 0.7)]
+    (names, w), = stats.win_rates(rows).values()
+    assert names == ["A", "B"]
+    assert w[0, 1] == pytest.approx(1.5 / 3) and w[1, 0] == pytest.approx(1.5 / 3) and np.isnan(w[0, 0])
+    rows = [_pc("A", 0, 0.9, alpha=5), _pc("B", 0, 0.6, alpha=5), _pc("A", 0, 0.4, alpha=50), _pc("B", 0, 0.6, alpha=50)]
+    assert stats.ranks_by_parameter(rows, "alpha") == {"d": {5: {"A": 1, "B": 2}, 50: {"A": 2, "B": 1}}}
+
+
+def _write_results(out):
+    bench = parse_benchmark(tiny_benchmark_doc(strategies=("random", {"name": "fixed_proportion", "mask_fraction": 0.5}),
+                                               seeds=(0, 1), reference=True))
+    for spec in bench.specs:
+        res = run_campaign(spec)
+        store.write_campaign(out, {"campaign_id": spec.campaign_id, "status": "ok", "error": "", "spec": spec.to_json()},
+                             res.rows, res.queries)
+    return bench
+
+
+@pytest.fixture(scope="module")
+def built_report():
+    out = tempfile.mkdtemp(prefix="alharness-report-")
+    _write_results(out)
+    assert main(["report", out, "--out", os.path.join(out, "rep")]) == 0
+    yield os.path.join(out, "rep")
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def test_report_builds_from_campaign_results(built_report):
+    html_text = open(os.path.join(built_report, "report.html")).read()
+    md = open(os.path.join(built_report, "report.md")).read()
+    for needle in ("What ran", "Cost in label_equivalents", "of full supervision", "Paired bootstrap", "Win rate",
+                   "Diagnostics per strategy", "images queried in round"):
+        assert needle in html_text and needle in md, needle
+    # Self-contained: every image is embedded, nothing is fetched.
+    assert 'src="data:image/png;base64,' in html_text and not re.search(r'src="(?!data:)', html_text)
+    for link in re.findall(r"\]\(([^)]+\.png)\)", md):
+        assert os.path.getsize(os.path.join(built_report, link)) > 1000
+    assert "full_supervision" not in md.split("Cost in label_equivalents")[1].split("Comparisons")[0].split("|---")[1]
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _load_in_chromium(page: str) -> tuple[str, list[str]]:
+    """(value of body[data-images-loaded] after load, console lines) for a page in headless Chromium."""
+    with tempfile.TemporaryDirectory() as profile:
+        proc = subprocess.run(
+            [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}", "--enable-logging=stderr",
+             "--v=0", "--virtual-time-budget=5000", "--dump-dom", f"file://{page}"],
+            capture_output=True, text=True, timeout=120)
+    loaded = re.search(r'data-images-loaded="([^"]*)"', proc.stdout)
+    console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
+    return (loaded.group(1) if loaded else ""), console
+
+
+@pytest.mark.skipif(_chromium() is None and os.environ.get("CI") != "true",
+                    reason="headless Chromium not installed (make test installs Debian's chromium where it can)")
+def test_report_renders_in_headless_chromium(built_report, tmp_path):
+    assert _chromium(), "Chromium is required in CI: the Makefile's test target installs Debian's chromium"
+    loaded, console = _load_in_chromium(os.path.join(built_report, "report.html"))
+    total = int(loaded.split("/")[1])
+    assert total >= 4 and loaded == f"{total}/{total}", loaded  # every image decoded
+    assert console == []
+    # The check can fail: a broken image and a script error are both caught.
+    bad = tmp_path / "bad.html"
+    page = open(os.path.join(built_report, "report.html")).read()
+    page = page.replace('src="data:image/png;base64,', 'src="data:image/png;base64,AAAA', 1)
+    page = page.replace("</body>", "<script>undefined_function_here();</script></body>")
+    bad.write_text(page)
+    loaded_bad, console_bad = _load_in_chromium(str(bad))
+    assert loaded_bad == f"{total - 1}/{total}"
+    assert any("undefined_function_here" in line for line in console_bad)
