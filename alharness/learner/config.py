@@ -41,7 +41,8 @@ class LearnerConfig:
     ``lr``, ``weight_decay``, ``flip``; ``labels_then_masks`` trains on image
     labels for ``weak_steps`` steps (0: ``steps``) before the masks;
     ``head_steps`` trains the IoU / loss-prediction / maturity heads with the
-    network frozen; ``warm_start`` continues from last round's weights;
+    network frozen (``weight_prediction = false``: MADBAL's maturity weights
+    are a uniform 1/K instead of the weight prediction block's); ``warm_start`` continues from last round's weights;
     ``patience`` > 0 stops early after that many validations (every
     ``val_every`` steps) without a better validation mIoU.
     Device: ``device``, ``amp`` (bfloat16 autocast on CUDA), ``eval_batch_size``.
@@ -69,6 +70,9 @@ class LearnerConfig:
     pseudo_label_threshold: float = 0.0
     heads: tuple[str, ...] = ()
     head_steps: int = 50
+    # MADBAL's weight prediction block (Fig. 1); false gives uniform 1/K
+    # weights, the "Averaging" ablation (Fig. 6).
+    weight_prediction: bool = True
     weights_path: str = ""
     patience: int = 0
     val_every: int = 25
@@ -84,7 +88,7 @@ class LearnerConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool):
                 raise ConfigError(f"learner.{name} must be an integer, got {v!r}")
-        for name in ("flip", "labels_then_masks", "warm_start", "amp"):
+        for name in ("flip", "labels_then_masks", "warm_start", "amp", "weight_prediction"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"learner.{name} must be true or false, got {getattr(self, name)!r}")
         if self.steps < 0 or self.weak_steps < 0 or self.epochs < 0 or self.head_steps < 0 or self.patience < 0:
@@ -117,7 +121,12 @@ class LearnerConfig:
         return tuple(sorted(set(self.heads) | set(extra)))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        # Added after results existed: left out at its default, so the ids of
+        # earlier campaigns (and resuming them) do not change.
+        if d["weight_prediction"]:  # likewise (MADBAL's "Averaging" ablation switch)
+            del d["weight_prediction"]
+        return d
 
 
 def resolve_device(name: str) -> torch.device:

@@ -14,8 +14,9 @@ Heads read a model's :class:`~alharness.learner.models.Parts`:
   ``maturity_logits`` (B, K, C, H, W); and ``maturity_weights`` (B, K, H, W),
   the weight prediction block's per-pixel weights W^k of Eq. 4 (softmax over
   k). The block learns only through the loss-prediction loss, so without the
-  ``loss_prediction`` head the weights are the uniform 1/K of the paper's
-  "Averaging" ablation.
+  ``loss_prediction`` head, or with ``weight_prediction=False``, the weights
+  are the uniform 1/K of the paper's "Averaging" ablation (Fig. 6: "weight
+  prediction block is dropped and averaging is used instead").
 * ``loss_prediction`` — MADBAL §3.1 loss prediction module: the maturity
   heads' feature maps weighted by W^k, with the endpoint (last decoder)
   features, give two logit channels (centre, boundary) per pixel, output
@@ -108,7 +109,8 @@ class Network(nn.Module):
     the outputs listed in this module's docstring.
     """
 
-    def __init__(self, base: nn.Module, num_classes: int, heads: Iterable[str] = (), model_name: str = "model"):
+    def __init__(self, base: nn.Module, num_classes: int, heads: Iterable[str] = (), model_name: str = "model",
+                 weight_prediction: bool = True):
         super().__init__()
         self.base = base
         self.head_names = tuple(sorted(set(heads)))
@@ -130,7 +132,7 @@ class Network(nn.Module):
                 raise ConfigError(f"model {model_name!r} cannot provide the {head!r} head: it declares no {what}")
         self.classification = nn.Linear(fdim, num_classes) if "classification" in self.head_names else None
         self.iou = IoUHead(dec) if "iou" in self.head_names else None
-        weighted = "loss_prediction" in self.head_names
+        weighted = "loss_prediction" in self.head_names and weight_prediction
         self.maturity = MaturityHeads(enc, num_classes, weighted) if "maturity" in self.head_names else None
         n_mat = len(self.maturity.taps) if self.maturity is not None else 0
         self.loss_prediction = LossPredictionHead(dec[-1], n_mat) if "loss_prediction" in self.head_names else None

@@ -107,7 +107,8 @@ class Learner:
         cfg = self.config
         torch.manual_seed(seed)
         base = MODELS.create(cfg.model, num_classes=self.num_classes, in_channels=3, **cfg.model_params)
-        net = Network(base, self.num_classes, cfg.model_heads, model_name=cfg.model)
+        net = Network(base, self.num_classes, cfg.model_heads, model_name=cfg.model,
+                      weight_prediction=cfg.weight_prediction)
         info: dict[str, int] = {}
         if cfg.weights_path:
             if self._weights is None:  # read once; every round starts from the same weights
@@ -282,12 +283,14 @@ class Learner:
                 has = (y != ignore).flatten(1).any(1).float()
                 true = losses.per_image_iou(logits.argmax(1), y, self.num_classes, ignore)
                 total = total + losses.iou_regression_loss(out["iou"].float(), true, has)
-            if "maturity" in heads:  # MADBAL Eq. 3: one CE term per varied-maturity head
-                for k in range(out["maturity_logits"].shape[1]):
-                    total = total + losses.cross_entropy(out["maturity_logits"][:, k].float(), y, ignore)
-            if "loss_prediction" in heads:
+            if "maturity" in heads:  # MADBAL Eq. 3: one CE term per varied-maturity head, λ = 0.05, 0.1, 0.15
+                lam = losses.maturity_lambdas(out["maturity_logits"].shape[1])
+                for k, lam_k in enumerate(lam):
+                    total = total + lam_k * losses.cross_entropy(out["maturity_logits"][:, k].float(), y, ignore)
+            if "loss_prediction" in heads:  # Eqs. 1-2 (λ₀ = λ₁ = 1); centre/boundary from the phase-I prediction
                 ce = F.cross_entropy(logits, y, ignore_index=ignore, reduction="none")
-                total = total + losses.loss_prediction_loss(out["loss_prediction"], ce, y, tau, ignore)
+                total = total + losses.loss_prediction_loss(out["loss_prediction"], ce, y, tau, ignore,
+                                                            boundary=losses.predicted_boundary(logits.argmax(1)))
             return total
 
         params = [p for h in sorted(heads) for p in getattr(net, h).parameters()]

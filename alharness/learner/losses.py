@@ -126,6 +126,16 @@ def iou_regression_loss(pred_iou: torch.Tensor, true_iou: torch.Tensor, weight: 
     return (err * weight).sum() / weight.sum().clamp_min(1)
 
 
+def predicted_boundary(labels: torch.Tensor) -> torch.Tensor:
+    """Boundary pixels of a predicted label map (B, H, W): a differing 8-neighbour.
+
+    MADBAL's δ(x) of Eq. (4) must be known for unlabelled pixels at selection
+    time, so centre and boundary are taken from the model's own segmentation;
+    the loss prediction module is trained with the same definition (with
+    clicked pixels a label map has almost no labelled neighbours)."""
+    return boundary_mask(labels.long(), ignore_index=-1)
+
+
 def boundary_mask(target: torch.Tensor, ignore_index: int) -> torch.Tensor:
     """Labelled pixels with a differently labelled 8-neighbour (MADBAL's "boundary" pixels), (B, H, W) bool."""
     t = target.unsqueeze(1).float()
@@ -147,16 +157,34 @@ def class_mean_loss(pixel_ce: torch.Tensor, target: torch.Tensor, num_classes: i
     return sums, counts
 
 
+#: MADBAL Eq. (3): λ₀, λ₁ (loss prediction, centre and boundary) and λ₂..λ₄
+#: (the shallow-, semi- and almost-mature heads' cross-entropy), §4.
+MADBAL_LAMBDAS = (1.0, 1.0, 0.05, 0.1, 0.15)
+
+
+def maturity_lambdas(k: int) -> tuple[float, ...]:
+    """Eq. (3)'s λ for ``k`` maturity heads, shallow to deep (fewer than three
+    heads take the λ of the depths they stand for, as ``maturity_taps`` spreads them)."""
+    lam = MADBAL_LAMBDAS[2:]
+    if k >= len(lam) or k <= 1:
+        return lam[:k]
+    return tuple(lam[round(i * (len(lam) - 1) / (k - 1))] for i in range(k))
+
+
 def loss_prediction_loss(lp_logits: torch.Tensor, pixel_ce: torch.Tensor, target: torch.Tensor, tau: torch.Tensor,
-                         ignore_index: int) -> torch.Tensor:
+                         ignore_index: int, boundary: torch.Tensor | None = None) -> torch.Tensor:
     """MADBAL Eqs. 1–2: loss labels Y_L = [ℓ_i ≥ τ_{y_i}] and one BCE per channel (0 centre, 1 boundary),
 
-    each averaged over its own pixels; the two are summed (λ₀ = λ₁ = 1 in Eq. 3)."""
+    each averaged over its own pixels; the two are summed (λ₀ = λ₁ = 1 in Eq. 3).
+    ``boundary`` (B, H, W) bool says which pixels are boundary pixels; by
+    default those of ``target`` (a labelled pixel with a differently labelled
+    neighbour)."""
     valid = target != ignore_index
     y_loss = (pixel_ce >= tau[torch.where(valid, target, 0)]).float()
-    boundary = boundary_mask(target, ignore_index)
+    if boundary is None:
+        boundary = boundary_mask(target, ignore_index)
     total = lp_logits.new_zeros(())
-    for channel, region in ((0, valid & ~boundary), (1, boundary)):
+    for channel, region in ((0, valid & ~boundary), (1, valid & boundary)):
         bce = F.binary_cross_entropy_with_logits(lp_logits[:, channel].float(), y_loss, reduction="none")
         total = total + (bce * region).sum() / region.sum().clamp_min(1)
     return total

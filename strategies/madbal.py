@@ -1,0 +1,384 @@
+"""MADBAL: maturity-aware, hierarchical pixel selection (paper: madbal,
+"Maturity-Aware Active Learning for Semantic Segmentation with
+Hierarchically-Adaptive Sample Assessment", §3.2), its Fig. 6 ablations and
+two pixel baselines. All query ``Pixels``; the budget is a number of pixels
+per image per round (paper: 10 for VOC, 20 for Cityscapes), and round 0 buys
+``initial_pixels`` random pixels per image (§4, "Implementation Details").
+
+One implementation, registered under several names (parameters
+``uncertainty`` and ``breakdown`` fixed):
+
+=========================  ==============  ================  ==========================
+name                       uncertainty     breakdown         paper
+=========================  ==============  ================  ==========================
+``madbal``                 ``madbal``      ``clusters``      MADBAL, Eq. (4)–(8)
+``madbal_averaging``       ``averaged``    ``clusters``      Fig. 6 "Averaging"
+``madbal_no_maturity``     ``no_maturity`` ``clusters``      Fig. 6 "No maturity-awareness"
+``madbal_vanilla``         ``entropy``     ``clusters``      Fig. 6 "Vanilla"
+``madbal_random_clusters`` ``madbal``      ``random_clusters`` Fig. 6 "Random dist-breakdown"
+``madbal_no_breakdown``    ``madbal``      ``none``          Fig. 6 "No dist-breakdown"
+``pixel_entropy``          ``entropy``     ``none``          PixelPick-like top-k entropy
+``random_pixels``          ``random``      ``none``          random pixels per image
+=========================  ==============  ================  ==========================
+
+Hierarchy (§3.2): pixel uncertainty u(x), Eq. (4) → superpixels (SLIC,
+about one per 16×16 square, cached per dataset; ``alharness.superpixels``)
+with their dominant predicted label → K-means clusters of superpixel
+features (the crop of the superpixel's bounding box resized to 16×16 and
+passed through the trained network's backbone; the paper uses a pretrained
+VGG16) → class probability per cluster Eq. (5), superpixel uncertainty
+Eq. (6), cluster uncertainty Eq. (7), cluster budget Eq. (8) → per image,
+the top superpixels of each cluster and their highest-uncertainty pixels.
+
+The network parts the ablations remove are the learner's to build:
+"Averaging" wants ``weight_prediction = false`` in ``[learner]`` (uniform
+1/K weights in the loss prediction module too), "No maturity-awareness"
+``heads = ["loss_prediction"]`` (a loss predictor reading the endpoint
+features only). The strategies use whatever network they get and report in
+their diagnostics whether it had a weight prediction block and whether its
+loss predictor read the maturity heads.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.cluster import KMeans
+
+from alharness import superpixels as sp_mod
+from alharness.errors import ConfigError
+from alharness.learner import losses
+from alharness.learner.learner import _to_tensor
+from alharness.queries import Pixels, Query
+from alharness.registry import register_strategy
+from alharness.strategy import Strategy, StrategyContext, pixel_entropy, within_budget
+
+UNCERTAINTIES = ("madbal", "averaged", "no_maturity", "entropy", "random")
+BREAKDOWNS = ("clusters", "random_clusters", "none")
+_CHUNK = 64  # images per block when computing pixel uncertainty (bounds temporaries)
+
+
+# -- Eq. (4): pixel level ---------------------------------------------------------
+
+def pixel_uncertainty(probabilities: np.ndarray, js: np.ndarray | None = None, weights: np.ndarray | float | None = None,
+                      loss_score: np.ndarray | None = None, boundary: np.ndarray | None = None) -> np.ndarray:
+    """MADBAL Eq. (4), (N, H, W):
+
+    u(x) = (H(Ŷ_x) + Σ_k W^k_x JS(Ŷ_x, Ŷ^k_x)) · [(1 − δ(x)) e^{σ(Ŷ_{L−b})} + δ(x) e^{σ(Ŷ_{L−c})}].
+
+    ``probabilities`` (N, C, H, W) of the final head; ``js`` (N, K, H, W) the
+    Jensen–Shannon divergences to the K maturity heads (None: no JS terms);
+    ``weights`` W^k (N, K, H, W), or a scalar (1/K for "Averaging");
+    ``loss_score`` (N, 2, H, W) σ of the loss prediction channels (0 centre,
+    1 boundary; None: factor 1); ``boundary`` (N, H, W) bool, 1 − δ(x).
+    """
+    u = pixel_entropy(probabilities).astype(np.float32)
+    if js is not None:
+        w = (1.0 / js.shape[1]) if weights is None else weights
+        u += (w * js).sum(axis=1)
+    if loss_score is not None:
+        if boundary is None:
+            raise ValueError("pixel_uncertainty: loss_score needs the boundary map (1 - delta(x))")
+        u *= np.exp(np.where(boundary, loss_score[:, 1], loss_score[:, 0]))
+    return u
+
+
+def boundary_of(probabilities: np.ndarray) -> np.ndarray:
+    """1 − δ(x): pixels whose predicted class differs from an 8-neighbour's (the
+    definition the learner trains the loss predictor's channels with)."""
+    pred = torch.from_numpy(np.ascontiguousarray(probabilities.argmax(axis=1)))
+    return losses.predicted_boundary(pred).numpy()
+
+
+# -- Eqs. (5)-(8): superpixel and cluster level ------------------------------------
+
+def cluster_class_probability(dominant: np.ndarray, clusters: np.ndarray, n_clusters: int, num_classes: int) -> np.ndarray:
+    """Eq. (5): P_{cl_k}(C_i) = |{s ∈ cl_k : Do(s) = C_i}| / |{s ∈ cl_k}|, as (K, C)."""
+    counts = np.bincount(clusters * num_classes + dominant, minlength=n_clusters * num_classes)
+    counts = counts.reshape(n_clusters, num_classes).astype(np.float64)
+    return counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+
+
+def superpixel_uncertainty(mean_u: np.ndarray, dominant: np.ndarray, clusters: np.ndarray, p_cluster: np.ndarray) -> np.ndarray:
+    """Eq. (6): u(s) = mean_{x ∈ s} u(x) · exp(−P_{cl_k}(Do(s))), s ∈ cl_k."""
+    return mean_u * np.exp(-p_cluster[clusters, dominant])
+
+
+def cluster_uncertainty(u_s: np.ndarray, clusters: np.ndarray, n_clusters: int) -> np.ndarray:
+    """Eq. (7): u(cl_k) = mean of u(s) over the superpixels of cl_k (0 for an empty cluster)."""
+    sums = np.bincount(clusters, weights=u_s, minlength=n_clusters)
+    return sums / np.maximum(np.bincount(clusters, minlength=n_clusters), 1)
+
+
+def cluster_budgets(u_cl: np.ndarray, total: int) -> np.ndarray:
+    """Eq. (8): B_{cl_k} = ⌈u(cl_k) / Σ_j u(cl_j) · B_t⌉ (equal shares if every u is 0)."""
+    u_cl = np.asarray(u_cl, np.float64)
+    s = u_cl.sum()
+    share = u_cl / s if s > 0 else np.full(len(u_cl), 1.0 / max(len(u_cl), 1))
+    # The tolerance keeps an exact share such as 0.3 · 10 from rounding up to 4.
+    return np.ceil(share * total - 1e-9).astype(np.int64)
+
+
+def image_budgets(u_cl: np.ndarray, total: int, available: np.ndarray) -> np.ndarray:
+    """Eq. (8) within one image over the clusters present in it, each capped by its
+    unlabelled pixels; the ceilings' excess over ``total`` is taken back from
+    the least uncertain clusters first, so the image gets at most ``total``."""
+    b = np.minimum(cluster_budgets(u_cl, total), available)
+    excess = int(b.sum()) - total
+    for k in np.argsort(u_cl, kind="stable"):
+        if excess <= 0:
+            break
+        d = min(excess, int(b[k]))
+        b[k] -= d
+        excess -= d
+    return b
+
+
+def top_per_image(scores: np.ndarray, candidates: np.ndarray, k: int) -> list[np.ndarray]:
+    """Per image, the flat indices (within the image) of its ``k`` highest ``scores``
+    (N, H, W) among ``candidates`` (bool), best first; ties go to the lower index."""
+    n = len(scores)
+    flat = np.where(candidates, scores, -np.inf).reshape(n, -1).astype(np.float64)
+    k = min(k, flat.shape[1])
+    if k == 0:
+        return [np.empty(0, np.int64) for _ in range(n)]
+    part = np.argpartition(-flat, k - 1, axis=1)[:, :k]
+    out = []
+    for i in range(n):
+        idx = part[i][np.isfinite(flat[i, part[i]])]
+        out.append(idx[np.lexsort((idx, -flat[i, idx]))])
+    return out
+
+
+def superpixel_features(model: torch.nn.Module, images: np.ndarray, sp: sp_mod.Superpixels, patch: int,
+                        batch: int = 2048) -> np.ndarray:
+    """(S, F): each superpixel's minimal bounding box, resized to ``patch``×``patch``
+    (RoI-Align, one call per block of images) and passed through the network's
+    backbone (its pooled ``features``), as MADBAL §4 does with VGG16."""
+    from torchvision.ops import roi_align
+
+    device = next(model.parameters()).device
+    boxes = torch.from_numpy(sp.boxes.astype(np.float32))
+    out: np.ndarray | None = None
+    with torch.no_grad():
+        for a in range(0, len(images), 16):
+            b = min(a + 16, len(images))
+            x = _to_tensor(images[a:b], device)
+            lo, hi = int(sp.offsets[a]), int(sp.offsets[b])
+            rois = torch.cat([torch.from_numpy(sp.image_of[lo:hi] - a).float()[:, None], boxes[lo:hi][:, [1, 0, 3, 2]]], 1)
+            patches = roi_align(x, rois.to(device), output_size=patch, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+            for c in range(0, len(patches), batch):
+                f = model(patches[c : c + batch], heads=())["features"].float().cpu().numpy()
+                if out is None:
+                    out = np.empty((len(sp), f.shape[1]), np.float32)
+                out[lo + c : lo + c + len(f)] = f
+    return out if out is not None else np.empty((0, 0), np.float32)
+
+
+def _needs(uncertainty: str, breakdown: str) -> frozenset[str]:
+    needs = {"random": set(), "entropy": {"probabilities"}, "no_maturity": {"probabilities", "loss_prediction"},
+             "averaged": {"probabilities", "maturity", "loss_prediction"},
+             "madbal": {"probabilities", "maturity", "maturity_weights", "loss_prediction"}}[uncertainty]
+    if breakdown != "none":
+        needs |= {"probabilities"}  # dominant labels, Eq. (5)
+    if breakdown == "clusters":
+        needs |= {"model"}  # superpixel features from the backbone
+    return frozenset(needs)
+
+
+def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"madbal: {name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+@register_strategy("madbal")
+class Madbal(Strategy):
+    """MADBAL: maturity-aware pixel uncertainty, superpixel clusters, per-cluster pixel budgets (Eq. 4-8)."""
+
+    needs = _needs("madbal", "clusters")
+
+    def __init__(self, pixels_per_image: int = 10, initial_pixels: int = 10, n_clusters: int = 10,
+                 superpixel_size: int = 16, superpixel_method: str = "slic", patch_size: int = 16,
+                 uncertainty: str = "madbal", breakdown: str = "clusters"):
+        if uncertainty not in UNCERTAINTIES:
+            raise ConfigError(f"madbal: unknown uncertainty {uncertainty!r}; valid choices: {', '.join(UNCERTAINTIES)}")
+        if breakdown not in BREAKDOWNS:
+            raise ConfigError(f"madbal: unknown breakdown {breakdown!r}; valid choices: {', '.join(BREAKDOWNS)}")
+        sp_mod.check_method(superpixel_method, where="madbal: superpixel_method")
+        self.pixels_per_image = _positive_int("pixels_per_image", pixels_per_image)
+        self.initial_pixels = _positive_int("initial_pixels", initial_pixels, 0)
+        self.n_clusters = _positive_int("n_clusters", n_clusters)
+        self.superpixel_size = _positive_int("superpixel_size", superpixel_size, 2)
+        self.patch_size = _positive_int("patch_size", patch_size, 2)
+        self.superpixel_method = superpixel_method
+        self.uncertainty = uncertainty
+        self.breakdown = breakdown
+        self.needs = _needs(uncertainty, breakdown)  # what this configuration reads (instance-level)
+        self._asked: np.ndarray | None = None  # pixels this campaign asked for (a 255 answer stays "unknown")
+        self._last: dict[str, Any] = {}
+        #: the last hierarchical selection: global superpixel clusters and, per
+        #: image, {cluster: pixel budget} (Eq. 8), for diagnostics and tests
+        self.last_clusters: np.ndarray | None = None
+        self.last_budgets: list[dict[int, int]] = []
+
+    # -- round 0 ----------------------------------------------------------------
+    def initial(self, ctx: StrategyContext) -> list[Query]:
+        """Round 0: ``initial_pixels`` random pixels in every image (§4)."""
+        scores = ctx.rng.random((len(ctx.pool), *ctx.pool.image_shape), dtype=np.float32)
+        picks = top_per_image(scores, self._candidates(ctx), self.initial_pixels)
+        return self._queries(ctx, picks, [np.zeros(len(p)) for p in picks])
+
+    # -- later rounds -------------------------------------------------------------
+    def propose(self, ctx: StrategyContext) -> list[Query]:
+        cand = self._candidates(ctx)
+        u = self._pixel_uncertainty(ctx)
+        self._last = {"uncertainty": self.uncertainty, "breakdown": self.breakdown}
+        if ctx.model is not None or "loss_prediction" in self.needs:
+            self._last.update(self._network_notes(ctx))
+        if self.breakdown == "none":
+            picks = top_per_image(u, cand, self.pixels_per_image)
+        else:
+            picks = self._hierarchical(ctx, u, cand)
+        flat_u = u.reshape(len(u), -1)
+        return self._queries(ctx, picks, [flat_u[i, p] for i, p in enumerate(picks)])
+
+    def _candidates(self, ctx: StrategyContext) -> np.ndarray:
+        if self._asked is None or self._asked.shape != ctx.labels.pixels.shape:
+            self._asked = np.zeros(ctx.labels.pixels.shape, bool)
+        return (ctx.labels.pixels == ctx.labels.ignore_index) & ~self._asked
+
+    def _pixel_uncertainty(self, ctx: StrategyContext) -> np.ndarray:
+        n = len(ctx.pool)
+        if self.uncertainty == "random":
+            return ctx.rng.random((n, *ctx.pool.image_shape), dtype=np.float32)
+        out = np.empty((n, *ctx.pool.image_shape), np.float32)
+        for a in range(0, n, _CHUNK):
+            s = slice(a, min(a + _CHUNK, n))
+            probs = ctx.probabilities[s]
+            js = weights = loss_score = boundary = None
+            if self.uncertainty in ("madbal", "averaged"):
+                js = ctx.maturity[s]
+                weights = ctx.maturity_weights[s] if self.uncertainty == "madbal" else None
+            if self.uncertainty in ("madbal", "averaged", "no_maturity"):
+                loss_score, boundary = ctx.loss_prediction[s], boundary_of(probs)
+            out[s] = pixel_uncertainty(probs, js, weights, loss_score, boundary)
+        return out
+
+    def _network_notes(self, ctx: StrategyContext) -> dict[str, Any]:
+        model = ctx.model
+        if model is None:
+            return {}
+        mat = getattr(model, "maturity", None)
+        lp = getattr(model, "loss_prediction", None)
+        return {"weight_prediction_block": bool(mat is not None and mat.weight_block is not None),
+                "loss_prediction_reads_maturity": bool(lp is not None and mat is not None)}
+
+    def _hierarchical(self, ctx: StrategyContext, u: np.ndarray, cand: np.ndarray) -> list[np.ndarray]:
+        """Eqs. (5)-(8) and the image level of §3.2."""
+        sp = sp_mod.compute(np.asarray(ctx.pool.images), self.superpixel_size, self.superpixel_method)
+        n_sp = len(sp)
+        unl = cand.ravel()
+        n_unl = np.bincount(sp.global_labels, weights=unl, minlength=n_sp)
+        mean_u = sp.sum(np.where(cand, u, 0.0)) / np.maximum(n_unl, 1)  # over the unlabelled pixels of s
+        dominant = sp.majority(ctx.probabilities.argmax(axis=1), ctx.pool.num_classes)
+        k = min(self.n_clusters, n_sp)
+        if self.breakdown == "random_clusters":
+            clusters = ctx.rng.integers(0, k, n_sp)
+        else:
+            feats = superpixel_features(ctx.model, np.asarray(ctx.pool.images), sp, self.patch_size)
+            seed = int(ctx.rng.integers(2**31 - 1))
+            clusters = KMeans(n_clusters=k, n_init=1, max_iter=100, random_state=seed).fit_predict(feats.astype(np.float64))
+        p_cl = cluster_class_probability(dominant, clusters, k, ctx.pool.num_classes)
+        u_s = superpixel_uncertainty(mean_u, dominant, clusters, p_cl)
+        has = n_unl > 0
+        u_cl = cluster_uncertainty(u_s[has], clusters[has], k)  # superpixels that still hold a sample
+        order, starts = sp.pixel_order
+        hw = u[0].size
+        flat_u = u.ravel()
+        picks, budgets = [], []
+        for i in range(len(u)):
+            s_i = np.arange(sp.offsets[i], sp.offsets[i + 1])[has[sp.offsets[i] : sp.offsets[i + 1]]]
+            present, inverse = np.unique(clusters[s_i], return_inverse=True)
+            avail = np.bincount(inverse, weights=n_unl[s_i], minlength=len(present)).astype(np.int64)
+            b = image_budgets(u_cl[present], self.pixels_per_image, avail)
+            budgets.append(dict(zip(present.tolist(), b.tolist())))
+            chosen = []
+            for j, bk in enumerate(b):
+                if bk == 0:
+                    continue
+                s_k = s_i[inverse == j]
+                s_k = s_k[np.lexsort((s_k, -u_s[s_k]))][:bk]  # top superpixels of the cluster in this image
+                chosen.append(_best_pixels(s_k, int(bk), order, starts, unl, flat_u))
+            picks.append(np.concatenate(chosen) - i * hw if chosen else np.empty(0, np.int64))
+        used = np.bincount(clusters[has], minlength=k)
+        self._last.update({"clusters": k, "superpixels": n_sp, "superpixels_per_cluster": used.tolist(),
+                           "cluster_uncertainty": [round(float(v), 6) for v in u_cl],
+                           "cluster_budget_share": [round(float(v), 4) for v in cluster_budgets(u_cl, 1000) / 1000]})
+        self.last_clusters, self.last_budgets = clusters, budgets
+        return picks
+
+    def _queries(self, ctx: StrategyContext, picks: list[np.ndarray], scores: list[np.ndarray]) -> list[Query]:
+        w = ctx.pool.image_shape[1]
+        # Images whose picks are the most uncertain first, in case the round cannot pay for every image.
+        total = np.array([float(np.sum(s)) for s in scores])
+        order = np.lexsort((np.arange(len(picks)), -total))
+        queries = (Pixels(int(i), tuple((int(p // w), int(p % w)) for p in picks[i])) for i in order if len(picks[i]))
+        chosen = within_budget(queries, ctx.quote, ctx.budget_left_this_round)
+        for q in chosen:
+            ys, xs = np.asarray(q.coords).T
+            self._asked[q.image, ys, xs] = True
+        self._last["pixels"] = int(sum(len(q.coords) for q in chosen))
+        self._last["images"] = len(chosen)
+        return chosen
+
+    def diagnostics(self) -> dict[str, Any]:
+        return dict(self._last)
+
+
+def _best_pixels(sps: np.ndarray, b: int, order: np.ndarray, starts: np.ndarray, unlabelled: np.ndarray,
+                 u: np.ndarray) -> np.ndarray:
+    """``b`` flat pixels from superpixels ``sps`` (most uncertain first): the
+    highest-u unlabelled pixel of each, then the second of each, …"""
+    per = math.ceil(b / len(sps))
+    ranked = []
+    for pos, s in enumerate(sps):
+        px = order[starts[s] : starts[s + 1]]
+        px = px[unlabelled[px]]
+        top = px[np.lexsort((px, -u[px]))][:per]
+        ranked.append(np.stack([np.arange(len(top)), np.full(len(top), pos), top], axis=1))
+    r = np.concatenate(ranked)
+    r = r[np.lexsort((r[:, 1], r[:, 0]))][:b]
+    return r[:, 2].astype(np.int64)
+
+
+def _register_variant(name: str, cls_name: str, doc: str, uncertainty: str, breakdown: str) -> type[Madbal]:
+    """Register ``Madbal`` with ``uncertainty`` and ``breakdown`` fixed under ``name``."""
+    params = [p for p in inspect.signature(Madbal.__init__).parameters.values() if p.name not in ("uncertainty", "breakdown")]
+
+    def __init__(self, **kwargs):
+        Madbal.__init__(self, uncertainty=uncertainty, breakdown=breakdown, **kwargs)
+
+    __init__.__signature__ = inspect.Signature(params)  # the registry's parameter list
+    cls = type(cls_name, (Madbal,), {"__init__": __init__, "__doc__": doc, "__module__": __name__,
+                                     "__qualname__": cls_name, "needs": _needs(uncertainty, breakdown)})
+    return register_strategy(name)(cls)
+
+
+# Fig. 6 ablations and the pixel baselines: name, class, uncertainty, breakdown, description.
+_VARIANT_TABLE = """
+madbal_averaging        MadbalAveraging      averaged     clusters         MADBAL ablation 'Averaging' (Fig. 6): uniform 1/K instead of the weight maps in Eq. 4.
+madbal_no_maturity      MadbalNoMaturity     no_maturity  clusters         MADBAL ablation 'No maturity-awareness' (Fig. 6): Eq. 4 without the Jensen-Shannon terms.
+madbal_vanilla          MadbalVanilla        entropy      clusters         MADBAL ablation 'Vanilla' (Fig. 6): entropy only, with the distribution breakdown.
+madbal_random_clusters  MadbalRandomClusters madbal       random_clusters  MADBAL ablation 'Random dist-breakdown' (Fig. 6): superpixels in random clusters.
+madbal_no_breakdown     MadbalNoBreakdown    madbal       none             MADBAL ablation 'No dist-breakdown' (Fig. 6): the N most uncertain pixels (Eq. 4) per image.
+pixel_entropy           PixelEntropy         entropy      none             Pixel baseline (PixelPick-like): the N highest-entropy unlabelled pixels per image.
+random_pixels           RandomPixels         random       none             Pixel baseline: N random unlabelled pixels per image.
+"""
+VARIANTS = {row[0]: tuple(row[1:]) for row in (line.split(None, 4) for line in _VARIANT_TABLE.strip().splitlines())}
+for _name, (_cls, _unc, _brk, _doc) in VARIANTS.items():
+    globals()[_cls] = _register_variant(_name, _cls, _doc, _unc, _brk)
