@@ -1,0 +1,110 @@
+"""Full-or-weak allocation math: the GP of eqs. (4)-(5) recovers a known
+logarithmic surface; the structured grid posterior, the Pareto front and
+the eq. (3) / eq. (7) solutions match brute force (gpytorch's posterior and
+direct search) on small grids."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from alharness.allocation import (StrategyGrid, decide, expected_improvement, fit_gp, grid_ei, log_surface,
+                                  pareto_front, posterior_brute, posterior_grid, solve_brute, solve_on_front)
+
+
+def _samples(seed: int, n: int = 60, c_hi: int = 80, s_hi: int = 30, noise: float = 0.005):
+    rng = np.random.default_rng(seed)
+    c, s = rng.integers(0, c_hi + 1, n), rng.integers(0, s_hi + 1, n)
+    return c, s, log_surface(c, s) + rng.normal(0, noise, n)
+
+
+def test_gp_recovers_a_known_logarithmic_surface():
+    c, s, y = _samples(0, n=80)
+    fit = fit_gp(c, s, y, (100.0, 100.0), iters=150)
+    gc, gs = np.meshgrid(np.arange(0, 81, 5), np.arange(0, 31, 2), indexing="ij")
+    mean, var = posterior_brute(fit, gc.ravel(), gs.ravel())
+    truth = log_surface(gc.ravel(), gs.ravel())
+    assert np.sqrt(np.mean((mean - truth) ** 2)) < 0.01, np.abs(mean - truth).max()
+    # Extrapolation beyond the samples follows the log mean of eq. (4), not a constant.
+    far, _ = posterior_brute(fit, [95, 40], [5, 45])
+    assert np.all(np.abs(far - log_surface([95, 40], [5, 45])) < 0.05), (far, log_surface([95, 40], [5, 45]))
+    assert fit.params()["noise"] < 1e-3
+    # A constant mean could not do this: the fitted mean grows in both directions.
+    assert fit.params()["gamma_c"] > 0 and fit.params()["gamma_s"] > 0
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_structured_posterior_front_and_solutions_match_brute_force(seed):
+    c, s, y = _samples(seed)
+    fit = fit_gp(c, s, y, (100.0, 100.0), iters=60)
+    grid = StrategyGrid(c0=int(c.max()) // 2, s0=int(s.max()) // 3, c_max=110, s_max=60, alpha_c=1, alpha_s=12,
+                        budget_left=260, total_max=140)
+    s_rows, hi = grid.rows()
+    c_values = np.arange(grid.c0, hi.max() + 1)
+    mean, var = posterior_grid(fit, c_values, s_rows)
+    gc, gs = np.meshgrid(c_values, s_rows, indexing="ij")
+    bm, bv = posterior_brute(fit, gc.ravel(), gs.ravel())
+    np.testing.assert_allclose(mean.numpy().ravel(), bm, atol=1e-9)
+    np.testing.assert_allclose(var.numpy().ravel(), bv, atol=1e-9)
+
+    m_star = float(y.max()) - 0.01 * seed
+    c1, s1, ei1 = grid_ei(fit, grid, m_star, brute=True)
+    c2, s2, ei2 = grid_ei(fit, grid, m_star)
+    assert np.array_equal(c1, c2) and np.array_equal(s1, s2)
+    np.testing.assert_allclose(ei1, ei2, atol=1e-10)
+    cost = grid.cost(c1, s1)
+    front1, front2 = pareto_front(cost, ei1), pareto_front(cost, ei2)
+    assert np.array_equal(front1, front2)
+    for T, t in [(8, 0), (8, 4), (8, 7), (3, 1)]:
+        ref = solve_brute(c1, s1, cost, ei1, T, t)
+        fast = solve_on_front(c2, s2, cost, ei2, T, t)
+        assert (fast.c3, fast.s3, fast.c7, fast.s7) == (ref.c3, ref.s3, ref.c7, ref.s7), (T, t, fast, ref)
+        assert fast.cost7 <= grid.budget_left
+    assert decide(fit, m_star, grid, 8, 7).solution.c3 == solve_brute(c1, s1, cost, ei1, 8, 7).c3
+
+
+def test_short_length_scales_take_the_exact_row_path():
+    c, s, y = _samples(4, n=40)
+    fit = fit_gp(c, s, y, (100.0, 100.0), iters=5)
+    fit.lengthscale[:] = 0.004  # kernel blocks of full numerical rank
+    grid = StrategyGrid(c0=0, s0=0, c_max=50, s_max=30, alpha_c=1, alpha_s=5, budget_left=120)
+    c1, s1, ei1 = grid_ei(fit, grid, float(y.mean()))
+    mean, var = posterior_grid(fit, np.arange(0, 51), np.arange(0, 25))
+    assert mean.shape == (51, 25)
+    # Against the same hyperparameters, evaluated point by point.
+    fit.model.covar_module.base_kernel.lengthscale = fit.lengthscale.reshape(1, 2)
+    fit.model.prediction_strategy = None
+    c2, s2, ei2 = grid_ei(fit, grid, float(y.mean()), brute=True)
+    np.testing.assert_allclose(ei1, ei2, atol=1e-9)
+
+
+def test_pareto_front_is_the_set_of_non_dominated_strategies():
+    rng = np.random.default_rng(0)
+    cost = rng.integers(0, 30, 400).astype(float)
+    ei = np.round(rng.random(400), 1)  # many ties
+    front = set(pareto_front(cost, ei).tolist())
+    for i in range(400):
+        dominated = np.any((cost < cost[i]) & (ei >= ei[i]))
+        best_at_cost = ei[i] == ei[cost == cost[i]].max() and i == np.flatnonzero((cost == cost[i]) & (ei == ei[i]))[0]
+        assert (i in front) == (not dominated and best_at_cost), i
+    f = pareto_front(cost, ei)
+    assert np.all(np.diff(cost[f]) > 0) and np.all(np.diff(ei[f]) > 0)
+
+
+def test_expected_improvement_closed_form_matches_monte_carlo():
+    rng = np.random.default_rng(0)
+    mean, var, m_star = np.array([0.4, 0.5, 0.55, 0.5]), np.array([0.01, 0.0004, 0.0, 1e-6]), 0.5
+    ei = expected_improvement(mean, var, m_star)
+    draws = mean[:, None] + np.sqrt(var)[:, None] * rng.standard_normal((4, 400_000))
+    mc = np.maximum(draws - m_star, 0).mean(1)
+    np.testing.assert_allclose(ei, mc, atol=5e-4)
+    assert ei[2] == pytest.approx(0.05)
+
+
+def test_grid_respects_budget_pool_and_what_was_bought():
+    grid = StrategyGrid(c0=3, s0=2, c_max=20, s_max=9, alpha_c=1, alpha_s=12, budget_left=40, total_max=22)
+    c, s = grid.points()
+    assert c.min() == 3 and s.min() == 2 and (c + s <= 22).all()
+    assert (grid.cost(c, s) <= 40).all()
+    everything = {(a, b) for a in range(3, 21) for b in range(2, 10) if a + b <= 22 and (a - 3) + 12 * (b - 2) <= 40}
+    assert set(zip(c.tolist(), s.tolist())) == everything
