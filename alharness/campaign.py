@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -29,6 +29,9 @@ from alharness.registry import DATASETS, STRATEGIES
 from alharness.seeding import derive_int_seed, derive_rng
 from alharness.spec import CampaignSpec
 from alharness.strategy import NEEDS, Strategy, StrategyContext
+
+if TYPE_CHECKING:
+    from alharness.checkpoint import Checkpointer
 
 # Columns that measure where and how fast a campaign ran; they differ between
 # identical runs. Everything else in a row is a deterministic result.
@@ -72,8 +75,12 @@ def make_context(pool_view: PoolView, state: LabelState, oracle: Oracle, rnd: in
     )
 
 
-def run_campaign(spec: CampaignSpec, on_round: Callable[[dict[str, Any]], None] | None = None) -> CampaignResult:
-    """Run one campaign to the end and return its round rows and query log."""
+def run_campaign(spec: CampaignSpec, on_round: Callable[[dict[str, Any]], None] | None = None,
+                 checkpoint: "Checkpointer | None" = None) -> CampaignResult:
+    """Run one campaign to the end and return its round rows and query log.
+
+    ``checkpoint``: resume after its last saved round, save after every round
+    (alharness.checkpoint; a resumed campaign's rows equal an uninterrupted run's)."""
     t_start = time.perf_counter()
     dataset = DATASETS.create(spec.dataset, **spec.dataset_params)
     pool, test = dataset.split("train"), dataset.split("test")
@@ -119,7 +126,12 @@ def run_campaign(spec: CampaignSpec, on_round: Callable[[dict[str, Any]], None] 
     result = CampaignResult(spec)
     spent_after_initial = 0.0
     miou, class_iou, fit = 0.0, [], {"train_steps": 0, "final_loss": float("nan")}
-    for rnd in range(spec.rounds + 1):
+    parts = dict(state=state, oracle=oracle, learner=learner, strategy=strategy, annotator=annotator)
+    resumed = checkpoint.resume(**parts) if checkpoint is not None else None
+    first = 0
+    if resumed is not None:
+        first, result.rows, (spent_after_initial, miou, class_iou, fit) = resumed
+    for rnd in range(first, spec.rounds + 1):
         t_round = time.perf_counter()
         # Budget schedule: round 0 may spend the whole budget on the initial
         # batch; later rounds spread what is left evenly, carrying over
@@ -178,6 +190,9 @@ def run_campaign(spec: CampaignSpec, on_round: Callable[[dict[str, Any]], None] 
             "diagnostics": json.dumps(strategy.diagnostics(), sort_keys=True, default=str),
         }
         result.rows.append(row)
+        if checkpoint is not None:
+            # Every value the loop carries into the next round (a new one must be added here too).
+            checkpoint.save(rnd, result.rows, (spent_after_initial, miou, class_iou, fit), **parts)
         if on_round is not None:
             on_round(row)
 

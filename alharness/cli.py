@@ -20,13 +20,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from alharness.benchmark import load_benchmark
 
     bench = load_benchmark(args.file)  # validated before anything starts
-    out = Path(args.out) if args.out else Path("results") / bench.name
+    # A URI (s3://bucket/prefix, file:///...) is any pyarrow file system every node can write.
+    out = (args.out if "://" in args.out else Path(args.out)) if args.out else Path("results") / bench.name
     print(f"benchmark {bench.name!r}: {len(bench.specs)} campaigns -> {out}", file=sys.stderr)
     from alharness.runner import run_benchmark
 
     summary = run_benchmark(
         bench, out, address=args.address, num_cpus=args.num_cpus, max_concurrent=args.workers,
-        resume=not args.no_resume, retries=args.retries, progress=not args.quiet,
+        resume=not args.no_resume, retries=args.retries, attempts=args.attempts, progress=not args.quiet,
     )
     _print_problems(summary.problems)
     if summary.skipped:
@@ -46,7 +47,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"no leaderboard: {exc}", file=sys.stderr)
         return rc or EXIT_FAILED_CAMPAIGNS
     print(report.format_leaderboard(report.leaderboard(con)))
-    png = report.plot_learning_curves(con, out / "learning_curves.png")
+    png = report.plot_learning_curves(con, out / "learning_curves.png" if isinstance(out, Path)
+                                      else Path(f"{bench.name}_learning_curves.png"))
     print(f"results: {out}  (Parquet: campaigns/, rounds/, queries/)\nplot:    {png}")
     return rc
 
@@ -137,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--workers", type=int, help="at most this many campaigns in flight at once (default: as resources allow)")
     b.add_argument("--no-resume", action="store_true", help="rerun campaigns that already finished")
     b.add_argument("--retries", type=int, default=2, help="reruns of a campaign whose worker or node died (default: 2)")
+    b.add_argument("--attempts", type=int, default=1,
+                   help="runs in all of a campaign that raises, before it is recorded as failed (default: 1)")
     b.add_argument("--quiet", action="store_true", help="no progress display")
     b.set_defaults(func=cmd_bench)
 

@@ -28,7 +28,7 @@ def versions() -> dict[str, str]:
 
 
 def campaign_record(spec: CampaignSpec, status: str, *, error: str = "", started: str = "", wall_s: float = 0.0,
-                    device: str = "", attempt: int = 1) -> dict[str, Any]:
+                    device: str = "", attempt: int = 1, resumed_round: int | None = None) -> dict[str, Any]:
     return {
         "campaign_id": spec.campaign_id,
         "benchmark": spec.benchmark,
@@ -48,11 +48,17 @@ def campaign_record(spec: CampaignSpec, status: str, *, error: str = "", started
         "finished": _now(),
         "wall_s": float(wall_s),
         "attempt": int(attempt),
+        # The round a per-round checkpoint resumed after (null: ran from round 0).
+        "resumed_round": resumed_round,
     }
 
 
-def execute(spec: CampaignSpec, *, num_threads: int | None = None) -> dict[str, Any]:
-    """Run ``spec``; return ``{"record", "rows", "queries"}`` whatever happens inside."""
+def execute(spec: CampaignSpec, *, num_threads: int | None = None, checkpoint_at=None, attempt: int = 1) -> dict[str, Any]:
+    """Run ``spec``; return ``{"record", "rows", "queries"}`` whatever happens inside.
+
+    ``checkpoint_at``: a results location (alharness.store.Location or path);
+    the campaign saves a checkpoint there after every round and resumes from
+    one it finds (a retry after a worker, node or driver died)."""
     import time
 
     import torch
@@ -66,17 +72,24 @@ def execute(spec: CampaignSpec, *, num_threads: int | None = None) -> dict[str, 
         torch.set_num_threads(num_threads)
     started, t0 = _now(), time.perf_counter()
     device = str(resolve_device(spec.learner.device))
+    ckpt = None
+    if checkpoint_at is not None:
+        from alharness.checkpoint import Checkpointer
+
+        ckpt = Checkpointer(checkpoint_at, spec.campaign_id)
     try:
-        result = run_campaign(spec)
+        result = run_campaign(spec, checkpoint=ckpt)
     except Exception:
         return {
             "record": campaign_record(spec, "failed", error=traceback.format_exc(), started=started,
-                                      wall_s=time.perf_counter() - t0, device=device),
+                                      wall_s=time.perf_counter() - t0, device=device, attempt=attempt,
+                                      resumed_round=ckpt and ckpt.resumed_round),
             "rows": [],
             "queries": [],
         }
     return {
-        "record": campaign_record(spec, "ok", started=started, wall_s=result.wall_s, device=device),
+        "record": campaign_record(spec, "ok", started=started, wall_s=result.wall_s, device=device, attempt=attempt,
+                                  resumed_round=ckpt and ckpt.resumed_round),
         "rows": result.rows,
         "queries": result.queries,
     }

@@ -1,8 +1,16 @@
-"""Schedule a benchmark's campaigns on Ray and store each as it finishes.
+"""Schedule a benchmark's campaigns on Ray and store them as they finish.
 
 This is the only module that imports Ray. The driver writes results (one
-process writes, so files never race); campaigns run as Ray tasks with the
-resources their spec asks for.
+process writes, so files never race), in batches so that thousands of small
+campaigns do not cost thousands of files; campaigns run as Ray tasks with
+the resources their spec asks for (fractional GPUs pack several campaigns on
+one device) and save a checkpoint next to the results after every round.
+
+Faults: a task whose worker or node dies is rerun by Ray (``retries``) and
+resumes from its last checkpointed round; a campaign that raises is run
+again up to ``attempts`` times in all and then recorded as failed with its
+last traceback; a killed driver loses at most the unflushed batch, whose
+campaigns replay from their final checkpoints on resume.
 """
 
 from __future__ import annotations
@@ -14,7 +22,10 @@ import os
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
+import contextlib  # noqa: E402
 import math  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -23,6 +34,8 @@ import ray  # noqa: E402
 
 from alharness import store  # noqa: E402
 from alharness.benchmark import Benchmark  # noqa: E402
+from alharness.checkpoint import delete_checkpoints  # noqa: E402
+from alharness.errors import ConfigError  # noqa: E402
 from alharness.execute import campaign_record  # noqa: E402
 from alharness.progress import Progress  # noqa: E402
 from alharness.spec import CampaignSpec  # noqa: E402
@@ -35,6 +48,8 @@ class RunSummary:
     ok: int = 0
     failed: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    resumed: int = 0  # campaigns that continued from a checkpoint
+    batches: int = 0  # result batches written
 
     @property
     def success(self) -> bool:
@@ -42,10 +57,19 @@ class RunSummary:
 
 
 @ray.remote
-def _run_campaign_task(spec_json: str, num_threads: int) -> dict[str, Any]:
+def _run_campaign_task(spec_json: str, num_threads: int, checkpoint_at: Any, attempt: int) -> dict[str, Any]:
     from alharness.execute import execute
 
-    return execute(CampaignSpec.from_json(spec_json), num_threads=num_threads)
+    return execute(CampaignSpec.from_json(spec_json), num_threads=num_threads, checkpoint_at=checkpoint_at, attempt=attempt)
+
+
+def task_resources(spec: CampaignSpec) -> dict[str, float]:
+    """Ray resources of a campaign; a fraction of a GPU packs several campaigns on one device."""
+    gpus = float(spec.num_gpus)
+    if gpus > 1 and not gpus.is_integer():
+        raise ConfigError(f"campaign {spec.strategy_label}: num_gpus = {gpus:g}; Ray schedules a fraction of one GPU "
+                          f"(0 < num_gpus <= 1, e.g. 0.25 packs 4 campaigns per GPU) or whole GPUs, not {gpus:g}")
+    return {"num_cpus": float(spec.num_cpus), "num_gpus": gpus}
 
 
 def _object_store_bytes() -> int:
@@ -73,52 +97,111 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, *, dashboa
     return True
 
 
+class _Writer:
+    """Buffers finished campaigns and writes them as one batch when enough
+    have gathered or the oldest has waited ``flush_s`` (writing one file per
+    tiny campaign would dominate the run); checkpoints go once committed."""
+
+    def __init__(self, loc: store.Location, batch_size: int, flush_s: float, summary: RunSummary):
+        self.loc, self.batch_size, self.flush_s, self.summary = loc, max(1, batch_size), flush_s, summary
+        self.buf: list[store.Outcome] = []
+        self.since = 0.0
+
+    def add(self, out: dict[str, Any]) -> None:
+        if not self.buf:
+            self.since = time.monotonic()
+        self.buf.append((out["record"], out["rows"], out["queries"]))
+        if len(self.buf) >= self.batch_size:
+            self.flush()
+
+    def wait_s(self) -> float:
+        """How long the scheduler may block before the buffer is due."""
+        return 1.0 if not self.buf else max(0.0, min(1.0, self.since + self.flush_s - time.monotonic()))
+
+    def flush(self, force: bool = False) -> None:
+        if not self.buf or not (force or len(self.buf) >= self.batch_size or time.monotonic() - self.since >= self.flush_s):
+            return
+        batch = self.buf[0][0]["campaign_id"] if len(self.buf) == 1 else None  # a lone campaign keeps its id as name
+        store.write_batch(self.loc, self.buf, batch=batch)
+        delete_checkpoints(self.loc, [rec["campaign_id"] for rec, _, _ in self.buf])
+        self.summary.batches += 1
+        self.buf = []
+
+
 def run_benchmark(
     bench: Benchmark,
-    out_dir: str | Path,
+    out_dir: "str | Path | store.Location",
     *,
     address: str | None = None,
     num_cpus: int | None = None,
     max_concurrent: int | None = None,
     resume: bool = True,
     retries: int = 2,
+    attempts: int = 1,
+    checkpoints: bool = True,
+    batch_size: int = 256,
+    flush_s: float = 2.0,
     progress: bool = True,
 ) -> RunSummary:
-    """Run every campaign of ``bench`` not yet finished under ``out_dir``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    scan = store.scan(out_dir)
+    """Run every campaign of ``bench`` not yet finished under ``out_dir``.
+
+    ``out_dir``: a local directory or a URI of any pyarrow file system that
+    every node can write (``s3://bucket/prefix``). ``retries``: Ray reruns a
+    task whose worker or node died this many times. ``attempts``: runs in all
+    of a campaign that raises before it is recorded as failed.
+    ``checkpoints``: save every round next to the results and resume from it.
+    ``batch_size`` / ``flush_s``: results are written in batches of at most
+    this many campaigns, at the latest this many seconds after one finished.
+    """
+    if retries < 0 or attempts < 1:
+        raise ConfigError(f"retries must be >= 0 (got {retries}) and attempts >= 1 (got {attempts})")
+    loc = store.Location(out_dir)
+    loc.make_dir()
+    scan = store.scan(loc)
     done = {cid for cid, s in scan.status.items() if s == "ok"} if resume else set()
     todo = [s for s in bench.specs if s.campaign_id not in done]
+    if not resume:
+        delete_checkpoints(loc, [s.campaign_id for s in todo])  # start over means from round 0
+    resources = {s.campaign_id: task_resources(s) for s in todo}  # bad resources fail before anything runs
     summary = RunSummary(total=len(bench.specs), skipped=len(bench.specs) - len(todo), problems=list(scan.problems))
     bar = Progress(len(todo), skipped=summary.skipped, enabled=progress)
     if not todo:
         return summary
 
     started_here = init_ray(address, num_cpus)
+    writer = _Writer(loc, batch_size, flush_s, summary)
     try:
-        pending = list(todo)
-        inflight: dict[Any, CampaignSpec] = {}
+        pending = [(s, 1) for s in todo]
+        pending.reverse()  # pop() from the end keeps the benchmark's order
+        inflight: dict[Any, tuple[CampaignSpec, int]] = {}
         while pending or inflight:
             while pending and (max_concurrent is None or len(inflight) < max_concurrent):
-                spec = pending.pop(0)
+                spec, attempt = pending.pop()
                 ref = _run_campaign_task.options(
-                    num_cpus=spec.num_cpus,
-                    num_gpus=spec.num_gpus,
-                    max_retries=retries,  # worker or node death: Ray reruns the task
-                    retry_exceptions=False,  # a campaign's own exception is a result, not a fault
+                    **resources[spec.campaign_id],
+                    max_retries=retries,  # worker or node death: Ray reruns the task, which resumes from its checkpoint
+                    retry_exceptions=False,  # a campaign's own exception is a result (retried below, up to `attempts`)
                     name=f"campaign:{spec.strategy_label}:seed{spec.seed}",
-                ).remote(spec.to_json(), max(1, math.floor(spec.num_cpus)))
-                inflight[ref] = spec
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
+                ).remote(spec.to_json(), max(1, math.floor(spec.num_cpus)), loc if checkpoints else None, attempt)
+                inflight[ref] = (spec, attempt)
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=writer.wait_s(), fetch_local=False)
+            if ready:  # and whatever else has finished meanwhile, without waiting
+                ready, _ = ray.wait(list(inflight), num_returns=len(inflight), timeout=0, fetch_local=False)
             for ref in ready:
-                spec = inflight.pop(ref)
+                spec, attempt = inflight.pop(ref)
+                died = False
                 try:
                     out = ray.get(ref)
-                except Exception as exc:  # the task itself died (worker crash, node loss) after retries
-                    out = {"record": campaign_record(spec, "failed", error=f"{type(exc).__name__}: {exc}"), "rows": [], "queries": []}
-                store.write_campaign(out_dir, out["record"], out["rows"], out["queries"])
+                except Exception as exc:  # the task itself died (worker crash, node loss) after its retries
+                    died = True
+                    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                    out = {"record": campaign_record(spec, "failed", error=tb, attempt=attempt), "rows": [], "queries": []}
                 ok = out["record"]["status"] == "ok"
+                if not ok and not died and attempt < attempts:
+                    pending.append((spec, attempt + 1))  # run it again; the last attempt's traceback is what is kept
+                    continue
+                writer.add(out)
+                summary.resumed += out["record"].get("resumed_round") is not None
                 if ok:
                     summary.ok += 1
                 else:
@@ -127,9 +210,17 @@ def run_benchmark(
                                            "dataset": spec.dataset, "seed": spec.seed, "error": err[-1] if err else "?"})
                 bar.update(done=int(ok), failed=int(not ok), running=len(inflight),
                            message=f"{'ok' if ok else 'FAILED'} {spec.strategy_label} seed {spec.seed}")
+            writer.flush()
             if not ready:
                 bar.update(running=len(inflight))
+        writer.flush(force=True)
     finally:
+        # Also on Ctrl-C: what finished is written (a failing write here must
+        # not hide the error that brought us here; the campaigns replay from
+        # their final checkpoints on resume).
+        if writer.buf:
+            with contextlib.suppress(Exception):
+                writer.flush(force=True)
         bar.close()
         if started_here:
             ray.shutdown()

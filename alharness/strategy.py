@@ -88,6 +88,16 @@ class Strategy:
         """JSON-serialisable notes about the last proposal, stored with the round row."""
         return {}
 
+    def get_state(self) -> dict[str, Any]:
+        """What the strategy keeps between rounds, for per-round checkpoints
+        (alharness.checkpoint): by default every instance attribute. Must be
+        picklable; override with ``set_state`` if it is not."""
+        return dict(vars(self))
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Put a ``get_state()`` result back on a freshly constructed strategy."""
+        vars(self).update(state)
+
     def get_params(self) -> dict[str, Any]:
         sig = inspect.signature(type(self).__init__)
         return {k: getattr(self, k) for k in sig.parameters if k != "self" and hasattr(self, k)}

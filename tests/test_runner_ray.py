@@ -105,7 +105,7 @@ def test_killed_driver_resumes_without_duplicates(tmp_path):
 
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"{len(first)} campaign(s) already finished" in proc.stderr
+    assert f"{len(first)} campaign(s) already finished" in proc.stderr, [l for l in proc.stderr.splitlines() if "finished" in l]
     bench = parse_benchmark(doc)
     assert store.finished_ids(out) == {s.campaign_id for s in bench.specs}
     con, _ = store.connect(out)
