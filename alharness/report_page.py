@@ -168,9 +168,11 @@ def _leaderboard_section(doc: _Doc, con, metric: str | None) -> list[dict[str, A
                           f"{r['final_miou_mean']:.3f} ± {r['final_miou_std']:.3f}", f"{r['auc_mean']:.3f} ± {r['auc_std']:.3f}",
                           *reach_cells, f"{r['final_cost_mean']:.4g}"])
         priced = "" if pricing == cost_metric else f", priced {pricing}"
-        doc.table(["rank", "strategy", "seeds", "final mIoU", "AUC / budget",
+        doc.table(["rank", "strategy", "seeds", "final mIoU", "AUC (normalised)",
                    *(f"cost to {reach:.0%}" for reach in REACHES), "final cost"], table,
-                  caption=f"{dataset}, cost in {cost_metric}{priced}, budget {budget:g}; cost to X % {basis}; mean ± std over seeds")
+                  caption=f"{dataset}, cost in {cost_metric}{priced}, budget {budget:g}; AUC of mIoU over cost divided by "
+                          f"{'the budget' if metric is None else 'the largest spend seen'}; cost to X % {basis}; "
+                          f"mean ± std over seeds")
     return rows
 
 
@@ -201,11 +203,13 @@ def _comparison_section(doc: _Doc, con) -> None:
     if boot:
         doc.h(3, "Paired bootstrap between strategies")
         doc.p("Mean difference A − B over the seeds both ran, with a 95 % percentile bootstrap interval "
-              "(10 000 resamples of the seeds, seeded). * marks intervals that exclude 0. With few seeds the "
-              "interval is only as wide as the seeds' spread: read it with the seed count.")
+              f"(10 000 resamples of the seeds, seeded). * marks intervals that exclude 0; with fewer than "
+              f"{stats.MIN_SEEDS} common seeds no difference is called significant ('few seeds'), because an "
+              "interval from so few values says little.")
         doc.table(["dataset", "budget", "metric", "A", "B", "seeds", "mean A − B", "95 % interval", ""],
                   [[b["dataset"], f"{b['budget']:g}", b["metric"], b["a"], b["b"], str(b["seeds"]), f"{b['mean_diff']:+.4f}",
-                    f"[{b['lo']:+.4f}, {b['hi']:+.4f}]", "*" if b["significant"] else ""] for b in boot])
+                    f"[{b['lo']:+.4f}, {b['hi']:+.4f}]",
+                    "few seeds" if b["significant"] is None else "*" if b["significant"] else ""] for b in boot])
     for (dataset, metric, pricing, budget), (names, w) in stats.win_rates(rows, "auc").items():
         if len(names) < 2:
             continue

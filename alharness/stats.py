@@ -15,6 +15,8 @@ from typing import Any, Iterable
 import numpy as np
 
 GroupKey = tuple[str, str, str, float]
+#: fewest common seeds for which paired_bootstrap calls a difference significant
+MIN_SEEDS = 5
 
 
 def _by_group(rows: Iterable[dict[str, Any]], metric: str) -> dict[GroupKey, dict[str, dict[int, float]]]:
@@ -34,7 +36,10 @@ def paired_bootstrap(rows: Iterable[dict[str, Any]], metric: str = "auc", n_boot
     batch, data order and initialisation), which is most of the spread.
     Seeds are resampled with replacement ``n_boot`` times with a generator
     seeded by ``seed``, so the report is reproducible. ``significant`` is
-    True when the interval excludes 0. One row per strategy pair and group.
+    True when the interval excludes 0, and None with fewer than
+    ``MIN_SEEDS`` common seeds: a percentile interval from 2–4 values has
+    almost no resampling distribution and would call every gap significant.
+    One row per strategy pair and group.
     """
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
@@ -51,7 +56,8 @@ def paired_bootstrap(rows: Iterable[dict[str, Any]], metric: str = "auc", n_boot
             lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
             out.append({"dataset": dataset, "cost_metric": cost_metric, "pricing": pricing, "budget": budget, "a": a, "b": b,
                         "metric": metric, "seeds": len(seeds), "mean_diff": float(diff.mean()),
-                        "lo": float(lo), "hi": float(hi), "significant": bool(lo > 0 or hi < 0)})
+                        "lo": float(lo), "hi": float(hi),
+                        "significant": bool(lo > 0 or hi < 0) if len(seeds) >= MIN_SEEDS else None})
     return out
 
 

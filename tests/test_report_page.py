@@ -31,7 +31,7 @@ def test_bootstrap_of_identical_strategies_covers_zero_and_a_constant_gap_is_exa
     rows += [_pc("C", s, v - 0.05) for s, v in enumerate(values)]
     boot = {(b["a"], b["b"]): b for b in stats.paired_bootstrap(rows, "auc", n_boot=2000)}
     ab = boot[("A", "B")]
-    assert ab["lo"] <= 0 <= ab["hi"] and not ab["significant"] and ab["seeds"] == 8
+    assert ab["lo"] <= 0 <= ab["hi"] and ab["significant"] is False and ab["seeds"] == 8
     ac = boot[("A", "C")]  # pairing removes the seeds' spread: a constant gap has a zero-width interval
     assert ac["lo"] == pytest.approx(0.05) and ac["hi"] == pytest.approx(0.05) and ac["significant"]
     # Noisy gap: the interval covers the true mean gap and is reproducible.
@@ -42,6 +42,7 @@ def test_bootstrap_of_identical_strategies_covers_zero_and_a_constant_gap_is_exa
     # Only common seeds are paired.
     only = stats.paired_bootstrap([_pc("A", 0, 0.5), _pc("A", 1, 0.6), _pc("B", 1, 0.4)], "auc")
     assert only[0]["seeds"] == 1 and only[0]["mean_diff"] == pytest.approx(0.2)
+    assert only[0]["significant"] is None  # too few seeds to call it
 
 
 def test_win_rates_and_ranks_on_known_numbers():
