@@ -60,7 +60,9 @@ class RunSummary:
 def _run_campaign_task(spec_json: str, num_threads: int, checkpoint_at: Any, attempt: int) -> dict[str, Any]:
     from alharness.execute import execute
 
-    return execute(CampaignSpec.from_json(spec_json), num_threads=num_threads, checkpoint_at=checkpoint_at, attempt=attempt)
+    out = execute(CampaignSpec.from_json(spec_json), num_threads=num_threads, checkpoint_at=checkpoint_at, attempt=attempt)
+    out["record"]["node_id"] = ray.get_runtime_context().get_node_id()  # which Ray node ran it (hosts may share a name)
+    return out
 
 
 def task_resources(spec: CampaignSpec) -> dict[str, float]:

@@ -150,15 +150,15 @@ class Location:
         self.fs.create_dir(self.root, recursive=True)
 
 
-def _table_bytes(rows: list[dict[str, Any]], table: str) -> bytes:
-    tbl = pa.Table.from_pylist(rows)
+def _table_bytes(rows: "list[dict[str, Any]] | pa.Table", table: str) -> bytes:
+    tbl = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows)
     tbl = tbl.replace_schema_metadata({_META_VERSION: SCHEMA_VERSION.encode(), _META_TABLE: table.encode()})
     buf = io.BytesIO()
     pq.write_table(tbl, buf)
     return buf.getvalue()
 
 
-def write_table(path: str | Path, rows: list[dict[str, Any]], table: str, location: Location | None = None) -> None:
+def write_table(path: str | Path, rows: "list[dict[str, Any]] | pa.Table", table: str, location: Location | None = None) -> None:
     """Write rows as Parquet atomically (a local path, or ``path`` relative to ``location``)."""
     data = _table_bytes(rows, table)
     if location is None:
@@ -171,23 +171,40 @@ def write_table(path: str | Path, rows: list[dict[str, Any]], table: str, locati
 Outcome = tuple[dict[str, Any], list[dict], list[dict]]
 
 
-def write_batch(where: "str | Path | Location", outcomes: list[Outcome], batch: str | None = None) -> str:
+def _stack(parts: list[list[dict[str, Any]]]) -> pa.Table | None:
+    """One table from several campaigns' rows. Campaigns differ in columns
+    (each strategy has its own ``p_strategy_*``), so each is converted on its
+    own and the tables are stacked with missing columns as nulls."""
+    tables = [pa.Table.from_pylist(rows) for rows in parts if rows]
+    return pa.concat_tables(tables, promote_options="permissive") if tables else None
+
+
+def write_batch(where: "str | Path | Location", outcomes: list[Outcome], batch: str | None = None) -> list[str]:
     """Store several campaigns' (record, rows, queries) as one batch; the
-    campaigns file goes last (commit marker). Returns the batch name."""
+    campaigns file goes last (commit marker). Returns the batch names (more
+    than one only if the campaigns' columns cannot share a table, e.g. one
+    parameter that is a number in one strategy and a string in another)."""
     loc = Location(where)
     if not outcomes:
-        return ""
+        return []
+    ok = [o for o in outcomes if o[0]["status"] == "ok"]
+    try:
+        records = _stack([[rec] for rec, _, _ in outcomes])
+        rounds = _stack([rows for _, rows, _ in ok])
+        queries = _stack([qs for _, _, qs in ok])
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        if len(outcomes) == 1:
+            raise
+        return [name for o in outcomes for name in write_batch(loc, [o], batch=o[0]["campaign_id"])]
     batch = batch or f"batch-{uuid.uuid4().hex}"
-    rows = [r for rec, rs, _ in outcomes if rec["status"] == "ok" for r in (rs or [])]
-    queries = [q for rec, _, qs in outcomes if rec["status"] == "ok" for q in (qs or [])]
-    if any(rec["status"] == "ok" for rec, _, _ in outcomes):
-        write_table(f"rounds/{batch}.parquet", rows, "rounds", loc)
-        if queries:
+    if ok:
+        write_table(f"rounds/{batch}.parquet", rounds if rounds is not None else [], "rounds", loc)
+        if queries is not None:
             write_table(f"queries/{batch}.parquet", queries, "queries", loc)
         else:
             loc.delete(f"queries/{batch}.parquet")
-    write_table(f"campaigns/{batch}.parquet", [rec for rec, _, _ in outcomes], "campaigns", loc)
-    return batch
+    write_table(f"campaigns/{batch}.parquet", records, "campaigns", loc)
+    return [batch]
 
 
 def write_campaign(where: "str | Path | Location", record: dict[str, Any], rows: list[dict] | None = None,

@@ -63,9 +63,25 @@ def test_a_dead_worker_is_retried(tmp_path):
 
     marker = tmp_path / "crashed-once"
     doc = tiny_benchmark_doc(strategies=[{"name": "test_crash_worker", "marker": str(marker)}], seeds=[0])
-    summary = run_benchmark(parse_benchmark(doc), tmp_path / "out", progress=False, retries=1)
+    bench = parse_benchmark(doc)
+    summary = run_benchmark(bench, tmp_path / "out", progress=False, retries=1)
     assert marker.exists(), "the worker never crashed; the test proves nothing"
     assert summary.ok == 1 and not summary.failed
+    # The rerun continued from the checkpoint of round 0 (it crashed proposing
+    # round 1) and its rows equal an uninterrupted run's.
+    assert summary.resumed == 1
+    con, _ = store.connect(tmp_path / "out")
+    assert con.execute("SELECT resumed_round FROM campaigns").fetchall() == [(0,)]
+    assert not list((tmp_path / "out" / "checkpoints").iterdir())  # removed once the results were committed
+    from alharness.campaign import run_campaign
+
+    from alharness.spec import CampaignSpec
+
+    # Through JSON as the worker gets it (p_* columns keep the JSON's key order).
+    plain = run_campaign(CampaignSpec.from_json(bench.specs[0].to_json()))
+    got = result_columns(_rows_by_campaign(tmp_path / "out"))
+    want = result_columns([{k: v for k, v in r.items() if k != "per_class_iou"} for r in plain.rows])
+    assert got == want, [{k: (g.get(k), w.get(k)) for k in g.keys() | w.keys() if g.get(k) != w.get(k)} for g, w in zip(got, want)]
 
     marker2 = tmp_path / "crashed-again"
     doc = tiny_benchmark_doc(strategies=[{"name": "test_crash_worker", "marker": str(marker2)}], seeds=[1])
@@ -112,3 +128,46 @@ def test_killed_driver_resumes_without_duplicates(tmp_path):
     dup = con.execute("SELECT campaign_id, round, count(*) FROM rounds GROUP BY ALL HAVING count(*) > 1").fetchall()
     assert dup == []
     assert con.execute("SELECT count(*) FROM rounds").fetchone()[0] == 6 * 3
+
+
+def test_application_errors_are_retried_up_to_attempts_then_recorded(tmp_path):
+    from alharness.runner import run_benchmark
+
+    def bench(counter, failures):
+        return parse_benchmark(tiny_benchmark_doc(
+            strategies=[{"name": "test_flaky", "counter": str(counter), "failures": failures}], seeds=[0]))
+
+    # One transient failure, three attempts allowed: the second attempt succeeds.
+    summary = run_benchmark(bench(tmp_path / "c1", 1), tmp_path / "out1", progress=False, attempts=3)
+    assert summary.ok == 1 and not summary.failed
+    con, _ = store.connect(tmp_path / "out1")
+    assert con.execute("SELECT status, attempt, resumed_round FROM campaigns").fetchall() == [("ok", 2, 0)]
+    # Failing every time: recorded as failed after exactly `attempts` runs, with the last traceback.
+    summary = run_benchmark(bench(tmp_path / "c2", 99), tmp_path / "out2", progress=False, attempts=2)
+    assert summary.ok == 0 and len(summary.failed) == 1
+    assert len((tmp_path / "c2").read_text().splitlines()) == 2
+    con, _ = store.connect(tmp_path / "out2", require_rounds=False)
+    (status, attempt, error), = con.execute("SELECT status, attempt, error FROM campaigns").fetchall()
+    assert status == "failed" and attempt == 2 and "Traceback" in error and "failure 2 of 99" in error
+
+
+def test_results_to_a_file_uri(tmp_path):
+    from alharness.runner import run_benchmark
+
+    bench = parse_benchmark(tiny_benchmark_doc(strategies=["random"], seeds=[0, 1]))
+    summary = run_benchmark(bench, f"file://{tmp_path}/res", progress=False)
+    assert summary.ok == 2 and summary.batches >= 1
+    assert store.finished_ids(tmp_path / "res") == {s.campaign_id for s in bench.specs}
+    again = run_benchmark(bench, f"file://{tmp_path}/res", progress=False)
+    assert again.skipped == 2
+
+
+def test_fractional_gpus_are_validated():
+    from alharness.errors import ConfigError
+    from alharness.runner import task_resources
+    from conftest import tiny_spec
+
+    assert task_resources(tiny_spec(num_gpus=0.25)) == {"num_cpus": 1.0, "num_gpus": 0.25}
+    assert task_resources(tiny_spec(num_gpus=2)) == {"num_cpus": 1.0, "num_gpus": 2.0}
+    with pytest.raises(ConfigError, match="num_gpus = 1.5"):
+        task_resources(tiny_spec(num_gpus=1.5))

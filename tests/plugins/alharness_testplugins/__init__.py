@@ -61,3 +61,24 @@ class CrashWorker(Strategy):
             os._exit(1)
         order = ctx.rng.permutation(len(ctx.pool))
         return within_budget((FullMask(int(i)) for i in order if not ctx.labels.has_full_mask[i]), ctx.quote, ctx.budget_left_this_round)
+
+
+@register_strategy("test_flaky")
+class Flaky(Strategy):
+    """Raises in its first ``failures`` proposals (counted in a file shared by
+    every attempt), then behaves like random: a transient application error."""
+
+    def __init__(self, counter: str = "", failures: int = 1):
+        self.counter = counter
+        self.failures = failures
+
+    def propose(self, ctx):
+        if self.counter:
+            with open(self.counter, "a+") as fh:
+                fh.seek(0)
+                seen = len(fh.read().splitlines())
+                fh.write("x\n")
+            if seen < self.failures:
+                raise RuntimeError(f"deliberate transient failure {seen + 1} of {self.failures}")
+        order = ctx.rng.permutation(len(ctx.pool))
+        return within_budget((FullMask(int(i)) for i in order if not ctx.labels.has_full_mask[i]), ctx.quote, ctx.budget_left_this_round)
