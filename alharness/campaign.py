@@ -28,7 +28,8 @@ from alharness.queries import QUERY_TYPES
 from alharness.registry import DATASETS, STRATEGIES
 from alharness.seeding import derive_int_seed, derive_rng
 from alharness.spec import CampaignSpec
-from alharness.strategy import NEEDS, Strategy, StrategyContext
+from alharness.scoring import loop_outputs
+from alharness.strategy import LOOP_NEEDS, NEEDS, Strategy, StrategyContext
 
 if TYPE_CHECKING:
     from alharness.checkpoint import Checkpointer
@@ -102,10 +103,14 @@ def run_campaign(spec: CampaignSpec, on_round: Callable[[dict[str, Any]], None] 
     learner = Learner(spec.learner, pool_view.num_classes, pool_view.ignore_index)
     strategy: Strategy = STRATEGIES.create(spec.strategy, **spec.strategy_params)
     needs = frozenset(getattr(strategy, "needs", frozenset()))
-    if needs - NEEDS:
-        raise PluginError(f"strategy {spec.strategy!r} needs {sorted(needs - NEEDS)}; the loop provides {sorted(NEEDS)}")
+    if needs - NEEDS - LOOP_NEEDS:
+        raise PluginError(f"strategy {spec.strategy!r} needs {sorted(needs - NEEDS - LOOP_NEEDS)}; "
+                          f"the loop provides {sorted(NEEDS | LOOP_NEEDS)}")
     # A head the strategy needs but the learner does not build fails now, not after round 0 trained.
-    learner_services.check_needs(spec.learner, needs, who=f"strategy {spec.strategy!r}")
+    learner_services.check_needs(spec.learner, needs - LOOP_NEEDS, who=f"strategy {spec.strategy!r}")
+    # Loop services (train_and_score): bought labels and the val split only, never the test split.
+    services = loop_outputs(needs, spec.learner, pool_view.images, state, val_split, spec.validation,
+                            pool_view.num_classes, pool_view.ignore_index, who=f"strategy {spec.strategy!r}")
 
     base = {
         "benchmark": spec.benchmark,
@@ -136,14 +141,15 @@ def run_campaign(spec: CampaignSpec, on_round: Callable[[dict[str, Any]], None] 
         # Budget schedule: round 0 may spend the whole budget on the initial
         # batch; later rounds spread what is left evenly, carrying over
         # whatever an earlier round did not spend.
-        if rnd == 0:
+        if rnd == 0 or strategy.paces_itself:  # a self-pacing strategy chooses its own installments
             allowance = spec.budget - oracle.spent
         else:
             target = spent_after_initial + (spec.budget - spent_after_initial) * rnd / spec.rounds
             allowance = max(0.0, min(target, spec.budget) - oracle.spent)
 
         t0 = time.perf_counter()
-        outputs = pool_outputs(learner, pool_view.images, needs) if rnd > 0 else {}
+        outputs = pool_outputs(learner, pool_view.images, needs - LOOP_NEEDS) if rnd > 0 else {}
+        outputs.update(services)
         predict_s = time.perf_counter() - t0
 
         ctx = make_context(pool_view, state, oracle, rnd, spec.rounds, allowance,

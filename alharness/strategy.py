@@ -22,6 +22,10 @@ from alharness.queries import FullMask, Query
 # (alharness.learner.services documents each; a test keeps the two in step).
 NEEDS = frozenset({"probabilities", "features", "model", "class_scores", "iou", "loss_prediction", "maturity",
                    "maturity_weights"})
+# Loop services (not computed over the pool): "train_and_score" trains a fresh
+# model on a subset of the bought labels and returns its validation mIoU
+# (alharness.scoring; needs a declared validation split).
+LOOP_NEEDS = frozenset({"train_and_score"})
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ class StrategyContext:
     loss_prediction: np.ndarray | None = None
     maturity: np.ndarray | None = None
     maturity_weights: np.ndarray | None = None
+    train_and_score: Callable[..., float] | None = None  # LOOP_NEEDS; alharness.scoring.TrainAndScore
 
     @property
     def budget_left_total(self) -> float:
@@ -73,6 +78,10 @@ class Strategy:
 
     name: ClassVar[str] = ""
     needs: ClassVar[frozenset[str]] = frozenset()
+    #: True: the strategy paces its own spending, so every round after round 0
+    #: may spend everything that is left (full-or-weak Alg. 2 chooses its own
+    #: installments); False: the loop spreads the budget evenly over the rounds.
+    paces_itself: ClassVar[bool] = False
 
     def initial(self, ctx: StrategyContext) -> list[Query]:
         """Round-0 batch: by default full masks for ``ctx.initial_masks`` random images."""

@@ -22,7 +22,8 @@ from alharness.learner.services import heads_for
 from alharness.oracle import Oracle
 from alharness.registry import DATASETS, STRATEGIES
 from alharness.seeding import derive_rng
-from alharness.strategy import Strategy
+from alharness.scoring import loop_outputs
+from alharness.strategy import LOOP_NEEDS, Strategy
 
 
 class StrategyCheckError(AssertionError):
@@ -42,7 +43,9 @@ class _Setup:
     """A tiny pool with a few bought masks and a briefly trained model."""
 
     def __init__(self, seed: int, budget: float, needs: frozenset[str] = frozenset()):
-        ds = DATASETS.create("synthetic_shapes", n_train=16, n_val=0, n_test=4, size=24, num_classes=3, seed=seed)
+        # A validation split only for strategies that score on one (train_and_score).
+        n_val = 4 if "train_and_score" in needs else 0
+        ds = DATASETS.create("synthetic_shapes", n_train=16, n_val=n_val, n_test=4, size=24, num_classes=3, seed=seed)
         pool = ds.split("train")
         self.pool_view = PoolView.from_split(pool, ds.class_names)
         self.oracle = Oracle(pool, build_cost_models({}), "label_equivalents", budget)
@@ -51,12 +54,16 @@ class _Setup:
         config = LearnerConfig(steps=3, batch_size=4, model_params={"width": 4, "depth": 1},
                                heads=list(heads_for(needs)), head_steps=2)
         self.learner = Learner(config, ds.num_classes, ds.ignore_index)
+        self.services = loop_outputs(needs, config, self.pool_view.images, self.state,
+                                     ds.split("val") if n_val else None, "free" if n_val else "none",
+                                     ds.num_classes, ds.ignore_index)
         self.seed = seed
 
     def context(self, strategy: Strategy, rnd: int, allowance: float):
         if rnd > 0:
             self.learner.fit(self.pool_view.images, self.state, seed=self.seed)
-        outputs = pool_outputs(self.learner, self.pool_view.images, frozenset(strategy.needs)) if rnd > 0 else {}
+        outputs = pool_outputs(self.learner, self.pool_view.images, frozenset(strategy.needs) - LOOP_NEEDS) if rnd > 0 else {}
+        outputs.update(self.services)
         return make_context(self.pool_view, self.state, self.oracle, rnd, 3, allowance,
                             derive_rng(self.seed, "check", rnd), 2, outputs)
 
