@@ -127,6 +127,49 @@ def cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _numbers(text: str, kind=float) -> list:
+    try:
+        return [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise AlharnessError(f"expected a comma-separated list of numbers, got {text!r}") from None
+
+
+def cmd_surface(args: argparse.Namespace) -> int:
+    """Ground-truth m(C, S) on a grid (full-or-weak Fig. 6) as campaigns on Ray, reduced to surface.parquet."""
+    from alharness.benchmark import Benchmark, load_benchmark
+    from alharness.surface import collect_surface, surface_specs
+
+    bench = load_benchmark(args.file)
+    specs = surface_specs(bench, _numbers(args.labels, int), _numbers(args.masks, int), _numbers(args.seeds, int))
+    out = Path(args.out) if args.out else Path("results") / f"{bench.name}-surface"
+    print(f"surface of {bench.name!r}: {len(specs)} campaigns -> {out}", file=sys.stderr)
+    from alharness.runner import run_benchmark
+
+    summary = run_benchmark(Benchmark(f"{bench.name}-surface", "budget-performance surface", tuple(specs), args.file),
+                            out, address=args.address, num_cpus=args.num_cpus, max_concurrent=args.workers,
+                            progress=not args.quiet)
+    _print_problems(summary.problems)
+    print(collect_surface(out))
+    return EXIT_FAILED_CAMPAIGNS if summary.failed else EXIT_OK
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Replay the GP allocation and the fixed baselines on a stored surface over alpha_s × T × budget × seed."""
+    from alharness.surface import Surface
+    from alharness.sweep import plot_sweep, run_sweep, write_sweep
+
+    surface = Surface.load(args.surface)
+    rows = run_sweep(surface, alpha_s=_numbers(args.alpha_s), T=_numbers(args.T, int),
+                     budgets=_numbers(args.budgets) if args.budgets else None, seeds=range(args.seeds),
+                     initial_fraction=args.initial_fraction, samples=args.samples, gp_iters=args.gp_iters,
+                     workers=args.workers)
+    out = Path(args.out) if args.out else Path(args.surface) / "sweep"
+    print(write_sweep(rows, out))
+    for path in plot_sweep(rows, out):
+        print(path)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="alharness", description="Simulate and benchmark annotation strategies for image segmentation.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -166,6 +209,31 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("sql")
     q.add_argument("--csv", action="store_true", help="print CSV")
     q.set_defaults(func=cmd_query)
+
+    sf = sub.add_parser("surface", help="ground-truth m(C, S) on a grid of label and mask counts, K seeds a point, on Ray")
+    sf.add_argument("file", help="benchmark TOML: its first dataset, learner and costs are used")
+    sf.add_argument("--labels", default="0,50,100,200,400", help="image-label counts C (comma-separated)")
+    sf.add_argument("--masks", default="0,5,10,20,40", help="mask counts S (comma-separated)")
+    sf.add_argument("--seeds", default="0,1", help="seeds per point (comma-separated)")
+    sf.add_argument("--out", help="results directory (default: results/<benchmark name>-surface)")
+    sf.add_argument("--address", help="Ray cluster address; default: start a local Ray")
+    sf.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
+    sf.add_argument("--workers", type=int, help="at most this many campaigns in flight")
+    sf.add_argument("--quiet", action="store_true", help="no progress display")
+    sf.set_defaults(func=cmd_surface)
+
+    sw = sub.add_parser("sweep", help="replay the GP allocation vs fixed proportions on a stored surface (Figs. 4, 5)")
+    sw.add_argument("surface", help="surface.parquet or the directory holding it ('alharness surface')")
+    sw.add_argument("--alpha-s", default="5,12,25,50", help="mask prices in label equivalents (default: 5,12,25,50)")
+    sw.add_argument("--T", default="3,5,8,10", help="numbers of installments (default: 3,5,8,10)")
+    sw.add_argument("--budgets", help="budgets (default: 5 from 2 B0 to what the surface holds, per alpha_s)")
+    sw.add_argument("--seeds", type=int, default=3, help="seeds per setting (default 3)")
+    sw.add_argument("--initial-fraction", type=float, default=0.08, help="(C0, S0) as a share of the pool (default 0.08)")
+    sw.add_argument("--samples", type=int, default=8, help="utility samples M per round (default 8)")
+    sw.add_argument("--gp-iters", type=int, default=100, help="Adam steps per GP fit (default 100)")
+    sw.add_argument("--workers", type=int, default=2, help="processes (default 2)")
+    sw.add_argument("--out", help="output directory (default: SURFACE_DIR/sweep)")
+    sw.set_defaults(func=cmd_sweep)
 
     ls = sub.add_parser("list", help="registered plugins")
     ls.add_argument("kind", nargs="?", choices=["strategies", "datasets", "costs", "models"])
