@@ -22,6 +22,13 @@ from alharness.queries import FullMask, Query
 # (alharness.learner.services documents each; a test keeps the two in step).
 NEEDS = frozenset({"probabilities", "features", "model", "class_scores", "iou", "loss_prediction", "maturity",
                    "maturity_weights"})
+# Oracle-experiment needs: statistics of pool ground truth the strategy has
+# NOT bought (e.g. the mask-guided paper's oracle selection by true IoU,
+# Table 3). The loop computes them on the harness side
+# (alharness.oracle_experiments) and hands over only the statistic, never a
+# mask; only a strategy with ``oracle_experiment = True`` may declare them,
+# and its rows say ``oracle_experiment = true``.
+ORACLE_NEEDS = frozenset({"true_iou"})
 # Loop services (not computed over the pool): "train_and_score" trains a fresh
 # model on a subset of the bought labels and returns its validation mIoU
 # (alharness.scoring; needs a declared validation split).
@@ -37,7 +44,8 @@ class StrategyContext:
     declared them in ``needs``; ``model`` likewise, and the head outputs
     ``class_scores`` (N, C), ``iou`` (N,), ``loss_prediction`` (N, 2, H, W),
     ``maturity`` and ``maturity_weights`` (N, K, H, W) (see
-    ``alharness.learner.services``). All arrays are read-only.
+    ``alharness.learner.services``); ``true_iou`` (N,) only for oracle
+    experiments. All arrays are read-only.
     ``quote(query)`` prices a query in the enforced metric.
     """
 
@@ -60,6 +68,7 @@ class StrategyContext:
     loss_prediction: np.ndarray | None = None
     maturity: np.ndarray | None = None
     maturity_weights: np.ndarray | None = None
+    true_iou: np.ndarray | None = None  # oracle experiments only (ORACLE_NEEDS)
     train_and_score: Callable[..., float] | None = None  # LOOP_NEEDS; alharness.scoring.TrainAndScore
 
     @property
@@ -78,6 +87,10 @@ class Strategy:
 
     name: ClassVar[str] = ""
     needs: ClassVar[frozenset[str]] = frozenset()
+    #: True for oracle experiments: the strategy may declare ORACLE_NEEDS and
+    #: its results are flagged (a paper's upper-bound study, not a strategy
+    #: a user could run).
+    oracle_experiment: ClassVar[bool] = False
     #: True: the strategy paces its own spending, so every round after round 0
     #: may spend everything that is left (full-or-weak Alg. 2 chooses its own
     #: installments); False: the loop spreads the budget evenly over the rounds.

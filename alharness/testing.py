@@ -20,10 +20,11 @@ from alharness.labels import LabelState
 from alharness.learner import Learner, LearnerConfig
 from alharness.learner.services import heads_for
 from alharness.oracle import Oracle
+from alharness.oracle_experiments import check_oracle_needs, oracle_outputs
 from alharness.registry import DATASETS, STRATEGIES
 from alharness.seeding import derive_rng
 from alharness.scoring import loop_outputs
-from alharness.strategy import LOOP_NEEDS, Strategy
+from alharness.strategy import LOOP_NEEDS, ORACLE_NEEDS, Strategy
 
 
 class StrategyCheckError(AssertionError):
@@ -48,6 +49,7 @@ class _Setup:
         ds = DATASETS.create("synthetic_shapes", n_train=16, n_val=n_val, n_test=4, size=24, num_classes=3, seed=seed)
         pool = ds.split("train")
         self.pool_view = PoolView.from_split(pool, ds.class_names)
+        self.pool = pool  # harness side: oracle experiments' statistics only
         self.oracle = Oracle(pool, build_cost_models({}), "label_equivalents", budget)
         self.state = LabelState(len(pool), self.pool_view.image_shape, ds.num_classes, ds.ignore_index)
         # Built with whatever heads the strategy's needs require.
@@ -62,8 +64,11 @@ class _Setup:
     def context(self, strategy: Strategy, rnd: int, allowance: float):
         if rnd > 0:
             self.learner.fit(self.pool_view.images, self.state, seed=self.seed)
-        outputs = pool_outputs(self.learner, self.pool_view.images, frozenset(strategy.needs) - LOOP_NEEDS) if rnd > 0 else {}
+        needs = frozenset(strategy.needs)
+        outputs = pool_outputs(self.learner, self.pool_view.images, needs - ORACLE_NEEDS - LOOP_NEEDS) if rnd > 0 else {}
         outputs.update(self.services)
+        if rnd > 0 and needs & ORACLE_NEEDS:
+            outputs.update(oracle_outputs(self.learner, self.pool_view.images, self.pool, needs))
         return make_context(self.pool_view, self.state, self.oracle, rnd, 3, allowance,
                             derive_rng(self.seed, "check", rnd), 2, outputs)
 
@@ -82,6 +87,10 @@ def check_strategy(strategy: str | type[Strategy], params: dict[str, Any] | None
         label = strategy.__name__
     budget = 200.0
     strat = make()
+    try:  # only an oracle experiment may declare ground-truth statistics
+        check_oracle_needs(strat, frozenset(strat.needs), label)
+    except Exception as exc:
+        raise StrategyCheckError(str(exc)) from exc
     setup = _Setup(seed, budget, frozenset(strat.needs))
     batches = []
     for rnd, allowance in enumerate([48.0, 30.0, 0.0, 40.0]):

@@ -19,6 +19,7 @@ from alharness.registry import MODELS
 
 _HARNESS_SET = ("num_classes", "in_channels")
 IMAGE_LABEL_LOSSES = ("none", "pooled", "head")
+PIPELINES = ("single", "basis")
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -46,6 +47,10 @@ class LearnerConfig:
     ``patience`` > 0 stops early after that many validations (every
     ``val_every`` steps) without a better validation mIoU.
     Device: ``device``, ``amp`` (bfloat16 autocast on CUDA), ``eval_batch_size``.
+    Pipeline: ``pipeline`` = "single" (one network) or "basis" (mask-guided
+    §4: an annotation network on the full masks pseudo-labels the weakly
+    labelled pool, a segmentation network trains on both; see
+    ``alharness.learner.pipeline``).
     """
 
     model: str = "tiny_unet"
@@ -77,6 +82,7 @@ class LearnerConfig:
     patience: int = 0
     val_every: int = 25
     amp: bool = True
+    pipeline: str = "single"
 
     def __post_init__(self) -> None:
         MODELS.get(self.model)  # unknown model -> ConfigError listing the choices
@@ -105,6 +111,7 @@ class LearnerConfig:
             raise ConfigError(f"learner: device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
         _choice("loss", self.loss, PIXEL_LOSSES)
         _choice("image_label_loss", self.image_label_loss, IMAGE_LABEL_LOSSES)
+        _choice("pipeline", self.pipeline, PIPELINES)
         heads = (self.heads,) if isinstance(self.heads, str) else tuple(self.heads)
         for h in heads:
             _choice("heads", h, HEADS)
@@ -124,6 +131,8 @@ class LearnerConfig:
         d = asdict(self)
         # Added after results existed: left out at its default, so the ids of
         # earlier campaigns (and resuming them) do not change.
+        if d["pipeline"] == "single":
+            del d["pipeline"]
         if d["weight_prediction"]:  # likewise (MADBAL's "Averaging" ablation switch)
             del d["weight_prediction"]
         return d

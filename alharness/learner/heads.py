@@ -7,8 +7,11 @@ Heads read a model's :class:`~alharness.learner.models.Parts`:
   encoding module"). Output ``class_logits`` (B, C).
 * ``iou`` — mask-guided selection §5: decoder maps at every resolution are
   globally average-pooled, concatenated and mapped by a fully connected
-  layer to the image's IoU. The layer predicts √IoU (Table 2's best
-  variant: small IoUs get more resolution); output ``iou`` (B,) = (√IoU)².
+  layer to the image's IoU score (eq. 2: the mean IoU of its objects, each
+  ground-truth object matched to a predicted connected component of its
+  class; ``alharness.metrics.iou_score`` is the training target). The layer
+  predicts √IoU (Table 2's best variant: small IoUs get more resolution);
+  output ``iou`` (B,) = (√IoU)².
 * ``maturity`` — MADBAL §3.1 varied-maturity heads: segmentation heads on
   up to three encoder depths (shallow, semi, almost mature), output
   ``maturity_logits`` (B, K, C, H, W); and ``maturity_weights`` (B, K, H, W),

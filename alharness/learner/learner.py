@@ -36,7 +36,7 @@ from alharness.learner.heads import FROZEN_PHASE_HEADS, Network
 from alharness.learner import losses
 from alharness.learner.targets import TrainingSet, training_set
 from alharness.learner.weights import load_matching, read_state_dict
-from alharness.metrics import confusion_matrix, mean_iou
+from alharness.metrics import confusion_matrix, iou_scores, mean_iou
 from alharness.registry import MODELS
 
 LossFn = Callable[[dict[str, torch.Tensor], torch.Tensor, torch.Tensor], torch.Tensor]
@@ -121,6 +121,15 @@ class Learner:
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.device.type == "cuda" else x
+
+    @property
+    def services(self) -> "Learner":
+        """The network that strategies' needs are computed from (a pipeline may use another)."""
+        return self
+
+    def extra_networks(self) -> dict[str, "Learner"]:
+        """Further networks the campaign scores on the test split (``<name>_miou``); none here."""
+        return {}
 
     # -- training ---------------------------------------------------------------
     def fit(self, images: np.ndarray, state: LabelState, seed: int, *,
@@ -281,7 +290,10 @@ class Learner:
                 total = total + losses.head_image_label_loss(out["class_logits"], lab)
             if "iou" in heads:
                 has = (y != ignore).flatten(1).any(1).float()
-                true = losses.per_image_iou(logits.argmax(1), y, self.num_classes, ignore)
+                # Target: the image's IoU score, mask-guided eq. (2): mean IoU of its
+                # objects, each matched to a predicted connected component of its class.
+                pred = logits.argmax(1).cpu().numpy()
+                true = torch.from_numpy(iou_scores(pred, y.cpu().numpy(), ignore)).to(logits.device, torch.float32)
                 total = total + losses.iou_regression_loss(out["iou"].float(), true, has)
             if "maturity" in heads:  # MADBAL Eq. 3: one CE term per varied-maturity head, λ = 0.05, 0.1, 0.15
                 lam = losses.maturity_lambdas(out["maturity_logits"].shape[1])
