@@ -104,9 +104,23 @@ class GPFit:
                 "lengthscale_c": float(pick(self.lengthscale)[0]), "lengthscale_s": float(pick(self.lengthscale)[1]),
                 "outputscale": float(pick(self.outputscale)), "noise": float(pick(self.noise))}
 
-    def member(self, i: int) -> "GPFit":
-        """Batch member ``i`` as an unbatched fit (the model stays the batched one)."""
-        return GPFit(self.model, self.x[i], self.y[i], self.scale, self.gamma[i], self.beta[i], self.lengthscale[i],
+    def member(self, i: int, own_model: bool = False) -> "GPFit":
+        """Batch member ``i`` as an unbatched fit. The structured evaluation needs only its
+        hyperparameters; ``own_model`` also builds an unbatched gpytorch model with them
+        (for ``posterior_brute``)."""
+        model = self.model
+        if own_model:
+            likelihood = gpytorch.likelihoods.GaussianLikelihood().to(DTYPE)
+            likelihood.noise = self.noise[i].reshape(1)
+            model = AllocationGP(self.x[i], self.y[i], likelihood)
+            with torch.no_grad():
+                model.mean_module.gamma.copy_(self.gamma[i])
+                model.mean_module.raw_beta.copy_(model.mean_module.raw_beta_constraint.inverse_transform(self.beta[i]))
+            model.covar_module.base_kernel.lengthscale = self.lengthscale[i].reshape(1, 2)
+            model.covar_module.outputscale = self.outputscale[i]
+            model.eval()
+            likelihood.eval()
+        return GPFit(model, self.x[i], self.y[i], self.scale, self.gamma[i], self.beta[i], self.lengthscale[i],
                      self.outputscale[i], self.noise[i], self.fit_s, self.final_loss)
 
 
@@ -150,15 +164,22 @@ def fit_gp(c: Any, s: Any, y: Any, scale: tuple[float, float], *, iters: int = 1
 
 # -- posterior over the strategy grid ------------------------------------------
 
-def posterior_brute(fit: GPFit, c: Any, s: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Latent posterior mean and variance at the points (c[k], s[k]) straight from gpytorch (reference path)."""
+def posterior_brute(fit: GPFit, c: Any, s: Any, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Latent posterior mean and variance at the points (c[k], s[k]) straight from gpytorch (reference path).
+
+    Evaluated ``chunk`` points at a time: gpytorch may build the chunk's full
+    test covariance before taking its diagonal."""
     c = torch.as_tensor(np.asarray(c, np.float64), dtype=DTYPE)
     s = torch.as_tensor(np.asarray(s, np.float64), dtype=DTYPE)
     x = torch.stack([c / fit.scale[0], s / fit.scale[1]], -1)
+    means, variances = [], []
     with torch.no_grad(), gpytorch.settings.max_cholesky_size(10**6), gpytorch.settings.fast_pred_var(False), \
             gpytorch.settings.skip_posterior_variances(False), gpytorch.settings.cholesky_jitter(double_value=1e-10):
-        post = fit.model(x)
-        return post.mean.numpy().copy(), post.variance.numpy().copy()
+        for i in range(0, max(len(x), 1), chunk):
+            post = fit.model(x[i : i + chunk])
+            means.append(post.mean.numpy().copy())
+            variances.append(post.variance.numpy().copy())
+    return np.concatenate(means), np.concatenate(variances)
 
 
 def _rbf_1d(a: torch.Tensor, b: torch.Tensor, ell: torch.Tensor) -> torch.Tensor:

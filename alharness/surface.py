@@ -208,8 +208,10 @@ def replay_estimated_best_fixed(surface: Surface, camp: ReplayCampaign, proporti
 
 
 def replay_gp(surface: Surface, camps: Sequence[ReplayCampaign], *, initial_fraction: float = 0.08,
-              samples: int = 8, gp_iters: int = 100) -> list[dict[str, Any]]:
-    """Alg. 2 with Alg. 1 samples drawn from the surface, for campaigns sharing T (one batched GP fit per round)."""
+              samples: int = 8, gp_iters: int = 100, brute: bool = False) -> list[dict[str, Any]]:
+    """Alg. 2 with Alg. 1 samples drawn from the surface, for campaigns sharing T (one batched GP fit per round).
+
+    ``brute``: EI from gpytorch's posterior at every grid point instead of the structured evaluation."""
     if not camps:
         return []
     T = camps[0].T
@@ -245,7 +247,7 @@ def replay_gp(surface: Surface, camps: Sequence[ReplayCampaign], *, initial_frac
             left = camp.budget - spent[k]
             grid = StrategyGrid(c0=int(cs[k, 0]), s0=int(cs[k, 1]), c_max=surface.c_max, s_max=surface.s_max,
                                 alpha_c=camp.alpha_c, alpha_s=camp.alpha_s, budget_left=max(left, 0.0), total_max=n)
-            d = decide(fit.member(k), m_star[k], grid, T, t)
+            d = decide(fit.member(k, own_model=brute), m_star[k], grid, T, t, brute=brute)
             ei_s += d.ei_s
             cs[k] += (d.delta_c, d.delta_s)
             spent[k] += camp.alpha_c * d.delta_c + camp.alpha_s * d.delta_s
