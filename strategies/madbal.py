@@ -42,7 +42,6 @@ loss predictor read the maturity heads.
 from __future__ import annotations
 
 import inspect
-import math
 from typing import Any
 
 import numpy as np
@@ -343,8 +342,9 @@ class Madbal(Strategy):
 def _best_pixels(sps: np.ndarray, b: int, order: np.ndarray, starts: np.ndarray, unlabelled: np.ndarray,
                  u: np.ndarray) -> np.ndarray:
     """``b`` flat pixels from superpixels ``sps`` (most uncertain first): the
-    highest-u unlabelled pixel of each, then the second of each, …"""
-    per = math.ceil(b / len(sps))
+    highest-u unlabelled pixel of each, then the second of each, … (each of
+    ``sps`` holds an unlabelled pixel, so ``b`` <= len(sps) always fills)."""
+    per = b if b > len(sps) else 1
     ranked = []
     for pos, s in enumerate(sps):
         px = order[starts[s] : starts[s + 1]]
