@@ -84,6 +84,16 @@ def test_top_per_image_skips_labelled_and_orders_best_first():
     assert [len(g) for g in M.top_per_image(scores, cand, 9)] == [3, 2]
 
 
+def test_image_level_takes_the_best_pixel_of_each_top_superpixel_then_the_next():
+    # Pixels 0-3 in superpixel 0, 4-7 in superpixel 1 (flat order grouped by superpixel).
+    order, starts = np.arange(8), np.array([0, 4, 8])
+    u = np.array([0.1, 0.9, 0.5, 0.7, 0.3, 0.2, 0.8, 0.4])
+    unl = np.ones(8, bool)
+    unl[1] = False  # labelled: never picked
+    assert M._best_pixels(np.array([1, 0]), 2, order, starts, unl, u).tolist() == [6, 3]
+    assert M._best_pixels(np.array([1, 0]), 5, order, starts, unl, u).tolist() == [6, 3, 7, 2, 4]
+
+
 # -- superpixels --------------------------------------------------------------------
 
 def _pool(n=6, size=32, seed=0):
