@@ -167,7 +167,7 @@ def run_campaign(spec: CampaignSpec, on_round: Callable[[dict[str, Any]], None] 
         outputs = pool_outputs(learner.services, pool_view.images, needs - ORACLE_NEEDS - LOOP_NEEDS) if rnd > 0 else {}
         outputs.update(services)
         if rnd > 0 and oracle_truth is not None:
-            outputs.update(oracle_outputs(learner.services, pool_view.images, oracle_truth, needs))
+            outputs.update(oracle_outputs(learner.services, pool_view.images, oracle_truth, needs, oracle.cost_models))
         predict_s = time.perf_counter() - t0
 
         ctx = make_context(pool_view, state, oracle, rnd, spec.rounds, allowance,

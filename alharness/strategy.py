@@ -28,7 +28,7 @@ NEEDS = frozenset({"probabilities", "features", "model", "class_scores", "iou", 
 # (alharness.oracle_experiments) and hands over only the statistic, never a
 # mask; only a strategy with ``oracle_experiment = True`` may declare them,
 # and its rows say ``oracle_experiment = true``.
-ORACLE_NEEDS = frozenset({"true_iou"})
+ORACLE_NEEDS = frozenset({"true_iou", "true_click_vertices"})
 # Loop services (not computed over the pool): "train_and_score" trains a fresh
 # model on a subset of the bought labels and returns its validation mIoU
 # (alharness.scoring; needs a declared validation split).
@@ -69,6 +69,7 @@ class StrategyContext:
     maturity: np.ndarray | None = None
     maturity_weights: np.ndarray | None = None
     true_iou: np.ndarray | None = None  # oracle experiments only (ORACLE_NEEDS)
+    true_click_vertices: np.ndarray | None = None  # oracle experiments only: (N, H, W) true polygon vertices
     train_and_score: Callable[..., float] | None = None  # LOOP_NEEDS; alharness.scoring.TrainAndScore
 
     @property

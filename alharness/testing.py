@@ -68,7 +68,7 @@ class _Setup:
         outputs = pool_outputs(self.learner, self.pool_view.images, needs - ORACLE_NEEDS - LOOP_NEEDS) if rnd > 0 else {}
         outputs.update(self.services)
         if rnd > 0 and needs & ORACLE_NEEDS:
-            outputs.update(oracle_outputs(self.learner, self.pool_view.images, self.pool, needs))
+            outputs.update(oracle_outputs(self.learner, self.pool_view.images, self.pool, needs, self.oracle.cost_models))
         return make_context(self.pool_view, self.state, self.oracle, rnd, 3, allowance,
                             derive_rng(self.seed, "check", rnd), 2, outputs)
 

@@ -17,9 +17,15 @@ zero, and a box that contains any labelled pixel is never proposed. Each
 round takes the m_q highest-priority non-overlapping boxes over all images
 not entirely labelled, eq. (8).
 
-Not implemented: the paper's "+*" variants that use the dataset's true click
-counts as priority; handing a strategy ground-truth click counts of pixels
-it has not bought would break the harness's fairness contract.
+* ``entropy_box_true_cost``  EntropyBox+* and ``metabox_true_cost`` MetaBox+*:
+  the "+" strategies with the click priority taken from the *true* polygon
+  vertices (the dataset's drawn polygons where it has them, as Cityscapes
+  does; else RDP on the true masks, as the click cost models count them)
+  instead of the prediction's (§4, "Click estimation", Table 1 "+*"). They
+  read ground truth they did not buy, so they are oracle experiments
+  (``alharness.oracle_experiments``): they receive only the vertex map, and
+  their rows say ``oracle_experiment = true``. The paper calls them a
+  hypothetical optimum; they are an upper bound, not a usable strategy.
 """
 
 from __future__ import annotations
@@ -257,11 +263,23 @@ class EntropyBox(_BoxStrategy):
 class _PlusMixin:
     epsilon: float
 
+    def click_priority(self, ctx, images) -> np.ndarray:
+        """g2 = 1 − κ over the given images, κ estimated from the prediction (§3.2)."""
+        return _click_priority(ctx.probabilities[images], ctx.labels.ignore_index, self.epsilon)
+
     def _joint(self, h1: list[np.ndarray], ctx, images) -> list[np.ndarray]:
         # Eq. (9): product of the aggregated priorities.
-        h2 = box_sums(_masked(_click_priority(ctx.probabilities[images], ctx.labels.ignore_index, self.epsilon), ctx, images),
-                      self.box_size)  # type: ignore[attr-defined]
+        h2 = box_sums(_masked(self.click_priority(ctx, images), ctx, images), self.box_size)  # type: ignore[attr-defined]
         return [a * c for a, c in zip(h1, h2)]
+
+
+class _TrueCostMixin:
+    """The "+*" variants: κ from the true annotation's polygon vertices (an oracle experiment)."""
+
+    oracle_experiment = True
+
+    def click_priority(self, ctx, images) -> np.ndarray:
+        return 1.0 - (ctx.true_click_vertices[images] > 0)
 
 
 @register_strategy("entropy_box_plus")
@@ -344,3 +362,24 @@ class MetaBoxPlus(_PlusMixin, MetaBox):
 
     def pixel_priority(self, ctx, images):
         return self._joint(MetaBox.pixel_priority(self, ctx, images), ctx, images)
+
+
+@register_strategy("entropy_box_true_cost")
+class EntropyBoxTrueCost(_TrueCostMixin, EntropyBoxPlus):
+    """EntropyBox+* (oracle experiment): entropy × click priority from the true polygon vertices."""
+
+    needs = frozenset({"probabilities", "true_click_vertices"})
+
+    def __init__(self, box_size: int = 8, boxes_per_round: int = 10, initial_images: int = 2):
+        _BoxStrategy.__init__(self, box_size, boxes_per_round, initial_images)  # no ε: the truth's vertices are used
+
+
+@register_strategy("metabox_true_cost")
+class MetaBoxTrueCost(_TrueCostMixin, MetaBoxPlus):
+    """MetaBox+* (oracle experiment): MetaSeg × click priority from the true polygon vertices."""
+
+    needs = frozenset({"probabilities", "true_click_vertices"})
+
+    def __init__(self, box_size: int = 8, boxes_per_round: int = 10, initial_images: int = 2, meta_images: int = 2,
+                 n_estimators: int = 100, max_depth: int = 4, learning_rate: float = 0.1):
+        MetaBox.__init__(self, box_size, boxes_per_round, initial_images, meta_images, n_estimators, max_depth, learning_rate)

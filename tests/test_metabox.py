@@ -75,6 +75,8 @@ def test_metaseg_metrics_and_iou_on_hand_made_predictions():
     ("entropy_box_plus", {"box_size": 6, "boxes_per_round": 3, "initial_images": 1}),
     ("metabox", {"box_size": 6, "boxes_per_round": 3, "initial_images": 1, "meta_images": 1, "n_estimators": 10}),
     ("metabox_plus", {"box_size": 6, "boxes_per_round": 3, "initial_images": 1, "meta_images": 1, "n_estimators": 10}),
+    ("entropy_box_true_cost", {"box_size": 6, "boxes_per_round": 3, "initial_images": 1}),
+    ("metabox_true_cost", {"box_size": 6, "boxes_per_round": 3, "initial_images": 1, "meta_images": 1, "n_estimators": 10}),
 ])
 def test_box_strategies_pass_check_strategy(name, params):
     check_strategy(name, params)
@@ -109,3 +111,57 @@ def test_metabox_campaign_never_requeries_labelled_pixels_and_trains_on_meta_set
         seen[q["image"], y0:y1, x0:x1] = True
     # The regressor saw only the meta set's segments: at most a few per round, never the pool's.
     assert max(fitted_sizes) < 30
+
+
+def test_true_cost_statistic_is_the_charged_click_count_of_the_truth():
+    """"+*" variants rank by the true polygon vertices, counted as the click cost model counts them."""
+    from alharness.clicks import image_clicks
+    from alharness.costs import build_cost_models
+    from alharness.oracle_experiments import oracle_outputs
+    from alharness.registry import DATASETS
+    from conftest import TINY_DATASET
+
+    pool = DATASETS.create("synthetic_shapes", **TINY_DATASET).split("train")
+    for eps in (1.0, 4.0):
+        models = build_cost_models({"cost_a": {"epsilon": eps}, "cost_b": {"epsilon": eps}, "clicks": {"epsilon": eps}})
+        out = oracle_outputs(None, pool.images, pool, {"true_click_vertices"}, models)["true_click_vertices"]
+        expected = np.stack([image_clicks(m, pool.ignore_index, eps).vertices for m in pool.masks])
+        assert np.array_equal(out, expected) and not out.flags.writeable
+    coarse, fine = out, oracle_outputs(None, pool.images, pool, {"true_click_vertices"}, build_cost_models({}))["true_click_vertices"]
+    assert coarse.sum() < fine.sum()  # a larger RDP tolerance: fewer vertices, as charged
+
+
+def test_true_cost_variant_ranks_boxes_by_the_true_vertices():
+    from alharness.datasets.base import PoolView
+    from alharness.labels import LabelState
+    from alharness.registry import STRATEGIES
+    from alharness.strategy import StrategyContext
+
+    # Uniform entropy everywhere: eq. (9) then ranks by the click priority alone.
+    probs = np.full((1, 2, 12, 12), 0.5, np.float32)
+    vertices = np.zeros((1, 12, 12), np.float32)
+    vertices[0, 1:5, 1:5] = 1  # the true annotation is expensive in the top-left corner only
+    ctx = StrategyContext(pool=PoolView(images=np.zeros((1, 12, 12, 3), np.uint8), dataset_ids=np.arange(1),
+                                        class_names=("a", "b"), ignore_index=255),
+                          labels=LabelState(1, (12, 12), 2, 255).view(), round=1, rounds=1, budget_metric="pixels",
+                          budget_total=1.0, budget_spent=0.0, budget_left_this_round=1.0, quote=lambda q: 0.0,
+                          rng=np.random.default_rng(0), probabilities=probs, true_click_vertices=vertices)
+    s = STRATEGIES.create("entropy_box_true_cost", box_size=6, boxes_per_round=1)
+    (q,) = s.propose(ctx)
+    y0, x0, y1, x1 = q.bounds
+    assert not vertices[0, y0:y1, x0:x1].any()  # the cheapest box by true clicks
+
+
+def test_true_cost_variants_are_flagged_oracle_experiments():
+    from alharness.campaign import run_campaign
+    from alharness.registry import STRATEGIES
+    from conftest import tiny_spec
+
+    res = run_campaign(tiny_spec(strategy="entropy_box_true_cost", budget=80, rounds=1,
+                                 strategy_params={"box_size": 6, "boxes_per_round": 3, "initial_images": 1}))
+    assert all(r["oracle_experiment"] for r in res.rows)
+    assert any(q["query_type"] == "region" for q in res.queries)
+    plain = run_campaign(tiny_spec(strategy="entropy_box_plus", budget=80, rounds=1,
+                                   strategy_params={"box_size": 6, "boxes_per_round": 3, "initial_images": 1}))
+    assert not any(r["oracle_experiment"] for r in plain.rows)
+    assert STRATEGIES.create("metabox_true_cost").oracle_experiment
