@@ -5,8 +5,10 @@
 Prints, per dataset, one Markdown table: rows "Random subset" and beta = 0.0
 ... 1.0, columns the oracle (true IoU score, Table 3) and the predicted IoU
 score (Table 4), each the final round's test metric as mean ± std over seeds
-(x100, as the paper prints AP), and the mean IoU score of the images each
-selection picked (from the strategies' diagnostics). The first row is the
+(x100, as the paper prints AP), the mean IoU score of the images each
+selection picked (from the strategies' diagnostics) and their mean number
+of objects (Fig. 5; from the seconds each mask was charged: t_Full =
+classes x 1 s + objects x 79 s). The first row is the
 network trained on the N initial random masks alone (round 0).
 
 ``--basis`` prints Tables 5-8 instead: per selection, the annotation and the
@@ -36,13 +38,17 @@ def tables(where: str, metric: str = "ap50") -> str:
     con, _ = connect(where)
     rows = con.execute(
         f"SELECT dataset, strategy, p_strategy_beta, seed, round, {metric}, diagnostics, "
-        "n_full_mask FROM rounds ORDER BY ALL").fetchall()
+        "n_full_mask, campaign_id FROM rounds ORDER BY ALL").fetchall()
+    # Objects per selected image: seconds of each mask bought after round 0 (79 s per object).
+    objects = dict(con.execute(
+        "SELECT campaign_id, avg(floor(cost_seconds / 79)) FROM queries "
+        "WHERE query_type = 'full_mask' AND round > 0 GROUP BY campaign_id").fetchall())
     out = []
     for dataset in sorted({r[0] for r in rows}):
         mine = [r for r in rows if r[0] == dataset]
-        last = max(r[4] for r in mine)
-        final = [r for r in mine if r[4] == last]
-        n0 = sorted({r[7] for r in mine if r[4] == 0})
+        last = max(r[4] for r in mine if r[1] != "full_supervision")
+        final = [r for r in mine if r[4] == last and r[1] != "full_supervision"]
+        n0 = sorted({r[7] for r in mine if r[4] == 0 and r[1] != "full_supervision"})
         n1 = sorted({r[7] for r in final})
 
         def pick(strategy, beta=None):
@@ -51,19 +57,34 @@ def tables(where: str, metric: str = "ap50") -> str:
         def selected(rs):
             v = [json.loads(r[6]).get("mean_score_selected") for r in rs]
             v = [x for x in v if x is not None]
-            return f"{np.mean(v):.2f}" if v else "–"
+            o = [objects[r[8]] for r in rs if r[8] in objects]
+            return (f"{np.mean(v):.2f}" if v else "–") + " / " + (f"{np.mean(o):.1f}" if o else "–")
 
         out.append(f"### {dataset}: {metric} (x100) after round {last}, N = {n0} initial + selected = {n1} masks\n")
-        out.append("| selection | oracle (true IoU score) | mean score picked | predicted IoU score | mean score picked |")
-        out.append("|---|---|---|---|---|")
-        initial = [r for r in mine if r[4] == 0]
-        out.append(f"| N initial only (round 0) | {_cell([r[5] for r in initial])} | | | |")
+        out.append("| selection | oracle (true IoU score) | Δ vs random | score / objects picked | predicted IoU score "
+                   "| Δ vs random | score / objects picked |")
+        out.append("|---|---|---|---|---|---|---|")
+        initial = [r for r in mine if r[4] == 0 and r[1] != "full_supervision"]
+        full = [r for r in mine if r[1] == "full_supervision"]
+        if full:
+            last_full = max(r[4] for r in full)
+            cells = _cell([r[5] for r in full if r[4] == last_full])
+            out.append(f"| Full supervision (every pool mask) | {cells} | | | {cells} | | |")
+        # Paired by seed: every strategy of a seed shares the initial masks and training seeds.
+        first = {r[3]: r[5] for r in initial}
+        out.append(f"| N initial only (round 0) | {_cell(list(first.values()))} | | | | | |")
         rnd = pick("mask_guided_random")
-        out.append(f"| Random subset | {_cell([r[5] for r in rnd])} | | {_cell([r[5] for r in rnd])} | |")
+        base = {r[3]: r[5] for r in rnd}
+
+        def delta(rs):
+            return _cell([r[5] - base[r[3]] for r in rs if r[3] in base and r[5] is not None and base[r[3]] is not None])
+
+        out.append(f"| Random subset | {_cell([r[5] for r in rnd])} | | {selected(rnd)} | {_cell([r[5] for r in rnd])} | | |")
         betas = sorted({r[2] for r in final if r[1] == "mask_guided" and r[2] is not None})
         for b in betas:
             o, p = pick("mask_guided_oracle", b), pick("mask_guided", b)
-            out.append(f"| β = {b:.1f} | {_cell([r[5] for r in o])} | {selected(o)} | {_cell([r[5] for r in p])} | {selected(p)} |")
+            out.append(f"| β = {b:.1f} | {_cell([r[5] for r in o])} | {delta(o)} | {selected(o)} | {_cell([r[5] for r in p])} "
+                       f"| {delta(p)} | {selected(p)} |")
         out.append("")
     return "\n".join(out)
 
