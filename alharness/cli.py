@@ -23,13 +23,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     # A URI (s3://bucket/prefix, file:///...) is any pyarrow file system every node can write.
     out = (args.out if "://" in args.out else Path(args.out)) if args.out else Path("results") / bench.name
     print(f"benchmark {bench.name!r}: {len(bench.specs)} campaigns -> {out}", file=sys.stderr)
+    from alharness import reference_cache
     from alharness.runner import run_benchmark
 
+    if not args.no_resume and (n := reference_cache.restore(out, bench.specs)):
+        print(f"{n} full-supervision reference(s) reused from the cache ({reference_cache.cache_location()})", file=sys.stderr)
     summary = run_benchmark(
         bench, out, address=args.address, num_cpus=args.num_cpus, max_concurrent=args.workers,
         resume=not args.no_resume, retries=args.retries, attempts=args.attempts, progress=not args.quiet,
     )
     _print_problems(summary.problems)
+    reference_cache.save(out, bench.specs)
     if summary.skipped:
         print(f"{summary.skipped} campaign(s) already finished in {out}; skipped (use --no-resume to rerun)", file=sys.stderr)
     rc = EXIT_OK
@@ -143,8 +147,11 @@ def cmd_surface(args: argparse.Namespace) -> int:
     specs = surface_specs(bench, _numbers(args.labels, int), _numbers(args.masks, int), _numbers(args.seeds, int))
     out = Path(args.out) if args.out else Path("results") / f"{bench.name}-surface"
     print(f"surface of {bench.name!r}: {len(specs)} campaigns -> {out}", file=sys.stderr)
+    from alharness import reference_cache
     from alharness.runner import run_benchmark
 
+    if not args.no_resume and (n := reference_cache.restore(out, bench.specs)):
+        print(f"{n} full-supervision reference(s) reused from the cache ({reference_cache.cache_location()})", file=sys.stderr)
     summary = run_benchmark(Benchmark(f"{bench.name}-surface", "budget-performance surface", tuple(specs), args.file),
                             out, address=args.address, num_cpus=args.num_cpus, max_concurrent=args.workers,
                             progress=not args.quiet)

@@ -84,3 +84,28 @@ def test_without_references_cost_to_reach_falls_back_to_the_best_strategy(tmp_pa
     assert lb["A"]["reach_of"] == "best" and lb["A"]["full_miou_mean"] is None
     assert lb["B"]["cost_to_reach_mean"] == pytest.approx(50)  # 0.9 * 0.8 = 0.72
     assert "no full-supervision reference" in report.format_leaderboard(report.leaderboard(con))
+
+
+def test_references_are_cached_across_results_directories(tmp_path, monkeypatch):
+    from alharness import reference_cache
+    from alharness.execute import campaign_record
+
+    monkeypatch.setenv(reference_cache.CACHE_ENV, str(tmp_path / "cache"))
+    bench = parse_benchmark(tiny_benchmark_doc(strategies=("random",), seeds=(0,), reference=True))
+    (ref,) = [s for s in bench.specs if s.is_reference]
+    res = run_campaign(ref)
+    store.write_campaign(tmp_path / "a", campaign_record(ref, "ok"), res.rows, res.queries)
+    assert reference_cache.restore(tmp_path / "b", bench.specs) == 0  # nothing cached yet
+    assert reference_cache.save(tmp_path / "a", bench.specs) == 1
+    assert reference_cache.save(tmp_path / "a", bench.specs) == 0  # already there
+    assert reference_cache.restore(tmp_path / "b", bench.specs) == 1
+    assert store.finished_ids(tmp_path / "b") == {ref.campaign_id}
+    con, _ = store.connect(tmp_path / "b")
+    got = con.execute("SELECT round, miou FROM rounds ORDER BY round").fetchall()
+    assert got == [(r["round"], r["miou"]) for r in res.rows]
+    assert reference_cache.restore(tmp_path / "b", bench.specs) == 0  # b has it now
+    # Another alharness version never reuses it; "off" disables the cache.
+    monkeypatch.setattr("alharness.__version__", "0.0.0-other")
+    assert reference_cache.restore(tmp_path / "c", bench.specs) == 0
+    monkeypatch.setenv(reference_cache.CACHE_ENV, "off")
+    assert reference_cache.cache_location() is None and reference_cache.save(tmp_path / "a", bench.specs) == 0
