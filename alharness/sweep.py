@@ -155,3 +155,49 @@ def plot_sweep(rows: list[dict[str, Any]], out: str | Path, *, t_ref: int = 8, a
     plt.close(fig)
     paths.append(out / "sweep_T.png")
     return paths
+
+
+def fig3_table(results_dir: str | Path) -> list[dict[str, Any]]:
+    """Final test mIoU per (strategy, budget) over seeds from a full-or-weak benchmark's results (Fig. 3 structure)."""
+    from alharness import store
+
+    con, _ = store.connect(results_dir)
+    rows = con.execute(
+        "WITH last AS (SELECT *, row_number() OVER (PARTITION BY campaign_id ORDER BY round DESC) k FROM rounds "
+        "WHERE strategy <> 'full_supervision') "
+        "SELECT strategy_label, budget, avg(miou) m, stddev_samp(miou) sd, count(*) n, "
+        "avg(spent_label_equivalents) spent, avg(n_full_mask) masks, avg(n_image_labels) labels "
+        "FROM last WHERE k = 1 GROUP BY ALL ORDER BY strategy_label, budget").fetchall()
+    return [dict(zip(("strategy", "budget", "miou", "std", "seeds", "spent", "masks", "labels"), r)) for r in rows]
+
+
+def plot_fig3(table: list[dict[str, Any]], out: str | Path) -> Path:
+    """Fig. 3 layout: fixed shares (blue), the GP allocation (orange, ± std band), estimated-best-fixed (red)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for name in sorted({r["strategy"] for r in table}):
+        rs = sorted((r for r in table if r["strategy"] == name), key=lambda r: r["budget"])
+        b = [r["budget"] for r in rs]
+        m = np.array([r["miou"] for r in rs])
+        sd = np.array([r["std"] or 0.0 for r in rs])
+        if name.startswith("full_or_weak_gp"):
+            ax.plot(b, m, color="tab:orange", lw=2, label="GP allocation (Alg. 2)")
+            ax.fill_between(b, m - sd, m + sd, color="tab:orange", alpha=0.25)
+        elif name.startswith("estimated_best_fixed"):
+            ax.errorbar(b, m, sd, fmt="o", color="tab:red", ms=4, capsize=2, label="estimated-best-fixed")
+        elif name.startswith("fixed_proportion"):
+            share = name.split("mask_fraction=")[1].rstrip(")").split(",")[0] if "mask_fraction=" in name else "0.5"
+            ax.plot(b, m, color="tab:blue", alpha=0.35 + 0.6 * float(share), lw=1)
+            ax.annotate(f"{round(float(share) * 100)}%", (b[-1], m[-1]), fontsize=7, color="tab:blue")
+    ax.set_xlabel("budget (label equivalents, alpha_s = 12)")
+    ax.set_ylabel("test mIoU after the last round")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
