@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -65,14 +66,46 @@ def _unpack_labels(packed: dict[str, Any], state) -> None:
 
 
 def _learner_state(learner) -> dict[str, Any]:
-    # The whole learner object graph: every network it holds (BASIS keeps an
-    # annotation and a segmentation network), their batch-norm statistics and
-    # its own bookkeeping, whatever the pipeline.
-    return dict(vars(learner))
+    """Every attribute of the learner. Its network goes as a state dict
+    (weights and batch-norm statistics): pickling the nn.Module object itself
+    cost ~60 ms per save on a tiny U-Net, a third of a minimal campaign. A
+    learner inside a pipeline (BASIS keeps an annotation and a segmentation
+    learner) is captured the same way."""
+    from alharness.learner.learner import Learner
+
+    state: dict[str, Any] = {}
+    for key, value in vars(learner).items():
+        if isinstance(learner, Learner) and key == "model" and value is not None:
+            state[key] = _Weights({k: v.detach().clone() for k, v in value.state_dict().items()})
+        elif isinstance(value, Learner):
+            state[key] = _Nested(_learner_state(value))
+        else:
+            state[key] = value
+    return state
 
 
 def _set_learner_state(learner, state: dict[str, Any]) -> None:
-    vars(learner).update(state)
+    for key, value in state.items():
+        if isinstance(value, _Weights):
+            # The architecture does not depend on the seed; the weights replace the init.
+            net, _ = learner._build(0)
+            net.load_state_dict(value.tensors)
+            net.eval()
+            value = net
+        elif isinstance(value, _Nested):
+            _set_learner_state(getattr(learner, key), value.state)
+            continue
+        setattr(learner, key, value)
+
+
+@dataclass
+class _Weights:
+    tensors: dict
+
+
+@dataclass
+class _Nested:
+    state: dict
 
 
 class Checkpointer:

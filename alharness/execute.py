@@ -5,6 +5,7 @@ with its traceback; it never takes other campaigns down with it."""
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import platform
 import socket
@@ -18,6 +19,7 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+@functools.lru_cache(maxsize=1)  # per worker process: one lookup, not one per campaign
 def versions() -> dict[str, str]:
     import numpy
     import torch

@@ -175,7 +175,11 @@ def _stack(parts: list[list[dict[str, Any]]]) -> pa.Table | None:
     """One table from several campaigns' rows. Campaigns differ in columns
     (each strategy has its own ``p_strategy_*``), so each is converted on its
     own and the tables are stacked with missing columns as nulls."""
-    tables = [pa.Table.from_pylist(rows) for rows in parts if rows]
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for rows in parts:  # one conversion per set of columns (usually one per strategy), not per campaign
+        for row in rows:
+            groups.setdefault(tuple(row), []).append(row)
+    tables = [pa.Table.from_pylist(rows) for rows in groups.values()]
     return pa.concat_tables(tables, promote_options="permissive") if tables else None
 
 

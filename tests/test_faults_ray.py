@@ -53,7 +53,6 @@ def run_in_thread(fn, **kw):
 def test_sigkill_random_workers_during_a_bench(tmp_path):
     from alharness.campaign import run_campaign
     from alharness.runner import run_benchmark
-    from alharness.spec import CampaignSpec
 
     seeds = list(range(20))
     doc = tiny_benchmark_doc(strategies=[{"name": "test_sleepy", "sleep_s": 0.25}], seeds=seeds)
@@ -93,7 +92,7 @@ def test_sigkill_random_workers_during_a_bench(tmp_path):
     # The killed campaigns' rows equal uninterrupted runs'.
     for cid in sorted(killed)[:2]:
         spec = next(s for s in bench.specs if s.campaign_id == cid)
-        plain = run_campaign(CampaignSpec.from_json(spec.to_json()))
+        plain = run_campaign(spec)
         got = con.execute(f"SELECT * EXCLUDE (per_class_iou) FROM rounds WHERE campaign_id = '{cid}' ORDER BY round")
         names = [d[0] for d in got.description]
         rows = [dict(zip(names, r)) for r in got.fetchall()]

@@ -75,10 +75,7 @@ def test_a_dead_worker_is_retried(tmp_path):
     assert not list((tmp_path / "out" / "checkpoints").iterdir())  # removed once the results were committed
     from alharness.campaign import run_campaign
 
-    from alharness.spec import CampaignSpec
-
-    # Through JSON as the worker gets it (p_* columns keep the JSON's key order).
-    plain = run_campaign(CampaignSpec.from_json(bench.specs[0].to_json()))
+    plain = run_campaign(bench.specs[0])
     got = result_columns(_rows_by_campaign(tmp_path / "out"))
     want = result_columns([{k: v for k, v in r.items() if k != "per_class_iou"} for r in plain.rows])
     assert got == want, [{k: (g.get(k), w.get(k)) for k in g.keys() | w.keys() if g.get(k) != w.get(k)} for g, w in zip(got, want)]
