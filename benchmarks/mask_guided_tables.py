@@ -1,6 +1,6 @@
 """Tables 3-4 of the mask-guided paper from a beta-sweep results directory.
 
-    python benchmarks/mask_guided_tables.py results/mask_guided_synthetic [--metric ap50]
+    python benchmarks/mask_guided_tables.py results/mask_guided_synthetic [more dirs] [--metric ap50] [--plot out.png]
 
 Prints, per dataset, one Markdown table: rows "Random subset" and beta = 0.0
 ... 1.0, columns the oracle (true IoU score, Table 3) and the predicted IoU
@@ -89,6 +89,35 @@ def tables(where: str, metric: str = "ap50") -> str:
     return "\n".join(out)
 
 
+def plot(wheres: list[str], out: str, metric: str = "ap50") -> None:
+    """Paired Δ vs random (mean ± std over seeds) against β, oracle and predicted, one panel per dataset."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(wheres), figsize=(5 * len(wheres), 3.6), squeeze=False)
+    for ax, where in zip(axes[0], wheres):
+        con, _ = connect(where)
+        rows = con.execute(f"SELECT dataset, strategy, p_strategy_beta, seed, {metric} FROM rounds "
+                           "WHERE round = 1 AND strategy LIKE 'mask_guided%'").fetchall()
+        base = {r[3]: r[4] for r in rows if r[1] == "mask_guided_random"}
+        for strategy, label in (("mask_guided_oracle", "oracle (true IoU score)"), ("mask_guided", "predicted IoU score")):
+            betas = sorted({r[2] for r in rows if r[1] == strategy})
+            d = [[100 * (r[4] - base[r[3]]) for r in rows if r[1] == strategy and r[2] == b and r[3] in base] for b in betas]
+            mean = np.array([np.mean(x) for x in d])
+            std = np.array([np.std(x, ddof=1) if len(x) > 1 else 0.0 for x in d])
+            ax.plot(betas, mean, marker="o", label=label)
+            ax.fill_between(betas, mean - std, mean + std, alpha=0.15)
+        ax.axhline(0, color="grey", lw=1, ls="--")
+        ax.set_title(rows[0][0] if rows else where)
+        ax.set_xlabel("β (IoU score the selection aims at)")
+        ax.set_ylabel(f"{metric} − random (x100, paired by seed)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
 def basis_tables(where: str) -> str:
     con, _ = connect(where)
     rows = con.execute(
@@ -113,11 +142,15 @@ def basis_tables(where: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("results")
+    ap.add_argument("results", nargs="+")
+    ap.add_argument("--plot", metavar="PNG", help="also plot the paired delta vs random against beta (one panel per results dir)")
     ap.add_argument("--metric", default="ap50", choices=["ap50", "miou", "annotation_ap50", "annotation_miou"])
     ap.add_argument("--basis", action="store_true", help="Tables 5-8: annotation vs segmentation network, budget")
     args = ap.parse_args(argv)
-    print(basis_tables(args.results) if args.basis else tables(args.results, args.metric))
+    for where in args.results:
+        print(basis_tables(where) if args.basis else tables(where, args.metric))
+    if args.plot:
+        plot(args.results, args.plot, args.metric)
     return 0
 
 
