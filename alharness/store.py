@@ -255,13 +255,16 @@ def scan(where: "str | Path | Location") -> ScanResult:
     loc = Location(where)
     res = ScanResult(location=loc)
     members: dict[str, list[tuple[str, str]]] = {}
+    finished: dict[tuple[str, str], str] = {}
     for name in loc.list("campaigns", ".parquet"):
         path = loc.path("campaigns", name)
         why = _valid(loc, path, "campaigns")
         if not why:
             try:
-                members[_stem(name)] = [(r["campaign_id"], r["status"]) for r in
-                                        pq.read_table(path, columns=["campaign_id", "status"], filesystem=loc.fs).to_pylist()]
+                t = pq.read_table(path, filesystem=loc.fs)
+                recs = t.select([c for c in ("campaign_id", "status", "finished") if c in t.column_names]).to_pylist()
+                members[_stem(name)] = [(r["campaign_id"], r["status"]) for r in recs]
+                finished.update({(_stem(name), r["campaign_id"]): r.get("finished") or "" for r in recs})
             except Exception as exc:
                 why = f"{path}: unreadable campaign record ({exc}); ignored"
         if why:
@@ -269,12 +272,16 @@ def scan(where: "str | Path | Location") -> ScanResult:
             continue
         res.files["campaigns"].append(path)
     # Each campaign's outcome comes from one batch: an ok one if any (a failed
-    # campaign rerun on resume succeeds in a later batch), else its first.
+    # campaign rerun on resume succeeds in a later batch), the latest finished
+    # among those (a --no-resume rerun replaces), then the first by name.
     home: dict[str, str] = {}
     for batch, recs in members.items():
         for cid, status in recs:
-            if cid not in home or (status == "ok" and res.status[cid] != "ok"):
-                home[cid], res.status[cid] = batch, status
+            if cid in home:
+                old = (res.status[cid] == "ok", finished[home[cid], cid])
+                if (status == "ok", finished[batch, cid]) <= old:
+                    continue
+            home[cid], res.status[cid] = batch, status
     for batch, recs in members.items():
         stale = {cid for cid, _ in recs if home[cid] != batch}
         if stale:

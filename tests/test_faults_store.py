@@ -69,7 +69,7 @@ def test_local_writes_leave_no_temp_files_and_uri_equals_path(tmp_path):
 
 
 def test_a_campaign_stored_twice_counts_once(tmp_path):
-    # Two drivers on one directory, or a batch rewritten after a crash: the first batch by name wins.
+    # Two drivers on one directory: same finish time, the first batch by name wins.
     store.write_batch(tmp_path, [_outcome("a0"), _outcome("a1", seed=1)], batch="batch-1")
     store.write_batch(tmp_path, [_outcome("a0", points=((0, 0.9),)), _outcome("a2", seed=2)], batch="batch-2")
     con, res = store.connect(tmp_path)
@@ -109,3 +109,13 @@ def test_campaigns_with_different_columns_share_a_batch(tmp_path):
     names = store.write_batch(tmp_path / "mixed", [b, c])
     assert sorted(names) == ["b0", "c0"]  # stored apart rather than losing a value
     assert store.finished_ids(tmp_path / "mixed") == {"b0", "c0"}
+
+
+def test_a_rerun_replaces_older_results(tmp_path):
+    # --no-resume reruns a finished campaign: its later outcome is the one kept.
+    old, new = _outcome("a0"), _outcome("a0", points=((0, 0.1), (100, 0.3)))
+    old[0]["finished"], new[0]["finished"] = "2026-11-23T09:00:00+00:00", "2026-11-23T10:00:00+00:00"
+    store.write_batch(tmp_path, [new], batch="batch-a")
+    store.write_batch(tmp_path, [old, _outcome("a1", seed=1)], batch="batch-b")
+    con, _ = store.connect(tmp_path)
+    assert con.execute("SELECT max(miou), count(*) FROM rounds WHERE campaign_id = 'a0'").fetchone() == (pytest.approx(0.3), 2)

@@ -99,7 +99,9 @@ def test_cli_bench_prints_leaderboard_plot_and_failure_summary(tmp_path, capsys)
 
 
 def test_killed_driver_resumes_without_duplicates(tmp_path):
-    doc = tiny_benchmark_doc(strategies=[{"name": "test_sleepy", "grid": {"sleep_s": [0.3, 0.31, 0.32]}}], seeds=[0, 1])
+    # Campaigns of >= 2 s: results are written in batches at most 5 s apart,
+    # so the first batch lands while most campaigns are still to run.
+    doc = tiny_benchmark_doc(strategies=[{"name": "test_sleepy", "grid": {"sleep_s": [1.0, 1.01, 1.02]}}], seeds=[0, 1])
     bfile = tmp_path / "b.toml"
     bfile.write_text(toml_dumps(doc))
     out = tmp_path / "out"
@@ -107,14 +109,14 @@ def test_killed_driver_resumes_without_duplicates(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.environ["PYTHONPATH"]}
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 180
-    while time.time() < deadline and len(list((out / "campaigns").glob("*.parquet"))) < 2:
+    while time.time() < deadline and not list((out / "campaigns").glob("*.parquet")):
         if proc.poll() is not None:
             pytest.fail(f"bench ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
     proc.wait()
     first = set(store.finished_ids(out))
-    assert 2 <= len(first) < 6, first
+    assert 1 <= len(first) < 6, first
 
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
