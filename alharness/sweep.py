@@ -201,3 +201,28 @@ def plot_fig3(table: list[dict[str, Any]], out: str | Path) -> Path:
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
+
+
+def plot_surface(surface: Surface, out: str | Path) -> Path:
+    """Fig. 6 layout: the measured m(C, S) (mean over seeds) as a heat map with the seed spread in each cell."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.8, 3.6))
+    im = ax.imshow(surface.mean.T, origin="lower", cmap="viridis", aspect="auto")
+    for i in range(len(surface.c)):
+        for j in range(len(surface.s)):
+            ax.text(i, j, f"{surface.mean[i, j]:.2f}\n±{surface.std[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                    color="w")
+    ax.set_xticks(range(len(surface.c)), [f"{v:g}" for v in surface.c])
+    ax.set_yticks(range(len(surface.s)), [f"{v:g}" for v in surface.s])
+    ax.set_xlabel("image-label sets C")
+    ax.set_ylabel("masks S")
+    fig.colorbar(im, ax=ax, label="test mIoU")
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
