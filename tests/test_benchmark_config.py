@@ -30,7 +30,7 @@ def test_grid_expands_and_ids_are_stable():
 
 def test_quickstart_file_is_valid():
     bench = load_benchmark("benchmarks/quickstart.toml")
-    assert len(bench.specs) == 6 and bench.name == "quickstart"
+    assert len(bench.specs) == 6 + 2 and bench.name == "quickstart"  # + one full-supervision reference per seed
 
 
 @pytest.mark.parametrize(
