@@ -40,7 +40,7 @@ def test_quickstart_file_is_valid():
         (lambda d: d["benchmark"].update(seedz=[1]), "[benchmark]: unknown key(s) 'seedz'"),
         (lambda d: d["benchmark"].pop("budget"), "needs 'budget'"),
         (lambda d: d["strategies"].append({"name": "randum"}), "unknown strategy 'randum'; valid choices: "),
-        (lambda d: d["strategies"].append({"name": "fixed_proportion", "mask_fracton": 0.5}), "has no parameter 'mask_fracton'; valid parameters: mask_fraction"),
+        (lambda d: d["strategies"].append({"name": "fixed_proportion", "mask_fracton": 0.5}), "has no parameter 'mask_fracton'; valid parameters: initial_fraction, mask_fraction"),
         (lambda d: d["datasets"][0].update(name="voc"), "unknown dataset 'voc'"),
         (lambda d: d["datasets"][0].update(colour=1), "dataset 'synthetic_shapes' has no parameter 'colour'"),
         (lambda d: d["benchmark"].update(budget_metric="dollars"), "unknown budget_metric 'dollars'"),
