@@ -147,11 +147,8 @@ def cmd_surface(args: argparse.Namespace) -> int:
     specs = surface_specs(bench, _numbers(args.labels, int), _numbers(args.masks, int), _numbers(args.seeds, int))
     out = Path(args.out) if args.out else Path("results") / f"{bench.name}-surface"
     print(f"surface of {bench.name!r}: {len(specs)} campaigns -> {out}", file=sys.stderr)
-    from alharness import reference_cache
     from alharness.runner import run_benchmark
 
-    if not args.no_resume and (n := reference_cache.restore(out, bench.specs)):
-        print(f"{n} full-supervision reference(s) reused from the cache ({reference_cache.cache_location()})", file=sys.stderr)
     summary = run_benchmark(Benchmark(f"{bench.name}-surface", "budget-performance surface", tuple(specs), args.file),
                             out, address=args.address, num_cpus=args.num_cpus, max_concurrent=args.workers,
                             progress=not args.quiet)
