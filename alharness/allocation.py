@@ -35,7 +35,13 @@ from typing import Any
 import numpy as np
 import torch
 
-import gpytorch
+import warnings
+
+with warnings.catch_warnings():
+    # gpytorch's linear_operator uses torch.jit.script at import, which this
+    # torch deprecates with a FutureWarning printed on every CLI call.
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+    import gpytorch
 
 DTYPE = torch.float64  # float32 changed the selected strategy in the prototype (DESIGN.md)
 RANK_TOL = 1e-11  # relative singular-value cut of the 1-D kernel blocks
