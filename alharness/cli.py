@@ -174,6 +174,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_ray_options(p: argparse.ArgumentParser) -> None:
+    """Where and how wide the campaigns run (bench and surface)."""
+    p.add_argument("--address", help="Ray cluster address ('auto' for the cluster this node belongs to); default: start a local Ray")
+    p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
+    p.add_argument("--workers", type=int, help="at most this many campaigns in flight at once (default: as resources allow)")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="alharness", description="Simulate and benchmark annotation strategies for image segmentation.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -181,14 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="run a benchmark file on Ray, then print the leaderboard and write a plot")
     b.add_argument("file", help="benchmark TOML, e.g. benchmarks/quickstart.toml")
     b.add_argument("--out", help="results directory (default: results/<benchmark name>)")
-    b.add_argument("--address", help="Ray cluster address ('auto' for the cluster this node belongs to); default: start a local Ray")
-    b.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
-    b.add_argument("--workers", type=int, help="at most this many campaigns in flight at once (default: as resources allow)")
     b.add_argument("--no-resume", action="store_true", help="rerun campaigns that already finished")
     b.add_argument("--retries", type=int, default=2, help="reruns of a campaign whose worker or node died (default: 2)")
     b.add_argument("--attempts", type=int, default=1,
                    help="runs in all of a campaign that raises, before it is recorded as failed (default: 1)")
-    b.add_argument("--quiet", action="store_true", help="no progress display")
+    _add_ray_options(b)
     b.set_defaults(func=cmd_bench)
 
     lb = sub.add_parser("leaderboard", help="rank strategies in a results directory")
@@ -220,10 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     sf.add_argument("--masks", default="0,5,10,20,40", help="mask counts S (comma-separated)")
     sf.add_argument("--seeds", default="0,1", help="seeds per point (comma-separated)")
     sf.add_argument("--out", help="results directory (default: results/<benchmark name>-surface)")
-    sf.add_argument("--address", help="Ray cluster address; default: start a local Ray")
-    sf.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
-    sf.add_argument("--workers", type=int, help="at most this many campaigns in flight")
-    sf.add_argument("--quiet", action="store_true", help="no progress display")
+    _add_ray_options(sf)
     sf.set_defaults(func=cmd_surface)
 
     sw = sub.add_parser("sweep", help="replay the GP allocation vs fixed proportions on a stored surface (Figs. 4, 5)")
