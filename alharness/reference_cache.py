@@ -45,7 +45,7 @@ def _outcomes(src: store.Location, ids: set[str]) -> list[tuple[dict, list[dict]
         out: dict[str, list[dict]] = defaultdict(list)
         if table in tables:
             order = " ORDER BY round" if table == "rounds" else ""
-            for r in con.execute(f"SELECT * FROM {table} WHERE campaign_id IN ({marks}){order}", sorted(ids)).to_arrow_table().to_pylist():
+            for r in con.sql(f"SELECT * FROM {table} WHERE campaign_id IN ({marks}){order}", params=sorted(ids)).to_arrow_table().to_pylist():
                 out[r["campaign_id"]].append(r)
         return out
 
