@@ -10,9 +10,9 @@ from alharness.errors import (
     QueryRefused,
     ResultsError,
 )
-from alharness.queries import Boxes, ClassPresence, FullMask, ImageLabels, LabelsWithCounts, Pixels, Query, Region
+from alharness.contract.queries import Boxes, ClassPresence, FullMask, ImageLabels, LabelsWithCounts, Pixels, Query, Region
 from alharness.registry import register_cost, register_dataset, register_model, register_strategy
-from alharness.strategy import Strategy, StrategyContext, within_budget
+from alharness.contract.strategy import Strategy, StrategyContext, within_budget
 
 __version__ = "0.1.0"
 

@@ -17,14 +17,14 @@ def _print_problems(problems: list[str]) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from alharness.benchmark import load_benchmark
+    from alharness.execution.benchmark import load_benchmark
 
     bench = load_benchmark(args.file)  # validated before anything starts
     # A URI (s3://bucket/prefix, file:///...) is any pyarrow file system every node can write.
     out = (args.out if "://" in args.out else Path(args.out)) if args.out else Path("results") / bench.name
     print(f"benchmark {bench.name!r}: {len(bench.specs)} campaigns -> {out}", file=sys.stderr)
-    from alharness import reference_cache
-    from alharness.runner import run_benchmark
+    from alharness.results import reference_cache
+    from alharness.execution.backends.ray import run_benchmark
 
     if not args.no_resume and (n := reference_cache.restore(out, bench.specs)):
         print(f"{n} full-supervision reference(s) reused from the cache ({reference_cache.cache_location()})", file=sys.stderr)
@@ -43,7 +43,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
               f"\"SELECT campaign_id, error FROM campaigns WHERE status = 'failed'\"):", file=sys.stderr)
         for f in summary.failed:
             print(f"  {f['campaign_id']}  {f['strategy']} on {f['dataset']} seed {f['seed']}: {f['error']}", file=sys.stderr)
-    from alharness import report, store
+    from alharness.results import leaderboard as report, store
 
     try:
         con, _ = store.connect(out)
@@ -58,7 +58,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from alharness import report, store
+    from alharness.results import leaderboard as report, store
 
     con, res = store.connect(args.results)
     _print_problems(res.problems)
@@ -67,7 +67,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from alharness import report, store
+    from alharness.results import leaderboard as report, store
 
     con, res = store.connect(args.results)
     _print_problems(res.problems)
@@ -77,7 +77,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from alharness.report_page import build_report
+    from alharness.results.report_page import build_report
 
     html_path, md_path = build_report(args.results, args.out)
     print(f"report: {html_path}\n        {md_path}")
@@ -87,7 +87,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_query(args: argparse.Namespace) -> int:
     import duckdb
 
-    from alharness import store
+    from alharness.results import store
 
     con, res = store.connect(args.results, require_rounds=False)
     _print_problems(res.problems)
@@ -140,14 +140,14 @@ def _numbers(text: str, kind=float) -> list:
 
 def cmd_surface(args: argparse.Namespace) -> int:
     """Ground-truth m(C, S) on a grid (full-or-weak Fig. 6) as campaigns on Ray, reduced to surface.parquet."""
-    from alharness.benchmark import Benchmark, load_benchmark
-    from alharness.surface import collect_surface, surface_specs
+    from alharness.execution.benchmark import Benchmark, load_benchmark
+    from alharness.studies.surface import collect_surface, surface_specs
 
     bench = load_benchmark(args.file)
     specs = surface_specs(bench, _numbers(args.labels, int), _numbers(args.masks, int), _numbers(args.seeds, int))
     out = Path(args.out) if args.out else Path("results") / f"{bench.name}-surface"
     print(f"surface of {bench.name!r}: {len(specs)} campaigns -> {out}", file=sys.stderr)
-    from alharness.runner import run_benchmark
+    from alharness.execution.backends.ray import run_benchmark
 
     summary = run_benchmark(Benchmark(f"{bench.name}-surface", "budget-performance surface", tuple(specs), args.file),
                             out, address=args.address, num_cpus=args.num_cpus, max_concurrent=args.workers,
@@ -159,8 +159,8 @@ def cmd_surface(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Replay the GP allocation and the fixed baselines on a stored surface over alpha_s × T × budget × seed."""
-    from alharness.surface import Surface
-    from alharness.sweep import plot_sweep, run_sweep, write_sweep
+    from alharness.studies.surface import Surface
+    from alharness.studies.sweep import plot_sweep, run_sweep, write_sweep
 
     surface = Surface.load(args.surface)
     rows = run_sweep(surface, alpha_s=_numbers(args.alpha_s), T=_numbers(args.T, int),

@@ -38,9 +38,9 @@ def object_map(class_map: np.ndarray, ignore_index: int, instances: np.ndarray |
     Objects are the dataset's instances where ``instances`` is given (an
     instance's class: the majority of its labelled pixels; background
     instances dropped), else the 4-connected components of each foreground
-    class (class 0 is background), as ``alharness.truth`` counts objects.
+    class (class 0 is background), as ``alharness.annotation.truth`` counts objects.
     """
-    from alharness.clicks import segment_map
+    from alharness.toolkit.clicks import segment_map
 
     class_map = np.asarray(class_map)
     valid = class_map != ignore_index

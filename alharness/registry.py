@@ -157,9 +157,11 @@ class Registry(Generic[T]):
         return self.get(name).factory(**params)
 
 
-STRATEGIES: Registry[Any] = Registry("strategy", "alharness.strategies", ("strategies",))
+# Built-in strategies come through the entry point in pyproject.toml, like any
+# plugin package; the core registers only the full-supervision reference.
+STRATEGIES: Registry[Any] = Registry("strategy", "alharness.strategies", ("alharness.campaign.reference",))
 DATASETS: Registry[Any] = Registry("dataset", "alharness.datasets", ("alharness.datasets",))
-COSTS: Registry[Any] = Registry("cost model", "alharness.costs", ("alharness.costs",))
+COSTS: Registry[Any] = Registry("cost model", "alharness.costs", ("alharness.annotation.costs",))
 MODELS: Registry[Any] = Registry("model", "alharness.models", ("alharness.learner.models",))
 
 REGISTRIES: dict[str, Registry[Any]] = {

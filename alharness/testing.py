@@ -11,20 +11,20 @@ from typing import Any
 
 import numpy as np
 
-from alharness.campaign import make_context
+from alharness.campaign.loop import make_context
 from alharness.learner.services import pool_outputs
-from alharness.costs import build_cost_models
-from alharness.datasets.base import PoolView
+from alharness.annotation.costs import build_cost_models
+from alharness.datasets.base import make_pool_view
 from alharness.errors import QueryRefused
-from alharness.labels import LabelState
+from alharness.annotation.labels import LabelState
 from alharness.learner import Learner, LearnerConfig
 from alharness.learner.services import heads_for
-from alharness.oracle import Oracle
-from alharness.oracle_experiments import check_oracle_needs, oracle_outputs
+from alharness.annotation.oracle import Oracle
+from alharness.annotation.oracle_experiments import check_oracle_needs, oracle_outputs
 from alharness.registry import DATASETS, STRATEGIES
 from alharness.seeding import derive_rng
-from alharness.scoring import loop_outputs
-from alharness.strategy import LOOP_NEEDS, ORACLE_NEEDS, Strategy
+from alharness.campaign.scoring import loop_outputs
+from alharness.contract.strategy import LOOP_NEEDS, ORACLE_NEEDS, Strategy
 
 
 class StrategyCheckError(AssertionError):
@@ -48,7 +48,7 @@ class _Setup:
         n_val = 4 if "train_and_score" in needs else 0
         ds = DATASETS.create("synthetic_shapes", n_train=16, n_val=n_val, n_test=4, size=24, num_classes=3, seed=seed)
         pool = ds.split("train")
-        self.pool_view = PoolView.from_split(pool, ds.class_names)
+        self.pool_view = make_pool_view(pool, ds.class_names)
         self.pool = pool  # harness side: oracle experiments' statistics only
         self.oracle = Oracle(pool, build_cost_models({}), "label_equivalents", budget)
         self.state = LabelState(len(pool), self.pool_view.image_shape, ds.num_classes, ds.ignore_index)

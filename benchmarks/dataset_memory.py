@@ -65,7 +65,7 @@ def main() -> None:
     @ray.remote(num_cpus=1)
     class Worker:
         def load(self, mode: str) -> tuple[int, dict, dict]:
-            from alharness.datasets import PoolView
+            from alharness.datasets.base import make_pool_view
             from alharness.registry import DATASETS
 
             pid = os.getpid()
@@ -75,7 +75,7 @@ def main() -> None:
                 self.held = [np.array(a) for a in (d.images, d.masks, d.instances)]
             else:
                 pool, test = d.split("train"), d.split("test")
-                self.held = [d, pool, test, PoolView.from_split(pool, d.class_names)]
+                self.held = [d, pool, test, make_pool_view(pool, d.class_names)]
                 # Read every byte, as training and evaluation do.
                 total = sum(int(np.asarray(a[i:i + 64]).sum()) for a in (d.images, d.masks, d.instances)
                             for i in range(0, len(a), 64))

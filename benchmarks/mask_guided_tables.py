@@ -24,7 +24,7 @@ import sys
 
 import numpy as np
 
-from alharness.store import connect
+from alharness.results.store import connect
 
 
 def _cell(values: list[float]) -> str:

@@ -23,8 +23,8 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import torch
 
-from alharness.allocation import StrategyGrid, fit_gp, grid_ei, log_surface, pareto_front, solve_on_front
-from alharness.surface import ReplayCampaign, Surface, replay_gp
+from alharness.toolkit.allocation import StrategyGrid, fit_gp, grid_ei, log_surface, pareto_front, solve_on_front
+from alharness.studies.surface import ReplayCampaign, Surface, replay_gp
 
 
 def step(args) -> None:

@@ -45,14 +45,14 @@ def main() -> int:
     os.environ.setdefault("ALHARNESS_CACHE", tempfile.mkdtemp(prefix="perf-madbal-"))
     torch.set_num_threads(args.threads)
 
-    from alharness import superpixels as S
-    from alharness.campaign import make_context
-    from alharness.costs import build_cost_models
-    from alharness.datasets.base import PoolView
-    from alharness.labels import LabelState
+    from alharness.toolkit import superpixels as S
+    from alharness.campaign.loop import make_context
+    from alharness.annotation.costs import build_cost_models
+    from alharness.datasets.base import make_pool_view
+    from alharness.annotation.labels import LabelState
     from alharness.learner import Learner, LearnerConfig
     from alharness.learner.services import pool_outputs
-    from alharness.oracle import Oracle
+    from alharness.annotation.oracle import Oracle
     from alharness.registry import DATASETS, STRATEGIES
     from alharness.seeding import derive_rng
     from strategies.madbal import superpixel_features
@@ -63,7 +63,7 @@ def main() -> int:
     images = np.concatenate([pool.images[0::2], pool.images[1::2]], axis=2)  # (n, 256, 512, 3)
     masks = np.concatenate([pool.masks[0::2], pool.masks[1::2]], axis=2)
     split = dataclasses.replace(pool, images=images, masks=masks, instances=None, dataset_ids=np.arange(n), polygons=None)
-    view = PoolView.from_split(split, ds.class_names)
+    view = make_pool_view(split, ds.class_names)
     state = LabelState(n, view.image_shape, ds.num_classes, ds.ignore_index)
     for i in range(4):
         state.set_full_mask(i, masks[i])

@@ -18,11 +18,12 @@ import time
 import numpy as np
 from skimage import draw
 
-from alharness.costs import build_cost_models
+from alharness.annotation.answers import answer, record
+from alharness.annotation.costs import build_cost_models
 from alharness.datasets.base import SplitData
-from alharness.labels import LabelState
-from alharness.oracle import Oracle
-from alharness.queries import FullMask, Pixels, Region
+from alharness.annotation.labels import LabelState
+from alharness.annotation.oracle import Oracle
+from alharness.contract.queries import FullMask, Pixels, Region
 
 H, W, C = 512, 1024, 8
 
@@ -89,7 +90,7 @@ def main() -> int:
     print(f"\n{'query':16s} {'answer+record/s':>16s} {'per-pixel loop/s':>17s} {'ratio':>8s} {'full oracle/s':>14s}")
     for rnd, (name, (qs, slow, n_slow)) in enumerate(queries.items()):
         # The oracle's own answering path (vectorised) vs the loop, same labels copied.
-        r_fast = rate(lambda i: qs[i].record(answer_state, qs[i].answer(truth.image(i))), len(qs))
+        r_fast = rate(lambda i: record(qs[i], answer_state, answer(qs[i], truth.image(i))), len(qs))
         r_slow = rate(slow, n_slow)
         # Everything the oracle does per answer: checks, 7 cost metrics (incl. cost_A/B clicks), record, ledger.
         r_full = rate(lambda i: oracle.answer([qs[i]], strategy="perf", round=rnd, state=state), len(qs))

@@ -19,9 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from alharness import store
-from alharness.benchmark import load_benchmark
-from alharness.runner import init_ray, run_benchmark
+from alharness.results import store
+from alharness.execution.benchmark import load_benchmark
+from alharness.execution.backends.ray import init_ray, run_benchmark
 
 
 def main() -> int:

@@ -29,9 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from alharness import store
-from alharness.benchmark import parse_benchmark
-from alharness.runner import init_ray, run_benchmark
+from alharness.results import store
+from alharness.execution.benchmark import parse_benchmark
+from alharness.execution.backends.ray import init_ray, run_benchmark
 
 # One round on the smallest data a campaign can have: the scheduler, not the
 # model, should dominate.

@@ -39,11 +39,9 @@ from dataclasses import dataclass
 import highspy
 import numpy as np
 
+from alharness.contract import UNKNOWN, ClassPresence, Query, Strategy, StrategyContext
 from alharness.errors import ConfigError
-from alharness.labels import UNKNOWN
-from alharness.queries import ClassPresence, Query
 from alharness.registry import register_strategy
-from alharness.strategy import Strategy, StrategyContext
 
 _INF = highspy.kHighsInf
 
@@ -87,7 +85,7 @@ class Solution:
 def _highs(time_limit: float | None = None) -> highspy.Highs:
     h = highspy.Highs()
     h.setOptionValue("output_flag", False)
-    # Dual simplex: interior point and PDLP were 20-60x slower on this model (DESIGN.md).
+    # Dual simplex: interior point and PDLP were 20-60x slower on this model (measured in the prototype).
     h.setOptionValue("solver", "simplex")
     h.setOptionValue("simplex_strategy", 1)
     h.setOptionValue("random_seed", 0)
@@ -186,7 +184,7 @@ def _solve(G, R, allowed, B, c_max, lam, integer: bool, time_limit: float | None
         # 2 v_i − 2 z_ii ≤ 1 with dual μ_i / 2 then reproduces the bound while
         # z_ii keeps a non-negative reduced cost, and all other pair rows get
         # dual 0 — a dual solution of the full LP with the same objective.
-        # This is the usual case (DESIGN.md); otherwise lift the bound and
+        # This is the usual case (measured on the benchmark pools); otherwise lift the bound and
         # generate pair constraints lazily.
         v_cols = np.arange(v_off, v_off + n, dtype=np.int32)
         h.changeColsBounds(n, v_cols, np.zeros(n), np.full(n, 0.5))
@@ -319,7 +317,7 @@ class BinaryEE(_BinaryBase):
     needs = frozenset({"probabilities"})
 
     def propose(self, ctx: StrategyContext) -> list[Query]:
-        from alharness.strategy import pixel_entropy
+        from alharness.toolkit import pixel_entropy
 
         allowed = self._allowed(ctx)
         b = self._budget(ctx, allowed)

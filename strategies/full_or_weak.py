@@ -9,7 +9,7 @@ goes to masks and how much to image labels.
   The number of installments T is the benchmark's ``rounds`` (paper: 8).
 * ``estimated_best_fixed`` (§4.2): spends the initial budget B0 on a design
   set, scores every fixed proportion on subsets of it, then keeps the best.
-* ``fixed_proportion`` lives in ``strategies.baselines`` (50 %, ..., 95 % via
+* ``fixed_proportion``: the paper's fixed-share baseline (50 %, ..., 95 % via
   ``mask_fraction``; ``initial_fraction`` gives it the same B0).
 """
 
@@ -19,19 +19,56 @@ from typing import Any
 
 import numpy as np
 
-from alharness.allocation import Decision, StrategyGrid, allocation_step
+from alharness.contract import FullMask, ImageLabels, Query, Strategy, StrategyContext, check_fraction
 from alharness.errors import ConfigError
-from alharness.queries import FullMask, ImageLabels, Query
 from alharness.registry import register_strategy
-from alharness.strategy import Strategy, StrategyContext, within_budget
-from strategies.baselines import FixedProportion, initial_budget
+from alharness.toolkit import Decision, StrategyGrid, allocation_step, within_budget
 
 PAPER_PROPORTIONS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 
 
-def _check_fraction(who: str, name: str, value: float) -> None:
-    if not 0.0 < value <= 1.0:
-        raise ConfigError(f"{who}: {name} must be in (0, 1], got {value}")
+@register_strategy("fixed_proportion")
+class FixedProportion(Strategy):
+    """A fixed share of each round's budget on masks for random images, the rest on image labels."""
+
+    def __init__(self, mask_fraction: float = 0.5, initial_fraction: float = 0.0):
+        if not 0.0 <= mask_fraction <= 1.0:
+            raise ConfigError(f"fixed_proportion: mask_fraction must be in [0, 1], got {mask_fraction}")
+        if not 0.0 <= initial_fraction <= 1.0:
+            raise ConfigError(f"fixed_proportion: initial_fraction must be in [0, 1], got {initial_fraction}")
+        self.mask_fraction = mask_fraction
+        # > 0: round 0 spends B0, the price of that fraction of the pool in both
+        # labels and masks (the full-or-weak GP's initial strategy, §4.3), at
+        # this proportion; 0: round 0 buys the benchmark's initial masks.
+        self.initial_fraction = initial_fraction
+
+    def initial(self, ctx: StrategyContext) -> list[Query]:
+        if self.initial_fraction <= 0:
+            return super().initial(ctx)
+        return self.spend(ctx, min(initial_budget(ctx, self.initial_fraction), ctx.budget_left_this_round))
+
+    def propose(self, ctx: StrategyContext) -> list[Query]:
+        return self.spend(ctx, ctx.budget_left_this_round)
+
+    def spend(self, ctx: StrategyContext, budget: float) -> list[Query]:
+        """``mask_fraction`` of ``budget`` on masks for random images, the rest on image labels for others."""
+        no_mask = ctx.rng.permutation(np.flatnonzero(~ctx.labels.has_full_mask & ~ctx.labels.has_image_labels))
+        masks = within_budget((FullMask(int(i)) for i in no_mask), ctx.quote, budget * self.mask_fraction)
+        masked = {q.image for q in masks}
+        left = budget - sum(ctx.quote(q) for q in masks)
+        # Image labels only for images that have neither labels nor a mask (a
+        # mask already tells which classes are present).
+        unlabelled = ctx.rng.permutation(np.flatnonzero(~ctx.labels.has_image_labels))
+        labels = within_budget(
+            (ImageLabels(int(i)) for i in unlabelled if int(i) not in masked), ctx.quote, left
+        )
+        return masks + labels
+
+
+def initial_budget(ctx: StrategyContext, fraction: float) -> float:
+    """B0 of the full-or-weak paper (§4.3): the price of labels and masks for ``fraction`` of the pool each."""
+    n0 = max(1, int(round(fraction * len(ctx.pool))))
+    return n0 * (ctx.quote(ImageLabels(0)) + ctx.quote(FullMask(0)))
 
 
 def bought_sets(ctx: StrategyContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -65,7 +102,7 @@ class FullOrWeakGP(Strategy):
 
     def __init__(self, initial_fraction: float = 0.08, samples: int = 8, gp_iters: int = 100,
                  score_steps: int = 0):
-        _check_fraction("full_or_weak_gp", "initial_fraction", initial_fraction)
+        check_fraction("full_or_weak_gp", "initial_fraction", initial_fraction, include_zero=False)
         if not isinstance(samples, int) or samples < 1:
             raise ConfigError(f"full_or_weak_gp: samples (M per round, Alg. 1) must be an integer >= 1, got {samples!r}")
         if not isinstance(gp_iters, int) or gp_iters < 1:
@@ -135,7 +172,7 @@ class EstimatedBestFixed(Strategy):
 
     def __init__(self, initial_fraction: float = 0.08, proportions: tuple[float, ...] = PAPER_PROPORTIONS,
                  repeats: int = 1, score_steps: int = 0):
-        _check_fraction("estimated_best_fixed", "initial_fraction", initial_fraction)
+        check_fraction("estimated_best_fixed", "initial_fraction", initial_fraction, include_zero=False)
         props = tuple(float(p) for p in proportions)
         if not props or any(not 0.0 <= p <= 1.0 for p in props):
             raise ConfigError(f"estimated_best_fixed: proportions must be a non-empty list of mask shares in [0, 1], got {proportions!r}")

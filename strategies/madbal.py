@@ -22,7 +22,7 @@ name                       uncertainty     breakdown         paper
 =========================  ==============  ================  ==========================
 
 Hierarchy (§3.2): pixel uncertainty u(x), Eq. (4) → superpixels (SLIC,
-about one per 16×16 square, cached per dataset; ``alharness.superpixels``)
+about one per 16×16 square, cached per dataset; ``alharness.toolkit.superpixels``)
 with their dominant predicted label → K-means clusters of superpixel
 features (the crop of the superpixel's bounding box resized to 16×16 and
 passed through the trained network's backbone; the paper uses a pretrained
@@ -48,13 +48,11 @@ import numpy as np
 import torch
 from sklearn.cluster import KMeans
 
-from alharness import superpixels as sp_mod
+from alharness.contract import Pixels, Query, Strategy, StrategyContext, check_int
 from alharness.errors import ConfigError
-from alharness.learner import losses
-from alharness.learner.learner import _to_tensor
-from alharness.queries import Pixels, Query
 from alharness.registry import register_strategy
-from alharness.strategy import Strategy, StrategyContext, pixel_entropy, within_budget
+from alharness.toolkit import (Superpixels, backbone_features, check_superpixel_method, compute_superpixels,
+                               pixel_entropy, predicted_boundary, to_tensor, within_budget)
 
 UNCERTAINTIES = ("madbal", "averaged", "no_maturity", "entropy", "random")
 BREAKDOWNS = ("clusters", "random_clusters", "none")
@@ -90,7 +88,7 @@ def boundary_of(probabilities: np.ndarray) -> np.ndarray:
     """1 − δ(x): pixels whose predicted class differs from an 8-neighbour's (the
     definition the learner trains the loss predictor's channels with)."""
     pred = torch.from_numpy(np.ascontiguousarray(probabilities.argmax(axis=1)))
-    return losses.predicted_boundary(pred).numpy()
+    return predicted_boundary(pred).numpy()
 
 
 # -- Eqs. (5)-(8): superpixel and cluster level ------------------------------------
@@ -153,7 +151,7 @@ def top_per_image(scores: np.ndarray, candidates: np.ndarray, k: int) -> list[np
     return out
 
 
-def superpixel_features(model: torch.nn.Module, images: np.ndarray, sp: sp_mod.Superpixels, patch: int,
+def superpixel_features(model: torch.nn.Module, images: np.ndarray, sp: Superpixels, patch: int,
                         batch: int = 2048) -> np.ndarray:
     """(S, F): each superpixel's minimal bounding box, resized to ``patch``×``patch``
     (RoI-Align, one call per block of images) and passed through the network's
@@ -166,12 +164,12 @@ def superpixel_features(model: torch.nn.Module, images: np.ndarray, sp: sp_mod.S
     with torch.no_grad():
         for a in range(0, len(images), 16):
             b = min(a + 16, len(images))
-            x = _to_tensor(images[a:b], device)
+            x = to_tensor(images[a:b], device)
             lo, hi = int(sp.offsets[a]), int(sp.offsets[b])
             rois = torch.cat([torch.from_numpy(sp.image_of[lo:hi] - a).float()[:, None], boxes[lo:hi][:, [1, 0, 3, 2]]], 1)
             patches = roi_align(x, rois.to(device), output_size=patch, spatial_scale=1.0, sampling_ratio=2, aligned=True)
             for c in range(0, len(patches), batch):
-                f = model(patches[c : c + batch], heads=())["features"].float().cpu().numpy()
+                f = backbone_features(model, patches[c : c + batch]).float().cpu().numpy()
                 if out is None:
                     out = np.empty((len(sp), f.shape[1]), np.float32)
                 out[lo + c : lo + c + len(f)] = f
@@ -189,11 +187,6 @@ def _needs(uncertainty: str, breakdown: str) -> frozenset[str]:
     return frozenset(needs)
 
 
-def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"madbal: {name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
 
 @register_strategy("madbal")
 class Madbal(Strategy):
@@ -208,12 +201,12 @@ class Madbal(Strategy):
             raise ConfigError(f"madbal: unknown uncertainty {uncertainty!r}; valid choices: {', '.join(UNCERTAINTIES)}")
         if breakdown not in BREAKDOWNS:
             raise ConfigError(f"madbal: unknown breakdown {breakdown!r}; valid choices: {', '.join(BREAKDOWNS)}")
-        sp_mod.check_method(superpixel_method, where="madbal: superpixel_method")
-        self.pixels_per_image = _positive_int("pixels_per_image", pixels_per_image)
-        self.initial_pixels = _positive_int("initial_pixels", initial_pixels, 0)
-        self.n_clusters = _positive_int("n_clusters", n_clusters)
-        self.superpixel_size = _positive_int("superpixel_size", superpixel_size, 2)
-        self.patch_size = _positive_int("patch_size", patch_size, 2)
+        check_superpixel_method(superpixel_method, where="madbal: superpixel_method")
+        self.pixels_per_image = check_int("madbal", "pixels_per_image", pixels_per_image, 1)
+        self.initial_pixels = check_int("madbal", "initial_pixels", initial_pixels, 0)
+        self.n_clusters = check_int("madbal", "n_clusters", n_clusters, 1)
+        self.superpixel_size = check_int("madbal", "superpixel_size", superpixel_size, 2)
+        self.patch_size = check_int("madbal", "patch_size", patch_size, 2)
         self.superpixel_method = superpixel_method
         self.uncertainty = uncertainty
         self.breakdown = breakdown
@@ -279,7 +272,7 @@ class Madbal(Strategy):
 
     def _hierarchical(self, ctx: StrategyContext, u: np.ndarray, cand: np.ndarray) -> list[np.ndarray]:
         """Eqs. (5)-(8) and the image level of §3.2."""
-        sp = sp_mod.compute(np.asarray(ctx.pool.images), self.superpixel_size, self.superpixel_method)
+        sp = compute_superpixels(np.asarray(ctx.pool.images), self.superpixel_size, self.superpixel_method)
         n_sp = len(sp)
         unl = cand.ravel()
         n_unl = np.bincount(sp.global_labels, weights=unl, minlength=n_sp)

@@ -1,5 +1,5 @@
 """Mask-guided sample selection (Bellver et al., "Mask-guided sample selection
-for semi-supervised instance segmentation"; paper: ../shared/papers/mask-guided-selection.txt).
+for semi-supervised instance segmentation", §3).
 
 An annotation network with an IoU branch (§5; the learner's ``iou`` head:
 decoder maps at every resolution, global average pooling, concatenation,
@@ -13,7 +13,7 @@ preset value β ∈ [0, 1] (Tables 3–4: mid-range β beats random).
 * ``mask_guided_oracle``: β-closest by the *true* IoU score of the current
   prediction (Table 3, the paper's oracle experiment). It reads ground
   truth it has not bought, through the harness's oracle-experiment
-  mechanism (alharness.oracle_experiments): it receives only the per-image
+  mechanism (alharness.annotation.oracle_experiments): it receives only the per-image
   score, and its rows carry ``oracle_experiment = true``.
 * ``mask_guided_random``: the paper's "Random subset" row in the same
   protocol (same initial masks, same weak labels, N′ random images).
@@ -35,10 +35,10 @@ from typing import Any
 
 import numpy as np
 
+from alharness.contract import FullMask, LabelsWithCounts, Query, Strategy, StrategyContext
 from alharness.errors import ConfigError
-from alharness.queries import FullMask, LabelsWithCounts, Query
 from alharness.registry import register_strategy
-from alharness.strategy import Strategy, StrategyContext, within_budget
+from alharness.toolkit import within_budget
 
 
 class _BetaSelection(Strategy):

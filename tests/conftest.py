@@ -28,7 +28,7 @@ TINY_LEARNER = {"steps": 6, "batch_size": 4, "model_params": {"width": 4, "depth
 
 def tiny_spec(**over):
     from alharness.learner import LearnerConfig
-    from alharness.spec import CampaignSpec
+    from alharness.campaign.spec import CampaignSpec
 
     kw = dict(dataset="synthetic_shapes", dataset_params=TINY_DATASET, strategy="random", budget_metric="label_equivalents",
               budget=60, rounds=2, seed=0, initial_masks=2, learner=LearnerConfig(**TINY_LEARNER))
@@ -74,7 +74,7 @@ def toml_dumps(doc: dict) -> str:
 @pytest.fixture(scope="session")
 def ray_local():
     """One local Ray for the whole session (starting it costs ~10 s)."""
-    from alharness.runner import init_ray
+    from alharness.execution.backends.ray import init_ray
 
     import ray
 
@@ -85,7 +85,7 @@ def ray_local():
 
 def result_columns(rows):
     """Rows without the columns that measure time (they differ between identical runs)."""
-    from alharness.campaign import TIMING_COLUMNS
+    from alharness.campaign.loop import TIMING_COLUMNS
 
     return [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in rows]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from alharness.allocation import (StrategyGrid, decide, expected_improvement, fit_gp, grid_ei, log_surface,
+from alharness.toolkit.allocation import (StrategyGrid, decide, expected_improvement, fit_gp, grid_ei, log_surface,
                                   pareto_front, posterior_brute, posterior_grid, solve_brute, solve_on_front)
 
 

@@ -6,10 +6,10 @@ import copy
 
 import pytest
 
-from alharness.benchmark import load_benchmark, parse_benchmark
+from alharness.execution.benchmark import load_benchmark, parse_benchmark
 from alharness.cli import main
 from alharness.errors import ConfigError
-from alharness.spec import CampaignSpec
+from alharness.campaign.spec import CampaignSpec
 from conftest import tiny_benchmark_doc, toml_dumps
 
 

@@ -95,7 +95,7 @@ def test_binary_strategies_pass_check_strategy(name, params):
 
 
 def test_binary_lp_in_a_campaign_asks_yes_no_questions_only():
-    from alharness.campaign import run_campaign
+    from alharness.campaign.loop import run_campaign
     from conftest import tiny_spec
 
     res = run_campaign(tiny_spec(strategy="binary_lp", strategy_params={"queries_per_round": 5, "c_max": 2}, budget=60, rounds=2))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from alharness.campaign import run_campaign
-from alharness.execute import execute
+from alharness.campaign.loop import run_campaign
+from alharness.execution.execute import execute
 from alharness.registry import STRATEGIES
 from alharness.testing import StrategyCheckError, check_strategy
 from conftest import result_columns, tiny_spec

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from alharness import store
-from alharness.benchmark import parse_benchmark
+from alharness.results import store
+from alharness.execution.benchmark import parse_benchmark
 from conftest import tiny_benchmark_doc
 from test_faults_ray import campaign_workers, run_in_thread
 
@@ -25,7 +25,7 @@ def cluster():
     import ray
     from ray.cluster_utils import Cluster
 
-    from alharness.runner import init_ray
+    from alharness.execution.backends.ray import init_ray
 
     was_up = ray.is_initialized()
     if was_up:
@@ -61,7 +61,7 @@ def _exactly_once(out, bench):
 def test_campaigns_spread_over_nodes_and_fractional_gpus_pack(cluster, tmp_path):
     import ray
 
-    from alharness.runner import run_benchmark
+    from alharness.execution.backends.ray import run_benchmark
 
     ids = _node_ids(cluster)
     bench = parse_benchmark(tiny_benchmark_doc(strategies=[{"name": "test_sleepy", "sleep_s": 0.3}], seeds=list(range(6))))
@@ -96,7 +96,7 @@ def test_campaigns_spread_over_nodes_and_fractional_gpus_pack(cluster, tmp_path)
 
 
 def test_removed_node_campaigns_are_rescheduled_and_resume(cluster, tmp_path):
-    from alharness.runner import run_benchmark
+    from alharness.execution.backends.ray import run_benchmark
 
     bench = parse_benchmark(tiny_benchmark_doc(strategies=[{"name": "test_sleepy", "sleep_s": 0.4}], seeds=list(range(8))))
     cid_of_seed = {s.seed: s.campaign_id for s in bench.specs}

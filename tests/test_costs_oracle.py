@@ -8,16 +8,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alharness.clicks import image_clicks
-from alharness.costs import PoolInfo, build_cost_models
+from alharness.toolkit.clicks import image_clicks
+from alharness.annotation.costs import PoolInfo, build_cost_models
 from alharness.datasets.base import SplitData
 from alharness.errors import DuplicateQueryError, MalformedQueryError, QueryRefused
-from alharness.labels import NEGATIVE, POSITIVE, UNKNOWN, LabelState
-from alharness.noise import Annotator, NoiseConfig
-from alharness.oracle import Oracle
-from alharness.queries import (Boxes, ClassPresence, FullMask, ImageLabels, LabelsWithCounts, Pixels, Region)
+from alharness.annotation.labels import NEGATIVE, POSITIVE, UNKNOWN, LabelState
+from alharness.annotation.noise import Annotator, NoiseConfig
+from alharness.annotation.oracle import Oracle
+from alharness.contract.queries import (Boxes, ClassPresence, FullMask, ImageLabels, LabelsWithCounts, Pixels, Region)
 from alharness.registry import COSTS, DATASETS
-from alharness.truth import PoolTruth
+from alharness.annotation.truth import PoolTruth
 
 
 def _split(masks, instances=None, num_classes=3):
@@ -293,7 +293,7 @@ def test_small_objects_are_missed_and_boundaries_shift():
 
 
 def test_noisy_answers_are_flagged_in_the_query_log():
-    from alharness.campaign import run_campaign
+    from alharness.campaign.loop import run_campaign
     from conftest import tiny_spec
 
     clean = run_campaign(tiny_spec(seed=3))

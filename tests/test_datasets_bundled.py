@@ -92,7 +92,7 @@ def test_bundled_parameters_are_checked():
 
 
 def test_a_campaign_runs_on_the_nuclei_tiles():
-    from alharness.campaign import run_campaign
+    from alharness.campaign.loop import run_campaign
     from conftest import tiny_spec
 
     spec = tiny_spec(dataset="dsb2018_nuclei", dataset_params={"tile": 32}, budget=40)

@@ -307,10 +307,10 @@ def test_real_layout_cache_follows_the_files(tmp_path):
 
 def test_true_polygon_clicks_replace_the_rdp_estimate(tmp_path):
     """Cityscapes polygons: the oracle's clicks metric counts the vertices annotators drew."""
-    from alharness.costs import build_cost_models
-    from alharness.labels import LabelState
-    from alharness.oracle import Oracle
-    from alharness.queries import FullMask
+    from alharness.annotation.costs import build_cost_models
+    from alharness.annotation.labels import LabelState
+    from alharness.annotation.oracle import Oracle
+    from alharness.contract.queries import FullMask
 
     write_cityscapes(tmp_path)
     ds = DATASETS.create("cityscapes", root=str(tmp_path), polygons=True)

@@ -174,11 +174,11 @@ def test_concurrent_builders_build_once_and_failures_leave_nothing(fresh_cache):
 def test_splits_of_a_cached_dataset_are_mapped_not_copied(fresh_cache):
     import mmap
 
-    from alharness.datasets import PoolView
+    from alharness.datasets.base import make_pool_view
 
     ds = DATASETS.create("synthetic_shapes", **SMALL)
     pool = ds.split("train")
-    view = PoolView.from_split(pool, ds.class_names)
+    view = make_pool_view(pool, ds.class_names)
     test = ds.split("test")
     for part, rows in ((pool, ds.splits["train"]), (test, ds.splits["test"])):
         for a, whole in ((part.images, ds.images), (part.masks, ds.masks), (part.instances, ds.instances)):

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 from alharness import FullMask, ImageLabels, Query
-from alharness.campaign import run_campaign
-from alharness.costs import build_cost_models
+from alharness.campaign.loop import run_campaign
+from alharness.annotation.costs import build_cost_models
 from alharness.datasets.base import SegmentationDataset, SplitData
 from alharness.errors import DuplicateQueryError, MalformedQueryError, OverdraftError
-from alharness.labels import LabelState
-from alharness.oracle import Oracle
+from alharness.annotation.labels import LabelState
+from alharness.annotation.oracle import Oracle
 from alharness.registry import DATASETS, STRATEGIES, register_strategy
-from alharness.strategy import Strategy
+from alharness.contract.strategy import Strategy
 from conftest import TINY_DATASET, tiny_spec
 
 CAPTURED: list = []

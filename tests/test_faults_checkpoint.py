@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from alharness.campaign import run_campaign
-from alharness.checkpoint import Checkpointer
+from alharness.campaign.loop import run_campaign
+from alharness.campaign.checkpoint import Checkpointer
 from conftest import TINY_LEARNER, result_columns, tiny_spec
 
 

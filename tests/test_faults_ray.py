@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from alharness import store
-from alharness.benchmark import parse_benchmark
+from alharness.results import store
+from alharness.execution.benchmark import parse_benchmark
 from conftest import result_columns, tiny_benchmark_doc
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -51,8 +51,8 @@ def run_in_thread(fn, **kw):
 
 
 def test_sigkill_random_workers_during_a_bench(tmp_path):
-    from alharness.campaign import run_campaign
-    from alharness.runner import run_benchmark
+    from alharness.campaign.loop import run_campaign
+    from alharness.execution.backends.ray import run_benchmark
 
     seeds = list(range(20))
     doc = tiny_benchmark_doc(strategies=[{"name": "test_sleepy", "sleep_s": 0.25}], seeds=seeds)

@@ -8,7 +8,7 @@ import json
 import pyarrow.fs as pafs
 import pytest
 
-from alharness import report, store
+from alharness.results import leaderboard as report, store
 from alharness.errors import ResultsError
 
 

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from alharness import FullMask
-from alharness.campaign import run_campaign
+from alharness.campaign.loop import run_campaign
 from alharness.datasets.base import SegmentationDataset, SplitData
 from alharness.errors import ConfigError
-from alharness.oracle import Oracle
+from alharness.annotation.oracle import Oracle
 from alharness.registry import DATASETS, register_strategy
-from alharness.scoring import TrainAndScore, UnboughtDataError
-from alharness.strategy import Strategy
+from alharness.campaign.scoring import TrainAndScore, UnboughtDataError
+from alharness.contract.strategy import Strategy
 from alharness.testing import check_strategy
 from conftest import tiny_spec
 from test_fairness import _reachable

@@ -9,11 +9,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from alharness.allocation import log_surface
-from alharness.benchmark import parse_benchmark
-from alharness.campaign import run_campaign
+from alharness.toolkit.allocation import log_surface
+from alharness.execution.benchmark import parse_benchmark
+from alharness.campaign.loop import run_campaign
 from alharness.cli import main
-from alharness.surface import ReplayCampaign, Surface, replay_fixed, replay_gp, surface_specs
+from alharness.studies.surface import ReplayCampaign, Surface, replay_fixed, replay_gp, surface_specs
 from conftest import tiny_benchmark_doc, toml_dumps
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from alharness.labels import LabelState
+from alharness.annotation.labels import LabelState
 from alharness.learner import Learner, LearnerConfig
 from alharness.metrics import confusion_matrix, mean_iou, per_class_iou
 from alharness.registry import MODELS

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from alharness.errors import ConfigError
-from alharness.labels import LabelState
+from alharness.annotation.labels import LabelState
 from alharness.learner import Learner, LearnerConfig
 from alharness.learner.heads import HEADS, Network, maturity_taps
 from alharness.learner.services import SERVICES, check_needs, heads_for, pool_outputs
@@ -132,7 +132,7 @@ def test_defaults_use_cross_entropy_and_every_bought_image_label():
 
 
 def test_benchmark_files_accept_the_new_fields():
-    from alharness.benchmark import parse_benchmark
+    from alharness.execution.benchmark import parse_benchmark
     from conftest import tiny_benchmark_doc
 
     doc = tiny_benchmark_doc()
@@ -145,7 +145,7 @@ def test_benchmark_files_accept_the_new_fields():
 # -- prediction services ---------------------------------------------------------------
 
 def test_needs_vocabulary_is_the_services_table():
-    from alharness.strategy import NEEDS, StrategyContext
+    from alharness.contract.strategy import NEEDS, StrategyContext
 
     assert NEEDS == frozenset(SERVICES)
     fields = {f.name for f in dataclasses.fields(StrategyContext)}
@@ -171,16 +171,16 @@ def test_services_compute_only_what_is_declared_and_check_heads():
 
 
 def test_campaign_passes_head_outputs_to_the_strategy():
-    from alharness.campaign import make_context, pool_outputs as campaign_pool_outputs
-    from alharness.costs import build_cost_models
-    from alharness.datasets.base import PoolView
-    from alharness.oracle import Oracle
+    from alharness.campaign.loop import make_context, pool_outputs as campaign_pool_outputs
+    from alharness.annotation.costs import build_cost_models
+    from alharness.datasets.base import make_pool_view
+    from alharness.annotation.oracle import Oracle
     from alharness.registry import DATASETS
     from alharness.seeding import derive_rng
 
     ds = DATASETS.create("synthetic_shapes", n_train=6, n_val=0, n_test=2, size=16, num_classes=3, seed=0)
     pool = ds.split("train")
-    view = PoolView.from_split(pool, ds.class_names)
+    view = make_pool_view(pool, ds.class_names)
     state = LabelState(6, view.image_shape, 3, ds.ignore_index)
     state.set_full_mask(0, pool.masks[0])
     learner = Learner(LearnerConfig(steps=2, batch_size=2, head_steps=2, model_params={"width": 4, "depth": 2},

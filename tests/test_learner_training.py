@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from alharness.errors import ConfigError
-from alharness.labels import LabelState
+from alharness.annotation.labels import LabelState
 from alharness.learner import Learner, LearnerConfig
 from alharness.learner.services import pool_outputs
 from alharness.learner.targets import merge_pseudo

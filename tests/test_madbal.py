@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from alharness import superpixels as S
-from alharness.campaign import make_context, run_campaign
-from alharness.costs import build_cost_models
-from alharness.datasets.base import PoolView
+from alharness.toolkit import superpixels as S
+from alharness.campaign.loop import make_context, run_campaign
+from alharness.annotation.costs import build_cost_models
+from alharness.datasets.base import make_pool_view
 from alharness.errors import ConfigError
-from alharness.labels import LabelState
+from alharness.annotation.labels import LabelState
 from alharness.learner import Learner, LearnerConfig, losses
 from alharness.learner.services import pool_outputs
-from alharness.oracle import Oracle
+from alharness.annotation.oracle import Oracle
 from alharness.registry import DATASETS, STRATEGIES
 from alharness.seeding import derive_rng
 from alharness.testing import check_strategy
@@ -134,7 +134,7 @@ def test_superpixels_aggregation_matches_loops_and_is_cached(tmp_path, monkeypat
 
 def _context(strategy, rnd=1, labelled=None, allowance=50.0):
     ds, pool = _pool(n=6, size=32)
-    view = PoolView.from_split(pool, ds.class_names)
+    view = make_pool_view(pool, ds.class_names)
     state = LabelState(len(pool), view.image_shape, ds.num_classes, ds.ignore_index)
     for image, ys, xs in labelled or []:
         state.set_pixels(image, (np.array(ys), np.array(xs)), pool.masks[image][ys, xs])

@@ -1,4 +1,4 @@
-"""Mask-guided selection (paper: ../shared/papers/mask-guided-selection.txt): the IoU
+"""Mask-guided selection ("Mask-guided sample selection for semi-supervised instance segmentation", §3): the IoU
 score of eq. (2) and mask AP on hand-made masks, β-closest selection, the IoU head's
 frozen training phase, and the BASIS pipeline (pseudo-labels from pool images only)."""
 
@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from alharness.campaign import run_campaign
+from alharness.campaign.loop import run_campaign
 from alharness.datasets.base import PoolView
 from alharness.errors import ConfigError
-from alharness.labels import LabelState
+from alharness.annotation.labels import LabelState
 from alharness.learner import Learner, LearnerConfig
 from alharness.learner.pipeline import BasisLearner, condition_on_labels, make_learner
 from alharness.metrics import MaskAP, iou_score, iou_scores, object_ious
-from alharness.queries import FullMask, LabelsWithCounts
+from alharness.contract.queries import FullMask, LabelsWithCounts
 from alharness.registry import DATASETS, STRATEGIES
-from alharness.strategy import StrategyContext
+from alharness.contract.strategy import StrategyContext
 from alharness.testing import check_strategy
 from conftest import TINY_DATASET, TINY_LEARNER, tiny_spec
 

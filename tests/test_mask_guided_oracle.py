@@ -7,15 +7,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from alharness.campaign import run_campaign
+from alharness.campaign.loop import run_campaign
 from alharness.datasets.base import SegmentationDataset, SplitData
 from alharness.errors import PluginError
 from alharness.learner import LearnerConfig
 from alharness.metrics import iou_scores
-from alharness.oracle import Oracle
-from alharness.queries import FullMask
+from alharness.annotation.oracle import Oracle
+from alharness.contract.queries import FullMask
 from alharness.registry import DATASETS, register_strategy
-from alharness.strategy import Strategy
+from alharness.contract.strategy import Strategy
 from alharness.testing import StrategyCheckError, check_strategy
 from conftest import TINY_DATASET, TINY_LEARNER, tiny_spec
 from strategies.mask_guided import MaskGuidedOracle
@@ -71,11 +71,11 @@ def test_oracle_experiment_gets_the_true_iou_score_only_and_is_flagged():
 def test_true_iou_is_eq2_of_the_current_prediction_against_the_pool_truth():
     """The harness computes the statistic from the model the strategy's round sees."""
     from alharness.learner import Learner
-    from alharness.oracle_experiments import oracle_outputs
+    from alharness.annotation.oracle_experiments import oracle_outputs
 
     ds = DATASETS.create("synthetic_shapes", **TINY_DATASET)
     pool = ds.split("train")
-    from alharness.labels import LabelState
+    from alharness.annotation.labels import LabelState
 
     state = LabelState(len(pool), pool.masks.shape[1:], ds.num_classes, ds.ignore_index)
     for i in range(4):

@@ -85,7 +85,7 @@ def test_box_strategies_pass_check_strategy(name, params):
 def test_metabox_campaign_never_requeries_labelled_pixels_and_trains_on_meta_set_only(monkeypatch):
     from sklearn.ensemble import GradientBoostingRegressor
 
-    from alharness.campaign import run_campaign
+    from alharness.campaign.loop import run_campaign
     from conftest import tiny_spec
 
     fitted_sizes = []
@@ -115,9 +115,9 @@ def test_metabox_campaign_never_requeries_labelled_pixels_and_trains_on_meta_set
 
 def test_true_cost_statistic_is_the_charged_click_count_of_the_truth():
     """"+*" variants rank by the true polygon vertices, counted as the click cost model counts them."""
-    from alharness.clicks import image_clicks
-    from alharness.costs import build_cost_models
-    from alharness.oracle_experiments import oracle_outputs
+    from alharness.toolkit.clicks import image_clicks
+    from alharness.annotation.costs import build_cost_models
+    from alharness.annotation.oracle_experiments import oracle_outputs
     from alharness.registry import DATASETS
     from conftest import TINY_DATASET
 
@@ -133,9 +133,9 @@ def test_true_cost_statistic_is_the_charged_click_count_of_the_truth():
 
 def test_true_cost_variant_ranks_boxes_by_the_true_vertices():
     from alharness.datasets.base import PoolView
-    from alharness.labels import LabelState
+    from alharness.annotation.labels import LabelState
     from alharness.registry import STRATEGIES
-    from alharness.strategy import StrategyContext
+    from alharness.contract.strategy import StrategyContext
 
     # Uniform entropy everywhere: eq. (9) then ranks by the click priority alone.
     probs = np.full((1, 2, 12, 12), 0.5, np.float32)
@@ -153,7 +153,7 @@ def test_true_cost_variant_ranks_boxes_by_the_true_vertices():
 
 
 def test_true_cost_variants_are_flagged_oracle_experiments():
-    from alharness.campaign import run_campaign
+    from alharness.campaign.loop import run_campaign
     from alharness.registry import STRATEGIES
     from conftest import tiny_spec
 

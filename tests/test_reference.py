@@ -7,11 +7,11 @@ import json
 import pytest
 from conftest import tiny_benchmark_doc, tiny_spec
 
-from alharness import report, store
-from alharness.benchmark import parse_benchmark
-from alharness.campaign import run_campaign
+from alharness.results import leaderboard as report, store
+from alharness.execution.benchmark import parse_benchmark
+from alharness.campaign.loop import run_campaign
 from alharness.errors import ConfigError
-from alharness.spec import REFERENCE_STRATEGY
+from alharness.campaign.reference import REFERENCE_STRATEGY
 
 
 def test_benchmark_adds_one_reference_per_dataset_learner_and_seed():
@@ -87,8 +87,8 @@ def test_without_references_cost_to_reach_falls_back_to_the_best_strategy(tmp_pa
 
 
 def test_references_are_cached_across_results_directories(tmp_path, monkeypatch):
-    from alharness import reference_cache
-    from alharness.execute import campaign_record
+    from alharness.results import reference_cache
+    from alharness.execution.execute import campaign_record
 
     monkeypatch.setenv(reference_cache.CACHE_ENV, str(tmp_path / "cache"))
     bench = parse_benchmark(tiny_benchmark_doc(strategies=("random",), seeds=(0,), reference=True))

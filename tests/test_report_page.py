@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from conftest import tiny_benchmark_doc
 
-from alharness import stats, store
-from alharness.benchmark import parse_benchmark
-from alharness.campaign import run_campaign
+from alharness.results import stats, store
+from alharness.execution.benchmark import parse_benchmark
+from alharness.campaign.loop import run_campaign
 from alharness.cli import main
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from alharness import store
-from alharness.benchmark import parse_benchmark
+from alharness.results import store
+from alharness.execution.benchmark import parse_benchmark
 from alharness.cli import main
 from conftest import result_columns, tiny_benchmark_doc, toml_dumps
 
@@ -28,7 +28,7 @@ def _rows_by_campaign(out):
 
 
 def test_bench_runs_stores_and_resumes(tmp_path):
-    from alharness.runner import run_benchmark
+    from alharness.execution.backends.ray import run_benchmark
 
     bench = parse_benchmark(tiny_benchmark_doc(strategies=["random", "entropy", "test_always_fails"]))
     summary = run_benchmark(bench, tmp_path, progress=False)
@@ -48,7 +48,7 @@ def test_bench_runs_stores_and_resumes(tmp_path):
 
 
 def test_one_or_two_workers_give_identical_rows(tmp_path):
-    from alharness.runner import run_benchmark
+    from alharness.execution.backends.ray import run_benchmark
 
     bench = parse_benchmark(tiny_benchmark_doc(strategies=["random", "entropy"]))
     run_benchmark(bench, tmp_path / "w1", max_concurrent=1, progress=False)
@@ -59,7 +59,7 @@ def test_one_or_two_workers_give_identical_rows(tmp_path):
 
 
 def test_a_dead_worker_is_retried(tmp_path):
-    from alharness.runner import run_benchmark
+    from alharness.execution.backends.ray import run_benchmark
 
     marker = tmp_path / "crashed-once"
     doc = tiny_benchmark_doc(strategies=[{"name": "test_crash_worker", "marker": str(marker)}], seeds=[0])
@@ -73,7 +73,7 @@ def test_a_dead_worker_is_retried(tmp_path):
     con, _ = store.connect(tmp_path / "out")
     assert con.execute("SELECT resumed_round FROM campaigns").fetchall() == [(0,)]
     assert not list((tmp_path / "out" / "checkpoints").iterdir())  # removed once the results were committed
-    from alharness.campaign import run_campaign
+    from alharness.campaign.loop import run_campaign
 
     plain = run_campaign(bench.specs[0])
     got = result_columns(_rows_by_campaign(tmp_path / "out"))
@@ -130,7 +130,7 @@ def test_killed_driver_resumes_without_duplicates(tmp_path):
 
 
 def test_application_errors_are_retried_up_to_attempts_then_recorded(tmp_path):
-    from alharness.runner import run_benchmark
+    from alharness.execution.backends.ray import run_benchmark
 
     def bench(counter, failures):
         return parse_benchmark(tiny_benchmark_doc(
@@ -151,7 +151,7 @@ def test_application_errors_are_retried_up_to_attempts_then_recorded(tmp_path):
 
 
 def test_results_to_a_file_uri(tmp_path):
-    from alharness.runner import run_benchmark
+    from alharness.execution.backends.ray import run_benchmark
 
     bench = parse_benchmark(tiny_benchmark_doc(strategies=["random"], seeds=[0, 1]))
     summary = run_benchmark(bench, f"file://{tmp_path}/res", progress=False)
@@ -163,7 +163,7 @@ def test_results_to_a_file_uri(tmp_path):
 
 def test_fractional_gpus_are_validated():
     from alharness.errors import ConfigError
-    from alharness.runner import task_resources
+    from alharness.execution.backends.ray import task_resources
     from conftest import tiny_spec
 
     assert task_resources(tiny_spec(num_gpus=0.25)) == {"num_cpus": 1.0, "num_gpus": 0.25}

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from alharness import report, store
+from alharness.results import leaderboard as report, store
 from alharness.cli import main
 from alharness.errors import ResultsError
 

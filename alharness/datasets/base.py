@@ -9,6 +9,7 @@ from typing import Mapping
 
 import numpy as np
 
+from alharness.contract.views import PoolView
 from alharness.datasets.polygons import PolygonSet
 from alharness.errors import ConfigError
 
@@ -158,35 +159,13 @@ class SplitData:
         return len(self.images)
 
 
-@dataclass(frozen=True)
-class PoolView:
-    """What a strategy may see of the annotation pool: images, ids and
-    metadata, and no ground truth. ``images`` is read-only and shares no
-    memory with the dataset or the split (a copy, or its own memory map of
-    the pool's rows of the cache file), so nothing reachable from it leads to
-    masks or to other splits."""
-
-    images: np.ndarray
-    dataset_ids: np.ndarray
-    class_names: tuple[str, ...]
-    ignore_index: int
-
-    @classmethod
-    def from_split(cls, split: SplitData, class_names: tuple[str, ...]) -> "PoolView":
-        return cls(
-            images=_readonly(_rows(split.images, np.arange(len(split.images)))),
-            dataset_ids=_readonly(np.array(split.dataset_ids, copy=True)),
-            class_names=tuple(class_names),
-            ignore_index=split.ignore_index,
-        )
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def image_shape(self) -> tuple[int, int]:
-        return tuple(self.images.shape[1:3])  # type: ignore[return-value]
+def make_pool_view(split: SplitData, class_names: tuple[str, ...]) -> PoolView:
+    """The strategy's view of the pool ``split``: its images (read-only, sharing
+    no memory with the dataset or the split: a copy, or its own memory map of
+    the pool's rows of the cache file), ids and metadata; no ground truth."""
+    return PoolView(
+        images=_readonly(_rows(split.images, np.arange(len(split.images)))),
+        dataset_ids=_readonly(np.array(split.dataset_ids, copy=True)),
+        class_names=tuple(class_names),
+        ignore_index=split.ignore_index,
+    )

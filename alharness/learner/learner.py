@@ -30,21 +30,17 @@ import torch
 from torch.nn import functional as F
 
 from alharness.errors import ConfigError
-from alharness.labels import UNKNOWN, LabelState
+from alharness.annotation.labels import UNKNOWN, LabelState
 from alharness.learner.config import LearnerConfig, resolve_device
 from alharness.learner.heads import FROZEN_PHASE_HEADS, Network
 from alharness.learner import losses
 from alharness.learner.targets import TrainingSet, training_set
 from alharness.learner.weights import load_matching, read_state_dict
+from alharness.toolkit.model_outputs import to_tensor
 from alharness.metrics import confusion_matrix, iou_scores, mean_iou
 from alharness.registry import MODELS
 
 LossFn = Callable[[dict[str, torch.Tensor], torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def _to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
-    x = torch.from_numpy(np.array(images, copy=True)).to(device)
-    return x.permute(0, 3, 1, 2).float().div_(255.0).sub_(0.5)
 
 
 class _Batches:
@@ -164,7 +160,7 @@ class Learner:
             net.eval()
             return stats
         gen = torch.Generator().manual_seed(seed)
-        x_all = _to_tensor(images[data.index], self.device)
+        x_all = to_tensor(images[data.index], self.device)
         y_all = torch.from_numpy(data.pixels.astype(np.int64)).to(self.device)
         lab_all = torch.from_numpy(data.image_labels).to(self.device)
 
@@ -334,7 +330,7 @@ class Learner:
         try:
             bs = self.config.eval_batch_size
             for start in range(0, len(images), bs):
-                x = self._prepare(_to_tensor(images[start : start + bs], self.device))
+                x = self._prepare(to_tensor(images[start : start + bs], self.device))
                 with self._autocast():
                     out = self.model(x, heads=heads)
                 yield start, out

@@ -2,7 +2,7 @@
 
 Conventions: ``logits`` (B, C, H, W); pixel targets (B, H, W) int64 with
 ``ignore_index`` for unknown pixels; image-level targets (B, C) with
-1 = present, 0 = absent, -1 = unknown (``alharness.labels``). Every loss is
+1 = present, 0 = absent, -1 = unknown (``alharness.annotation.labels``). Every loss is
 a mean over what is known and is exactly 0, with zero gradient, where
 nothing is known, so batches that mix label kinds need no special cases.
 """
@@ -13,6 +13,8 @@ import math
 
 import torch
 from torch.nn import functional as F
+
+from alharness.toolkit.model_outputs import boundary_mask, predicted_boundary  # noqa: F401  (re-exported for the learner)
 
 PIXEL_LOSSES = ("ce", "dice_ce")
 
@@ -124,28 +126,6 @@ def iou_regression_loss(pred_iou: torch.Tensor, true_iou: torch.Tensor, weight: 
     """L1 between √IoU predicted and √IoU measured (mask-guided §5 and Table 2), over images with weight 1."""
     err = (pred_iou.clamp_min(1e-12).sqrt() - true_iou.sqrt()).abs()
     return (err * weight).sum() / weight.sum().clamp_min(1)
-
-
-def predicted_boundary(labels: torch.Tensor) -> torch.Tensor:
-    """Boundary pixels of a predicted label map (B, H, W): a differing 8-neighbour.
-
-    MADBAL's δ(x) of Eq. (4) must be known for unlabelled pixels at selection
-    time, so centre and boundary are taken from the model's own segmentation;
-    the loss prediction module is trained with the same definition (with
-    clicked pixels a label map has almost no labelled neighbours)."""
-    return boundary_mask(labels.long(), ignore_index=-1)
-
-
-def boundary_mask(target: torch.Tensor, ignore_index: int) -> torch.Tensor:
-    """Labelled pixels with a differently labelled 8-neighbour (MADBAL's "boundary" pixels), (B, H, W) bool."""
-    t = target.unsqueeze(1).float()
-    known = (target != ignore_index).unsqueeze(1).float()
-    # A neighbour differs if the max or min of labelled neighbours differs from the pixel's own label.
-    big = float(ignore_index) + 1.0
-    hi = F.max_pool2d(torch.where(known.bool(), t, -1.0), 3, stride=1, padding=1)
-    lo = -F.max_pool2d(torch.where(known.bool(), -t, -big), 3, stride=1, padding=1)
-    differs = (hi != t) | (lo != t)
-    return (differs & known.bool()).squeeze(1)
 
 
 def class_mean_loss(pixel_ce: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:

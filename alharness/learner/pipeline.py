@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from alharness.labels import NEGATIVE, UNKNOWN, LabelState
+from alharness.annotation.labels import NEGATIVE, UNKNOWN, LabelState
 from alharness.learner.config import LearnerConfig
 from alharness.learner.learner import Learner
 from alharness.metrics import object_map

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from alharness.labels import UNKNOWN, LabelState
+from alharness.annotation.labels import UNKNOWN, LabelState
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,215 @@
+"""CampaignSpec: one (strategy × dataset × cost model × budget × seed) run,
+hashable, with a stable id derived from its canonical JSON."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from alharness.campaign.reference import REFERENCE_BUDGET, REFERENCE_STRATEGY
+from alharness.errors import ConfigError
+from alharness.learner import LearnerConfig
+from alharness.annotation.noise import NoiseConfig
+from alharness.registry import COSTS, DATASETS, STRATEGIES, Registry
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, tuple):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, list):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in sorted(v.items())}
+    return v
+
+
+def effective_params(registry: Registry, name: str, params: dict[str, Any], where: str) -> dict[str, Any]:
+    """Defaults of the plugin overlaid with ``params`` (unknown keys are an error)."""
+    registry.check_params(name, params, where=where)
+    merged = {**registry.defaults(name), **params}
+    missing = [k for k, p in registry.parameters(name).items() if k not in merged]
+    if missing:
+        raise ConfigError(f"{where}: {registry.kind} {name!r} needs parameter(s) {', '.join(missing)}")
+    return _jsonable(merged)
+
+
+VALIDATION_CHOICES = ("none", "charged", "free")
+
+
+
+@dataclass(frozen=True, eq=False)
+class CampaignSpec:
+    """Everything that determines a campaign's results, plus where it runs."""
+
+    dataset: str
+    strategy: str
+    budget_metric: str
+    budget: float
+    rounds: int
+    seed: int
+    dataset_params: dict[str, Any] = field(default_factory=dict)
+    strategy_params: dict[str, Any] = field(default_factory=dict)
+    costs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    initial_masks: int = 0
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    # The dataset's val split for held-out scores (early stopping): "none",
+    # "charged" (its full masks are bought in round 0, in every metric) or
+    # "free" (not charged; rows say so): held-out scores are paid for unless
+    # the benchmark says otherwise (docs/architecture.md, fairness rules).
+    validation: str = "none"
+    benchmark: str = "adhoc"
+    # Resources: where and how it runs, not what it computes (not in the id).
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+
+    def __post_init__(self) -> None:
+        where = f"campaign ({self.strategy} on {self.dataset})"
+        object.__setattr__(self, "dataset_params", effective_params(DATASETS, self.dataset, dict(self.dataset_params), f"{where}: dataset"))
+        object.__setattr__(self, "strategy_params", effective_params(STRATEGIES, self.strategy, dict(self.strategy_params), f"{where}: strategy"))
+        unknown = sorted(set(self.costs) - set(COSTS.names()))
+        if unknown:
+            raise ConfigError(f"{where}: unknown cost model(s) {', '.join(unknown)}; valid choices: {', '.join(COSTS.names())}")
+        costs = {m: effective_params(COSTS, m, dict(self.costs.get(m, {})), f"{where}: costs.{m}") for m in COSTS.names()}
+        object.__setattr__(self, "costs", costs)
+        if self.budget_metric not in COSTS:
+            raise ConfigError(f"{where}: unknown budget_metric {self.budget_metric!r}; valid choices: {', '.join(COSTS.names())}")
+        # Build every cost model once so that bad values (not only bad names)
+        # fail here, before anything is scheduled.
+        models = {}
+        for m in COSTS.names():
+            try:
+                models[m] = COSTS.create(m, **costs[m])
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: costs.{m}: {exc}") from None
+        if not models[self.budget_metric].priced_in_advance:
+            advance = [m for m, model in models.items() if model.priced_in_advance]
+            raise ConfigError(
+                f"{where}: budget_metric {self.budget_metric!r} is priced only after answering, so an overdraft "
+                f"could not be refused in advance; enforce one of: {', '.join(advance)} (it is still recorded)"
+            )
+        if not (isinstance(self.budget, (int, float)) and self.budget > 0):
+            raise ConfigError(f"{where}: budget must be a positive number, got {self.budget!r}")
+        if not isinstance(self.rounds, int) or self.rounds < 1:
+            raise ConfigError(f"{where}: rounds must be an integer >= 1, got {self.rounds!r}")
+        if not isinstance(self.initial_masks, int) or self.initial_masks < 0:
+            raise ConfigError(f"{where}: initial_masks must be an integer >= 0, got {self.initial_masks!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"{where}: seed must be an integer >= 0, got {self.seed!r}")
+        if self.num_cpus <= 0 or self.num_gpus < 0:
+            raise ConfigError(f"{where}: num_cpus must be > 0 and num_gpus >= 0")
+        object.__setattr__(self, "budget", float(self.budget))
+        if isinstance(self.learner, dict):
+            object.__setattr__(self, "learner", LearnerConfig(**self.learner))
+        if self.validation not in VALIDATION_CHOICES:
+            raise ConfigError(f"{where}: validation must be one of {', '.join(VALIDATION_CHOICES)}, got {self.validation!r}")
+        if isinstance(self.learner, LearnerConfig) and self.learner.patience > 0 and self.validation == "none":
+            raise ConfigError(f"{where}: learner.patience needs a validation split: set [benchmark] validation = "
+                              f"'charged' (its annotation is bought) or 'free'")
+        if isinstance(self.noise, dict):
+            unknown = sorted(set(self.noise) - set(NoiseConfig.__dataclass_fields__))
+            if unknown:
+                raise ConfigError(f"{where}: noise: unknown key(s) {', '.join(map(repr, unknown))}; "
+                                  f"valid keys: {', '.join(NoiseConfig.__dataclass_fields__)}")
+            object.__setattr__(self, "noise", NoiseConfig(**self.noise))
+
+    def canonical(self) -> dict[str, Any]:
+        """What determines the results (resources and benchmark name excluded)."""
+        return {
+            "dataset": self.dataset,
+            "dataset_params": self.dataset_params,
+            "strategy": self.strategy,
+            "strategy_params": self.strategy_params,
+            "costs": self.costs,
+            "budget_metric": self.budget_metric,
+            "budget": self.budget,
+            "rounds": self.rounds,
+            "initial_masks": self.initial_masks,
+            "learner": _jsonable(self.learner.to_dict()),
+            "noise": self.noise.to_dict(),
+            "validation": self.validation,
+            "seed": self.seed,
+        }
+
+    @property
+    def campaign_id(self) -> str:
+        blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {**self.canonical(), "benchmark": self.benchmark, "num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> "CampaignSpec":
+        d = json.loads(text)
+        d["learner"] = LearnerConfig(**d["learner"])
+        d["noise"] = NoiseConfig(**d.get("noise", {}))
+        return cls(**d)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CampaignSpec) and self.to_json() == other.to_json()
+
+    def __hash__(self) -> int:
+        return hash(self.campaign_id)
+
+    @property
+    def strategy_label(self) -> str:
+        """Strategy name with the parameters that differ from its defaults,
+        e.g. ``fixed_proportion(mask_fraction=0.8)``."""
+        defaults = _jsonable(STRATEGIES.defaults(self.strategy))
+        changed = {k: v for k, v in self.strategy_params.items() if defaults.get(k, object()) != v}
+        if not changed:
+            return self.strategy
+        args = ",".join(f"{k}={json.dumps(v)}" for k, v in sorted(changed.items()))
+        return f"{self.strategy}({args})"
+
+    @property
+    def cost_label(self) -> str:
+        """The enforced metric with every cost parameter that differs from its
+        default, e.g. ``label_equivalents(alpha_s=25)``: campaigns priced
+        differently are never averaged together in a leaderboard."""
+        changed = []
+        for metric in sorted(self.costs):
+            defaults = _jsonable(COSTS.defaults(metric))
+            changed += [f"{metric}.{k}={json.dumps(v)}" for k, v in sorted(self.costs[metric].items())
+                        if defaults.get(k, object()) != v]
+        return f"{self.budget_metric}({','.join(changed)})" if changed else self.budget_metric
+
+    def reference(self) -> "CampaignSpec":
+        """The full-supervision campaign this one is measured against.
+
+        Same dataset, learner, cost models, validation and seed; every pool
+        mask bought in round 0, without annotator noise (the reference is
+        clean full supervision) and with an unlimited budget. Resources and
+        benchmark name carry over but are not part of the id, so one
+        reference serves every strategy and budget of a grid.
+        """
+        return CampaignSpec(
+            dataset=self.dataset, dataset_params=self.dataset_params, strategy=REFERENCE_STRATEGY,
+            costs=self.costs, budget_metric=self.budget_metric, budget=REFERENCE_BUDGET, rounds=1, seed=self.seed,
+            initial_masks=0, learner=self.learner, validation=self.validation, benchmark=self.benchmark,
+            num_cpus=self.num_cpus, num_gpus=self.num_gpus,
+        )
+
+    @property
+    def is_reference(self) -> bool:
+        return self.strategy == REFERENCE_STRATEGY
+
+    def param_columns(self) -> dict[str, Any]:
+        """``p_<component>_<name>`` columns (benchopt convention); non-scalars as JSON."""
+        def cell(v: Any) -> Any:
+            return v if isinstance(v, (int, float, str, bool)) or v is None else json.dumps(v)
+
+        cols: dict[str, Any] = {}
+        cols.update({f"p_dataset_{k}": cell(v) for k, v in self.dataset_params.items()})
+        cols.update({f"p_strategy_{k}": cell(v) for k, v in self.strategy_params.items()})
+        for metric, params in self.costs.items():
+            cols.update({f"p_cost_{metric}_{k}": cell(v) for k, v in params.items()})
+        cols.update({f"p_learner_{k}": cell(v) for k, v in self.learner.to_dict().items()})
+        cols.update({f"p_noise_{k}": cell(v) for k, v in self.noise.to_dict().items()})
+        return cols

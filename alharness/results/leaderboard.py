@@ -1,0 +1,249 @@
+"""Comparisons over stored results, computed in DuckDB: leaderboard and learning-curve plot."""
+
+from __future__ import annotations
+
+import math
+import re
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from alharness.errors import ResultsError
+from alharness.campaign.reference import REFERENCE_STRATEGY
+
+_METRIC = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+def _cost_axis(con, metric: str | None) -> tuple[str, str, bool]:
+    """SQL for the cost axis: (x expression, metric-name expression, is_enforced).
+
+    With no ``metric``, each campaign is scored in the metric its budget was
+    enforced in; otherwise in ``metric``, which every campaign recorded.
+    """
+    cols = {r[0] for r in con.execute("DESCRIBE rounds").fetchall()}
+    if metric is None:
+        enforced = [m for (m,) in con.execute("SELECT DISTINCT budget_metric FROM rounds").fetchall()]
+        for m in enforced:
+            if not _METRIC.match(m) or f"spent_{m}" not in cols:
+                raise ResultsError(f"results name budget metric {m!r} but have no spent_{m} column")
+        x = "CASE " + " ".join(f"WHEN budget_metric = '{m}' THEN spent_{m}" for m in enforced) + " END"
+        return x, "budget_metric", True
+    if not _METRIC.match(metric) or f"spent_{metric}" not in cols:
+        valid = sorted(c[len("spent_"):] for c in cols if c.startswith("spent_"))
+        raise ResultsError(f"no cost metric {metric!r} in these results; recorded metrics: {', '.join(valid)}")
+    return f"spent_{metric}", f"'{metric}'", False
+
+
+def _has_column(con, table: str, column: str) -> bool:
+    return column in {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
+
+
+def _per_campaign_sql(con, cost_metric: str | None, reach: float) -> str:
+    """SQL for one row per (non-reference) campaign with its curve metrics.
+
+    ``auc``: area under the mIoU-vs-cost curve (trapezoids between rounds, the
+    last value held to the end of the budget), divided by the budget, so 1.0
+    means mIoU 1 from the first unit of cost. ``cost_to_reach``: the cost at
+    which the campaign first reached ``reach`` × its full-supervision
+    reference's final mIoU (the ``full_supervision`` campaign of the same
+    dataset, learner and seed, see ``CampaignSpec.reference``); where a group
+    (dataset, metric, budget) lacks references for some campaign, ``reach`` ×
+    the best mean final mIoU among its strategies instead (``reach_of``).
+    """
+    # "span" is the cost range a curve is scored on: the enforced budget, or
+    # for a re-scored metric the largest spend seen on that dataset and budget.
+    x_expr, metric_name, own = _cost_axis(con, cost_metric)
+    has_ref = _has_column(con, "rounds", "reference_id")
+    ref_id = "reference_id" if has_ref else "CAST(NULL AS VARCHAR)"
+    # Campaigns priced differently (a sweep over a cost ratio) are separate groups.
+    pricing = "cost_model" if _has_column(con, "rounds", "cost_model") else "budget_metric"
+    return f"""
+    WITH base AS (
+        SELECT dataset, strategy, strategy_label, budget, seed, campaign_id, {ref_id} AS reference_id,
+               {pricing} AS pricing,
+               round, miou, {metric_name} AS metric, {x_expr} AS x
+        FROM rounds
+    ),
+    ref AS (
+        SELECT campaign_id AS reference_id, arg_max(miou, round) AS full_miou
+        FROM base WHERE strategy = '{REFERENCE_STRATEGY}' GROUP BY campaign_id
+    ),
+    r AS (SELECT b.*, ref.full_miou FROM base b LEFT JOIN ref USING (reference_id)
+          WHERE b.strategy <> '{REFERENCE_STRATEGY}'),
+    norm AS (
+        SELECT dataset, metric, pricing, budget,
+               {"any_value(budget)" if own else "max(x)"} AS span,
+               count(full_miou) = count(*) AS all_ref
+        FROM r GROUP BY dataset, metric, pricing, budget
+    ),
+    seg AS (
+        SELECT r.*, n.span,
+               lead(x) OVER w AS x1, lead(miou) OVER w AS y1,
+               row_number() OVER (PARTITION BY campaign_id ORDER BY round DESC) AS from_end
+        FROM r JOIN norm n USING (dataset, metric, pricing, budget)
+        WINDOW w AS (PARTITION BY campaign_id ORDER BY round)
+    ),
+    curve AS (
+        SELECT dataset, metric, pricing, budget, strategy_label, seed, campaign_id, any_value(span) AS span,
+               any_value(full_miou) AS full_miou,
+               sum(CASE WHEN x1 IS NULL THEN greatest(span - x, 0) * miou ELSE (x1 - x) * (miou + y1) / 2 END)
+                   / any_value(span) AS auc,
+               max(CASE WHEN from_end = 1 THEN miou END) AS final_miou,
+               max(CASE WHEN from_end = 1 THEN x END) AS final_cost
+        FROM seg GROUP BY ALL
+    ),
+    best AS (
+        SELECT dataset, metric, pricing, budget, max(m) AS best_final FROM (
+            SELECT dataset, metric, pricing, budget, strategy_label, avg(final_miou) AS m FROM curve GROUP BY ALL
+        ) GROUP BY ALL
+    ),
+    target AS (
+        SELECT c.campaign_id, CASE WHEN n.all_ref THEN c.full_miou ELSE b.best_final END AS basis,
+               CASE WHEN n.all_ref THEN 'full supervision' ELSE 'best' END AS reach_of
+        FROM curve c JOIN best b USING (dataset, metric, pricing, budget) JOIN norm n USING (dataset, metric, pricing, budget)
+    ),
+    reach AS (
+        SELECT r.campaign_id, min(r.x) AS cost_to_reach
+        FROM r JOIN target t USING (campaign_id)
+        WHERE r.miou >= {float(reach)} * t.basis
+        GROUP BY r.campaign_id
+    )
+    SELECT c.*, t.reach_of, reach.cost_to_reach
+    FROM curve c JOIN target t USING (campaign_id) LEFT JOIN reach USING (campaign_id)
+    """
+
+
+def per_campaign(con, cost_metric: str | None = None, reach: float = 0.9) -> list[dict[str, Any]]:
+    """Curve metrics of every finished campaign except the references (see ``_per_campaign_sql``)."""
+    cur = con.execute(_per_campaign_sql(con, cost_metric, reach) + " ORDER BY dataset, metric, pricing, budget, strategy_label, seed")
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
+def leaderboard(con, cost_metric: str | None = None, reach: float = 0.9) -> list[dict[str, Any]]:
+    """One row per (dataset, cost metric, pricing, budget, strategy label), best AUC first.
+
+    ``pricing`` is the campaigns' ``cost_model`` label (the enforced metric
+    and any non-default cost parameters), so a sweep over prices is never
+    averaged together.
+
+    Means and sample standard deviations over seeds of the per-campaign
+    metrics (``per_campaign``); ``full_miou_mean`` is the mean final mIoU of
+    the matching full-supervision references (null without them);
+    ``cost_to_reach_mean`` averages over the seeds that reached the target
+    (``reached`` counts them).
+    """
+    sql = f"""
+    WITH pc AS ({_per_campaign_sql(con, cost_metric, reach)})
+    SELECT dataset, metric AS cost_metric, pricing, budget, strategy_label AS strategy,
+           count(*) AS seeds,
+           avg(final_miou) AS final_miou_mean, coalesce(stddev_samp(final_miou), 0) AS final_miou_std,
+           avg(auc) AS auc_mean, coalesce(stddev_samp(auc), 0) AS auc_std,
+           avg(final_cost) AS final_cost_mean,
+           avg(cost_to_reach) AS cost_to_reach_mean, count(cost_to_reach) AS reached,
+           avg(full_miou) AS full_miou_mean, any_value(reach_of) AS reach_of
+    FROM pc
+    GROUP BY ALL
+    ORDER BY dataset, cost_metric, pricing, budget, auc_mean DESC, strategy
+    """
+    cur = con.execute(sql)
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
+def format_leaderboard(rows: list[dict[str, Any]], reach: float = 0.9) -> str:
+    """Plain-text tables, one per (dataset, cost metric, budget)."""
+    if not rows:
+        return "(no results)"
+    out: list[str] = []
+    key = None
+    headers = ["rank", "strategy", "seeds", "final mIoU", "AUC/budget", f"cost to {reach:.0%}", "final cost"]
+    table: list[list[str]] = []
+
+    def flush() -> None:
+        if not table:
+            return
+        widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(headers)]
+        out.append("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
+        out.append("  ".join("-" * w for w in widths))
+        out.extend("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in table)
+        out.append("")
+        table.clear()
+
+    for r in rows:
+        k = (r["dataset"], r["cost_metric"], r["pricing"], r["budget"])
+        if k != key:
+            flush()
+            key = k
+            priced = "" if r["pricing"] == r["cost_metric"] else f" | priced {r['pricing']}"
+            out.append(f"dataset {r['dataset']} | cost metric {r['cost_metric']}{priced} | budget {r['budget']:g}")
+            if r["reach_of"] == "full supervision":
+                out.append(f"cost to {reach:.0%}: of full supervision (final mIoU {r['full_miou_mean']:.3f} with every mask)")
+            else:
+                out.append(f"cost to {reach:.0%}: of the best strategy's final mIoU (no full-supervision reference; "
+                           f"set reference = true under [benchmark])")
+        reach_txt = "never" if r["reached"] == 0 else f"{r['cost_to_reach_mean']:.4g} ({r['reached']}/{r['seeds']})"
+        table.append([
+            str(len(table) + 1),
+            r["strategy"],
+            str(r["seeds"]),
+            f"{r['final_miou_mean']:.3f} ± {r['final_miou_std']:.3f}",
+            f"{r['auc_mean']:.3f} ± {r['auc_std']:.3f}",
+            reach_txt,
+            f"{r['final_cost_mean']:.4g}",
+        ])
+    flush()
+    return "\n".join(out).rstrip() + "\n"
+
+
+def plot_learning_curves(con, path: str | Path, cost_metric: str | None = None) -> Path:
+    """mIoU against cost, mean over seeds with a ±1 std band, one panel per (dataset, budget);
+    the full-supervision reference, where present, as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x_expr, _, _ = _cost_axis(con, cost_metric)
+    data = con.execute(f"""
+        SELECT dataset, budget, budget_metric, strategy_label, round,
+               avg({x_expr}) AS x, avg(miou) AS y, coalesce(stddev_samp(miou), 0) AS sd, count(*) AS n
+        FROM rounds WHERE strategy <> '{REFERENCE_STRATEGY}'
+        GROUP BY ALL ORDER BY dataset, budget, strategy_label, round
+    """).fetchall()
+    full = dict(con.execute(f"""
+        SELECT dataset, avg(m) FROM (SELECT dataset, campaign_id, arg_max(miou, round) AS m FROM rounds
+                                     WHERE strategy = '{REFERENCE_STRATEGY}' GROUP BY ALL) GROUP BY dataset
+    """).fetchall())
+    panels = sorted({(d, b, m) for d, b, m, *_ in data})
+    if not panels:
+        raise ResultsError("nothing to plot")
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    legend_lines = sum(len(textwrap.wrap(label, 48)) for label in {row[3] for row in data})
+    fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, (4.2 + 0.2 * legend_lines) * rows), squeeze=False)
+    for ax, (d, b, m) in zip(axes.flat, panels):
+        series: dict[str, list[tuple]] = {}
+        for dd, bb, mm, label, _rnd, xv, yv, sd, _n in data:
+            if (dd, bb, mm) == (d, b, m):
+                series.setdefault(label, []).append((xv, yv, sd))
+        for label, pts in sorted(series.items()):
+            xs, ys, sds = zip(*pts)
+            line, = ax.plot(xs, ys, marker="o", ms=3, label=textwrap.fill(label, 48, subsequent_indent="  "))
+            ax.fill_between(xs, [y - s for y, s in zip(ys, sds)], [y + s for y, s in zip(ys, sds)], color=line.get_color(), alpha=0.2)
+        if d in full:
+            ax.axhline(full[d], color="0.3", ls="--", lw=1, label=f"full supervision ({full[d]:.3f})")
+        ax.set_title(f"{d} (budget {b:g} {m})", fontsize=10)
+        ax.set_xlabel(f"cost spent ({cost_metric or m})")
+        ax.set_ylabel("test mIoU")
+        ax.grid(alpha=0.3)
+        # Below the axes: labels carry parameters and can be long.
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=1, frameon=False)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

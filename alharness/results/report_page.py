@@ -1,0 +1,443 @@
+"""`alharness report`: one self-contained HTML page (plots embedded) and a
+Markdown twin, built from a results directory.
+
+Sections: what ran (and under which fairness settings), learning curves per
+cost metric, leaderboards with cost to reach 90/95 % of full supervision,
+paired bootstrap intervals and win rates between strategies, ranks as a cost
+parameter changes, and per-strategy diagnostics (query-type mix and spend per
+round, and thumbnails of queried images with their boxes / pixels drawn).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alharness.results import leaderboard as report, stats, store
+from alharness.errors import AlharnessError, ResultsError
+from alharness.campaign.reference import REFERENCE_STRATEGY
+
+REACHES = (0.9, 0.95)
+_THUMBS_PER_STRATEGY = 4
+
+
+@dataclass
+class _Doc:
+    """The report as a list of blocks, rendered once to HTML and once to Markdown."""
+
+    title: str
+    blocks: list[tuple[str, Any]] = field(default_factory=list)
+    images: list[Path] = field(default_factory=list)
+
+    def h(self, level: int, text: str) -> None:
+        self.blocks.append(("h", (level, text)))
+
+    def p(self, text: str) -> None:
+        self.blocks.append(("p", text))
+
+    def code(self, text: str) -> None:
+        self.blocks.append(("code", text))
+
+    def table(self, headers: list[str], rows: list[list[str]], caption: str = "") -> None:
+        self.blocks.append(("table", (headers, rows, caption)))
+
+    def image(self, path: Path, alt: str) -> None:
+        self.images.append(path)
+        self.blocks.append(("img", (path, alt)))
+
+    def to_markdown(self, out_dir: Path) -> str:
+        lines = [f"# {self.title}", ""]
+        for kind, body in self.blocks:
+            if kind == "h":
+                lines += ["#" * body[0] + " " + body[1], ""]
+            elif kind == "p":
+                lines += [body, ""]
+            elif kind == "code":
+                lines += ["```", body, "```", ""]
+            elif kind == "table":
+                headers, rows, caption = body
+                if caption:
+                    lines += [f"*{caption}*", ""]
+                lines.append("| " + " | ".join(headers) + " |")
+                lines.append("|" + "|".join("---" for _ in headers) + "|")
+                lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
+                lines.append("")
+            elif kind == "img":
+                path, alt = body
+                lines += [f"![{alt}]({path.relative_to(out_dir).as_posix()})", ""]
+        return "\n".join(lines)
+
+    def to_html(self) -> str:
+        parts = [f"<h1>{html.escape(self.title)}</h1>"]
+        for kind, body in self.blocks:
+            if kind == "h":
+                parts.append(f"<h{body[0]}>{html.escape(body[1])}</h{body[0]}>")
+            elif kind == "p":
+                parts.append(f"<p>{html.escape(body)}</p>")
+            elif kind == "code":
+                parts.append(f"<pre>{html.escape(body)}</pre>")
+            elif kind == "table":
+                headers, rows, caption = body
+                cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+                head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+                trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+                parts.append(f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table>")
+            elif kind == "img":
+                path, alt = body
+                data = base64.b64encode(path.read_bytes()).decode()
+                parts.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+                             f"<figcaption>{html.escape(alt)}</figcaption></figure>")
+        return _PAGE.format(title=html.escape(self.title), body="\n".join(parts))
+
+
+# The small script marks images that fail to decode (visible to the reader)
+# and records "loaded/total" on <body>, which the browser test reads.
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }}
+table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }}
+th {{ background: #f2f2f2; }}
+caption {{ text-align: left; font-style: italic; padding-bottom: 0.3em; }}
+img {{ max-width: 100%; }}
+figure {{ margin: 0.5em 0 1.5em; }}
+figcaption {{ font-size: 0.85em; color: #555; }}
+pre {{ background: #f6f6f6; padding: 0.6em; overflow-x: auto; }}
+.broken {{ outline: 3px solid #c00; }}
+</style></head>
+<body data-images-loaded="pending">
+{body}
+<script>
+window.addEventListener("load", function () {{
+  var imgs = Array.prototype.slice.call(document.images);
+  var ok = imgs.filter(function (im) {{ return im.complete && im.naturalWidth > 0; }});
+  imgs.forEach(function (im) {{ if (ok.indexOf(im) < 0) {{ im.className += " broken"; }} }});
+  document.body.setAttribute("data-images-loaded", ok.length + "/" + imgs.length);
+}});
+</script>
+</body></html>
+"""
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}" if abs(v) < 1000 else f"{v:.4g}"
+    return str(v)
+
+
+def _recorded_metrics(con) -> list[str]:
+    """Cost metrics to plot: the enforced ones first, then every other metric something was spent in."""
+    cols = [r[0] for r in con.execute("DESCRIBE rounds").fetchall() if r[0].startswith("spent_")]
+    enforced = [m for (m,) in con.execute("SELECT DISTINCT budget_metric FROM rounds ORDER BY 1").fetchall()]
+    spent = []
+    for c in cols:
+        m = c[len("spent_"):]
+        if m not in enforced and (con.execute(f"SELECT max({c}) FROM rounds").fetchone()[0] or 0) > 0:
+            spent.append(m)
+    return enforced + sorted(spent)
+
+
+def _leaderboard_section(doc: _Doc, con, metric: str | None) -> list[dict[str, Any]]:
+    boards = {reach: report.leaderboard(con, metric, reach) for reach in REACHES}
+    rows = boards[REACHES[0]]
+    groups: dict[tuple, list[int]] = {}
+    for i, r in enumerate(rows):
+        groups.setdefault((r["dataset"], r["cost_metric"], r["pricing"], r["budget"]), []).append(i)
+    for (dataset, cost_metric, pricing, budget), idx in groups.items():
+        first = rows[idx[0]]
+        basis = (f"of full supervision (final mIoU {first['full_miou_mean']:.3f} with every mask)"
+                 if first["reach_of"] == "full supervision" else "of the best strategy's final mIoU (no full-supervision reference in these results)")
+        table = []
+        for rank, i in enumerate(idx, 1):
+            r = rows[i]
+            reach_cells = []
+            for reach in REACHES:
+                rr = boards[reach][i]
+                reach_cells.append("never" if rr["reached"] == 0 else f"{rr['cost_to_reach_mean']:.4g} ({rr['reached']}/{rr['seeds']})")
+            table.append([str(rank), r["strategy"], str(r["seeds"]),
+                          f"{r['final_miou_mean']:.3f} ± {r['final_miou_std']:.3f}", f"{r['auc_mean']:.3f} ± {r['auc_std']:.3f}",
+                          *reach_cells, f"{r['final_cost_mean']:.4g}"])
+        priced = "" if pricing == cost_metric else f", priced {pricing}"
+        doc.table(["rank", "strategy", "seeds", "final mIoU", "AUC (normalised)",
+                   *(f"cost to {reach:.0%}" for reach in REACHES), "final cost"], table,
+                  caption=f"{dataset}, cost in {cost_metric}{priced}, budget {budget:g}; AUC of mIoU over cost divided by "
+                          f"{'the budget' if metric is None else 'the largest spend seen'}; cost to X % {basis}; "
+                          f"mean ± std over seeds")
+    return rows
+
+
+def _cost_table_section(doc: _Doc, con, metrics: list[str], enforced: list[str]) -> None:
+    """Cost to reach 95 % in every recorded metric side by side (metabox-plus Table 1)."""
+    if len(metrics) < 2:
+        return
+    reach = REACHES[-1]
+    cells: dict[tuple, dict[str, str]] = {}
+    basis = {}
+    for metric in metrics:
+        for r in report.leaderboard(con, None if enforced == [metric] else metric, reach):
+            key = (r["dataset"], r["budget"], r["strategy"])
+            basis[(r["dataset"], r["budget"])] = r["reach_of"]
+            cells.setdefault(key, {})[metric] = (
+                "never" if r["reached"] == 0 else f"{r['cost_to_reach_mean']:.4g}" + ("" if r["reached"] == r["seeds"] else f" ({r['reached']}/{r['seeds']})"))
+    doc.h(2, f"Cost to reach {reach:.0%} in every recorded metric")
+    for dataset, budget in sorted(basis):
+        rows = [[strategy, *(c.get(m, "–") for m in metrics)] for (d, b, strategy), c in sorted(cells.items()) if (d, b) == (dataset, budget)]
+        doc.table(["strategy", *metrics], rows,
+                  caption=f"{dataset}, budget {budget:g}: mean cost at the first round reaching {reach:.0%} of "
+                          f"{basis[(dataset, budget)]} (metabox-plus Table 1 layout; seeds that never reached it are counted in brackets)")
+
+
+def _comparison_section(doc: _Doc, con) -> None:
+    rows = report.per_campaign(con)
+    boot = [b for metric in ("auc", "final_miou") for b in stats.paired_bootstrap(rows, metric)]
+    if boot:
+        doc.h(3, "Paired bootstrap between strategies")
+        doc.p("Mean difference A − B over the seeds both ran, with a 95 % percentile bootstrap interval "
+              f"(10 000 resamples of the seeds, seeded). * marks intervals that exclude 0; with fewer than "
+              f"{stats.MIN_SEEDS} common seeds no difference is called significant ('few seeds'), because an "
+              "interval from so few values says little.")
+        doc.table(["dataset", "budget", "metric", "A", "B", "seeds", "mean A − B", "95 % interval", ""],
+                  [[b["dataset"], f"{b['budget']:g}", b["metric"], b["a"], b["b"], str(b["seeds"]), f"{b['mean_diff']:+.4f}",
+                    f"[{b['lo']:+.4f}, {b['hi']:+.4f}]",
+                    "few seeds" if b["significant"] is None else "*" if b["significant"] else ""] for b in boot])
+    for (dataset, metric, pricing, budget), (names, w) in stats.win_rates(rows, "auc").items():
+        if len(names) < 2:
+            continue
+        doc.table(["A \\ B", *names], [[a, *(_fmt(w[i, j], 2) for j in range(len(names)))] for i, a in enumerate(names)],
+                  caption=f"Win rate by AUC, {dataset}, budget {budget:g} {pricing}: share of common seeds on which the row "
+                          f"strategy beat the column strategy (ties count ½)")
+
+
+def _sensitivity_section(doc: _Doc, con, out_dir: Path) -> None:
+    """Rank of each strategy at each value of a cost parameter that varies between campaigns."""
+    cols = [r[0] for r in con.execute("DESCRIBE rounds").fetchall() if r[0].startswith("p_cost_")]
+    varying = [c for c in cols if con.execute(f"SELECT count(DISTINCT {c}) FROM rounds").fetchone()[0] > 1]
+    if not varying:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report.per_campaign(con)
+    doc.h(2, "Cost sensitivity")
+    for col in varying:
+        value = dict(con.execute(f"SELECT campaign_id, any_value({col}) FROM rounds GROUP BY 1").fetchall())
+        for r in rows:
+            r[col] = value.get(r["campaign_id"])
+        ranks = stats.ranks_by_parameter(rows, col, "auc")
+        for dataset, by_value in ranks.items():
+            values = list(by_value)
+            strategies = sorted({s for v in by_value.values() for s in v})
+            fig, ax = plt.subplots(figsize=(7, 3.8))
+            for s in strategies:
+                ax.plot(range(len(values)), [by_value[v].get(s, np.nan) for v in values], marker="o", label=s)
+            ax.set_xticks(range(len(values)), [str(v) for v in values])
+            ax.set_xlabel(col.removeprefix("p_cost_"))
+            ax.set_ylabel("rank by AUC (1 = best)")
+            ax.invert_yaxis()
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+            fig.tight_layout()
+            path = out_dir / f"ranks_{dataset}_{col}.png"
+            fig.savefig(path, dpi=100)
+            plt.close(fig)
+            doc.image(path, f"Rank of each strategy as {col.removeprefix('p_cost_')} changes ({dataset})")
+
+
+def _diagnostics_section(doc: _Doc, con, out_dir: Path) -> None:
+    """Query-type mix and spend per round, per strategy (mean over seeds)."""
+    if not {r[0] for r in con.execute("SHOW TABLES").fetchall()} >= {"queries"}:
+        doc.p("No query log in these results.")
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    qcols = {r[0] for r in con.execute("DESCRIBE queries").fetchall()}
+    enforced = [m for (m,) in con.execute("SELECT DISTINCT budget_metric FROM rounds").fetchall()]
+    cost = " + ".join(f"CASE WHEN c.budget_metric = '{m}' THEN q.cost_{m} ELSE 0 END" for m in enforced if f"cost_{m}" in qcols) or "0"
+    data = con.execute(f"""
+        WITH c AS (SELECT DISTINCT campaign_id, dataset, strategy, strategy_label, budget_metric FROM rounds
+                   WHERE strategy <> '{REFERENCE_STRATEGY}'),
+             seeds AS (SELECT dataset, strategy_label, count(*) AS n FROM c GROUP BY ALL)
+        SELECT c.dataset, c.strategy_label, q.round, q.query_type, count(*) / any_value(s.n) AS n,
+               sum({cost}) / any_value(s.n) AS spend
+        FROM queries q JOIN c USING (campaign_id) JOIN seeds s USING (dataset, strategy_label)
+        GROUP BY ALL ORDER BY 1, 2, 3, 4
+    """).fetchall()
+    by_dataset: dict[str, dict[str, dict[str, dict[int, tuple[float, float]]]]] = {}
+    for dataset, label, rnd, qtype, n, spend in data:
+        by_dataset.setdefault(dataset, {}).setdefault(label, {}).setdefault(qtype, {})[rnd] = (n, spend)
+    for dataset, by_label in by_dataset.items():
+        labels = sorted(by_label)
+        qtypes = sorted({q for v in by_label.values() for q in v})
+        colors = {q: plt.cm.tab10(i % 10) for i, q in enumerate(qtypes)}
+        fig, axes = plt.subplots(2, len(labels), figsize=(3.6 * len(labels) + 1.5, 5.8), squeeze=False)
+        for j, label in enumerate(labels):
+            rounds = sorted({r for q in by_label[label].values() for r in q})
+            bottom_n = np.zeros(len(rounds))
+            for q in qtypes:
+                if q not in by_label[label]:
+                    continue  # keep each panel to the types this strategy bought
+                vals = by_label[label][q]
+                n = np.array([vals.get(r, (0, 0))[0] for r in rounds], float)
+                axes[0, j].bar(rounds, n, bottom=bottom_n, color=colors[q], label=q)
+                bottom_n += n
+                spend = np.cumsum([vals.get(r, (0, 0))[1] or 0 for r in rounds])
+                axes[1, j].plot(rounds, spend, marker="o", ms=3, color=colors[q], label=q)
+            axes[0, j].set_title(label if len(label) <= 34 else label[:33] + "…", fontsize=8)
+            axes[0, j].set_ylabel("answers per round" if j == 0 else "")
+            axes[1, j].set_ylabel("cumulative spend (enforced metric)" if j == 0 else "", fontsize=8)
+            axes[1, j].set_xlabel("round")
+            for ax in axes[:, j]:
+                ax.grid(alpha=0.3)
+        from matplotlib.patches import Patch
+
+        handles, names = [Patch(color=colors[q]) for q in qtypes], qtypes
+        fig.legend(handles, names, loc="lower center", ncol=min(len(qtypes), 6), fontsize=8, frameon=False)
+        fig.tight_layout(rect=(0, 0.06, 1, 1))
+        path = out_dir / f"diagnostics_{dataset}.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        doc.image(path, f"{dataset}: query-type mix per round (top) and allocation of the budget across query types (bottom), mean over seeds")
+
+
+def _thumbnails_section(doc: _Doc, con, out_dir: Path) -> None:
+    """For each strategy, the images it queried in its last buying round (lowest seed), with the queries drawn."""
+    if not {r[0] for r in con.execute("SHOW TABLES").fetchall()} >= {"queries", "campaigns"}:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from alharness.registry import DATASETS
+    from alharness.campaign.spec import CampaignSpec
+
+    picks = con.execute(f"""
+        WITH c AS (SELECT dataset, strategy_label, arg_min(campaign_id, seed) AS campaign_id, min(seed) AS seed
+                   FROM rounds WHERE strategy <> '{REFERENCE_STRATEGY}' GROUP BY ALL)
+        SELECT c.dataset, c.strategy_label, c.campaign_id, c.seed, k.spec,
+               (SELECT max(round) FROM queries q WHERE q.campaign_id = c.campaign_id) AS last_round
+        FROM c JOIN campaigns k USING (campaign_id) ORDER BY 1, 2
+    """).fetchall()
+    pools: dict[str, Any] = {}
+    for dataset, label, cid, seed, spec_json, last_round in picks:
+        if last_round is None:
+            continue
+        queries = con.execute("SELECT * FROM queries WHERE campaign_id = ? AND round = ? ORDER BY image",
+                              [cid, last_round]).fetchall()
+        names = [d[0] for d in con.description]
+        queries = [dict(zip(names, q)) for q in queries]
+        try:
+            spec = CampaignSpec.from_json(spec_json)
+            key = json.dumps([spec.dataset, spec.dataset_params], sort_keys=True)
+            if key not in pools:
+                pools[key] = DATASETS.create(spec.dataset, **spec.dataset_params).split("train").images
+            images = pools[key]
+        except (AlharnessError, OSError, ValueError, KeyError, TypeError) as exc:
+            doc.p(f"{label} on {dataset}: no thumbnails (dataset not available here: {exc})")
+            continue
+        shown = sorted({q["image"] for q in queries})[:_THUMBS_PER_STRATEGY]
+        fig, axes = plt.subplots(1, len(shown), figsize=(2.6 * len(shown), 2.9), squeeze=False)
+        for ax, img_idx in zip(axes.flat, shown):
+            img = np.asarray(images[img_idx], dtype=np.float32)
+            img = img.transpose(1, 2, 0) if img.ndim == 3 and img.shape[0] in (1, 3) else img
+            lo, hi = float(img.min()), float(img.max())
+            ax.imshow(np.squeeze((img - lo) / (hi - lo + 1e-9)), cmap="gray")
+            notes = []
+            for q in (q for q in queries if q["image"] == img_idx):
+                if q.get("box") is not None:
+                    y0, x0, y1, x1 = q["box"]
+                    ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec="#ff3030", lw=1.5))
+                elif q.get("pixels") is not None:
+                    pts = np.asarray(q["pixels"])
+                    ax.scatter(pts[:, 1], pts[:, 0], s=8, c="#ffd000", edgecolors="k", linewidths=0.3)
+                elif q["query_type"] == "full_mask":
+                    h, w = img.shape[:2]
+                    ax.add_patch(Rectangle((-0.5, -0.5), w, h, fill=False, ec="#20c020", lw=3))
+                    notes.append("full mask")
+                else:
+                    notes.append(q["query_type"] + (f" c{q['cls']}" if q.get("cls") is not None else ""))
+            ax.set_title(f"image {img_idx}" + (f"\n{', '.join(sorted(set(notes)))}" if notes else ""), fontsize=7)
+            ax.axis("off")
+        fig.suptitle(f"{label} — round {last_round}, seed {seed}", fontsize=8)
+        fig.tight_layout()
+        path = out_dir / f"examples_{dataset}_{len(doc.images)}.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        doc.image(path, f"{dataset}, {label}: images queried in round {last_round} (seed {seed}); red boxes = regions, "
+                        f"yellow dots = clicked pixels, green frame = full mask")
+
+
+def build_report(results_dir: str | Path, out_dir: str | Path | None = None) -> tuple[Path, Path]:
+    """Write ``report.html`` (self-contained) and ``report.md`` (+ PNGs) for a results directory."""
+    results_dir = Path(results_dir)
+    out_dir = Path(out_dir) if out_dir else results_dir / "report"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    con, scanned = store.connect(results_dir)
+    benches = [b for (b,) in con.execute("SELECT DISTINCT benchmark FROM rounds ORDER BY 1").fetchall()] \
+        if "benchmark" in {r[0] for r in con.execute("DESCRIBE rounds").fetchall()} else []
+    doc = _Doc(title=f"alharness report: {', '.join(benches) or results_dir.name}")
+
+    status = dict(con.execute("SELECT status, count(*) FROM campaigns GROUP BY 1").fetchall()) \
+        if "campaigns" in {r[0] for r in con.execute("SHOW TABLES").fetchall()} else {}
+    n_ref = con.execute(f"SELECT count(DISTINCT campaign_id) FROM rounds WHERE strategy = '{REFERENCE_STRATEGY}'").fetchone()[0]
+    doc.h(2, "What ran")
+    doc.p(f"Results: {results_dir}. Campaigns: {status.get('ok', 0)} finished, {status.get('failed', 0)} failed"
+          f" ({n_ref} of the finished are full-supervision references).")
+    cols = {r[0] for r in con.execute("DESCRIBE rounds").fetchall()}
+    if "validation" in cols:
+        modes = [m for (m,) in con.execute("SELECT DISTINCT validation FROM rounds ORDER BY 1").fetchall()]
+        doc.p("Validation split (fairness rule 3): " + ", ".join(
+            {"none": "none (no held-out scores)", "charged": "charged (its masks are bought in round 0)",
+             "free": "FREE (held-out masks not charged: an idealised setting)"}.get(m, m) for m in modes) + ".")
+    if "oracle_experiment" in cols:
+        oracle = [s for (s,) in con.execute("SELECT DISTINCT strategy_label FROM rounds WHERE oracle_experiment ORDER BY 1").fetchall()]
+        if oracle:
+            doc.p("ORACLE EXPERIMENTS (these read ground truth they did not pay for; an upper bound, not a strategy "
+                  "one can use): " + ", ".join(oracle) + ".")
+    if scanned.problems:
+        doc.p(f"{len(scanned.problems)} result file(s) were unreadable and left out:")
+        doc.code("\n".join(scanned.problems))
+
+    metrics = _recorded_metrics(con)
+    enforced = [m for (m,) in con.execute("SELECT DISTINCT budget_metric FROM rounds").fetchall()]
+    for metric in metrics:
+        # In the one enforced metric, curves are scored against the budget; in
+        # any other, against the largest spend seen (report.leaderboard).
+        axis = None if enforced == [metric] else metric
+        doc.h(2, f"Cost in {metric}" + ("" if metric in enforced else " (re-scored: the budget was enforced in another metric)"))
+        path = report.plot_learning_curves(con, out_dir / f"curves_{metric}.png", axis)
+        doc.image(path, f"Test mIoU against cost in {metric}: mean over seeds, band ±1 std; dashed: full supervision")
+        _leaderboard_section(doc, con, axis)
+    _cost_table_section(doc, con, metrics, enforced)
+    doc.h(2, "Comparisons between strategies")
+    _comparison_section(doc, con)
+    _sensitivity_section(doc, con, out_dir)
+    doc.h(2, "Diagnostics per strategy")
+    _diagnostics_section(doc, con, out_dir)
+    _thumbnails_section(doc, con, out_dir)
+    doc.h(2, "Regenerate")
+    doc.code(f"alharness report {results_dir}" + (f" --out {out_dir}" if out_dir != results_dir / "report" else ""))
+
+    html_path, md_path = out_dir / "report.html", out_dir / "report.md"
+    html_path.write_text(doc.to_html())
+    md_path.write_text(doc.to_markdown(out_dir))
+    return html_path, md_path
+
+
+__all__ = ["build_report", "REACHES", "ResultsError"]

@@ -1,0 +1,440 @@
+"""Full-or-weak budget allocation: the math of the paper, as pure functions.
+
+Full-or-weak paper (Gamazo Tejero et al.), §3:
+
+* the utility u(C, S) of buying C image-label sets and S masks is modelled by
+  an exact Gaussian process with the logarithmic mean of eq. (4) and the
+  product of two RBF kernels of eq. (5), fitted with Adam (lr 0.1, §4.3);
+* the surrogate is the expected improvement over m* (eq. 6);
+* eq. (3) (max EI within the budget) and eq. (7) (cheapest strategy whose EI
+  reaches 1/(T - t) of that maximum) are both solved on the Pareto front of
+  (cost, EI) over the discrete strategy grid (§3.3).
+
+Two evaluations of the GP posterior over the grid are provided:
+``posterior_brute`` asks gpytorch for every grid point (the reference), and
+``posterior_grid`` uses the structure of eq. (5): the kernel is a product of
+a C factor and an S factor, so the cross-covariance between the grid and the
+samples is ``Kc[c, i] * Ks[s, i]``. The posterior mean is then one matrix
+product, and the variance's quadratic form factorises through low-rank
+factors of the two 1-D kernel blocks (numerical rank, float64, relative
+tolerance 1e-11). Tests check both give the same Pareto front and the same
+eq. (3) / eq. (7) solutions.
+
+Inputs are scaled to [0, 1] by ``scale`` (e.g. the pool size) before the GP
+sees them: eq. (4)'s beta and eq. (5)'s length scales are then in units of
+``scale`` (a reparametrisation, not a change of model), and Adam's lr 0.1
+means the same thing for a pool of 100 or of 10 000 images.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+import warnings
+
+with warnings.catch_warnings():
+    # gpytorch's linear_operator uses torch.jit.script at import, which this
+    # torch deprecates with a FutureWarning printed on every CLI call.
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+    import gpytorch
+
+DTYPE = torch.float64  # float32 changed the selected strategy in the prototype
+RANK_TOL = 1e-11  # relative singular-value cut of the 1-D kernel blocks
+_MAX_FACTOR_RANK = 1600  # rc * rs above this: evaluate the variance row by row instead
+
+
+# -- the GP of eqs. (4) and (5) -------------------------------------------------
+
+class LogMean(gpytorch.means.Mean):
+    """Eq. (4): mu(C, S) = gamma_c log(beta_c C + 1) + gamma_s log(beta_s S + 1); beta > 0."""
+
+    def __init__(self, batch_shape: torch.Size = torch.Size()):
+        super().__init__()
+        self.register_parameter("gamma", torch.nn.Parameter(torch.full((*batch_shape, 2), 0.2, dtype=DTYPE)))
+        self.register_parameter("raw_beta", torch.nn.Parameter(torch.full((*batch_shape, 2), 10.0, dtype=DTYPE)))
+        self.register_constraint("raw_beta", gpytorch.constraints.Positive())
+
+    @property
+    def beta(self) -> torch.Tensor:
+        return self.raw_beta_constraint.transform(self.raw_beta)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g, b = self.gamma.unsqueeze(-2), self.beta.unsqueeze(-2)
+        return (g * torch.log1p(b * x)).sum(-1)
+
+
+class AllocationGP(gpytorch.models.ExactGP):
+    """Exact GP over scaled (C, S) with the mean of eq. (4) and the ARD RBF kernel of eq. (5)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, likelihood: gpytorch.likelihoods.GaussianLikelihood):
+        super().__init__(x, y, likelihood)
+        batch = x.shape[:-2]
+        self.mean_module = LogMean(batch)
+        # sigma^2 exp(-(C-C')^2 / 2 l_c^2) exp(-(S-S')^2 / 2 l_s^2): one RBF with a length scale per input.
+        self.covar_module = gpytorch.kernels.ScaleKernel(
+            gpytorch.kernels.RBFKernel(ard_num_dims=2, batch_shape=batch), batch_shape=batch)
+        self.covar_module.base_kernel.lengthscale = torch.full((*batch, 1, 2), 0.25, dtype=DTYPE)
+        self.covar_module.outputscale = torch.full(batch, 0.01, dtype=DTYPE)
+        self.to(DTYPE)
+
+    def forward(self, x: torch.Tensor) -> gpytorch.distributions.MultivariateNormal:
+        return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
+
+
+@dataclass
+class GPFit:
+    """A fitted GP (possibly a batch of them) and what the structured evaluation needs."""
+
+    model: AllocationGP
+    x: torch.Tensor  # (..., n, 2) scaled inputs
+    y: torch.Tensor  # (..., n)
+    scale: tuple[float, float]
+    gamma: torch.Tensor  # (..., 2)
+    beta: torch.Tensor  # (..., 2)
+    lengthscale: torch.Tensor  # (..., 2)
+    outputscale: torch.Tensor  # (...)
+    noise: torch.Tensor  # (...)
+    fit_s: float = 0.0
+    final_loss: float = float("nan")
+
+    def params(self, index: int | None = None) -> dict[str, Any]:
+        """Hyperparameters as plain floats (of batch member ``index``)."""
+        pick = (lambda t: t) if index is None else (lambda t: t[index])
+        return {"gamma_c": float(pick(self.gamma)[0]), "gamma_s": float(pick(self.gamma)[1]),
+                "beta_c": float(pick(self.beta)[0]), "beta_s": float(pick(self.beta)[1]),
+                "lengthscale_c": float(pick(self.lengthscale)[0]), "lengthscale_s": float(pick(self.lengthscale)[1]),
+                "outputscale": float(pick(self.outputscale)), "noise": float(pick(self.noise))}
+
+    def member(self, i: int, own_model: bool = False) -> "GPFit":
+        """Batch member ``i`` as an unbatched fit. The structured evaluation needs only its
+        hyperparameters; ``own_model`` also builds an unbatched gpytorch model with them
+        (for ``posterior_brute``)."""
+        model = self.model
+        if own_model:
+            likelihood = gpytorch.likelihoods.GaussianLikelihood().to(DTYPE)
+            likelihood.noise = self.noise[i].reshape(1)
+            model = AllocationGP(self.x[i], self.y[i], likelihood)
+            with torch.no_grad():
+                model.mean_module.gamma.copy_(self.gamma[i])
+                model.mean_module.raw_beta.copy_(model.mean_module.raw_beta_constraint.inverse_transform(self.beta[i]))
+            model.covar_module.base_kernel.lengthscale = self.lengthscale[i].reshape(1, 2)
+            model.covar_module.outputscale = self.outputscale[i]
+            model.eval()
+            likelihood.eval()
+        return GPFit(model, self.x[i], self.y[i], self.scale, self.gamma[i], self.beta[i], self.lengthscale[i],
+                     self.outputscale[i], self.noise[i], self.fit_s, self.final_loss)
+
+
+def fit_gp(c: Any, s: Any, y: Any, scale: tuple[float, float], *, iters: int = 100, lr: float = 0.1) -> GPFit:
+    """Fit the GP of eqs. (4)-(5) to utility samples by Adam on the exact marginal likelihood (§4.3: lr 0.1).
+
+    ``c``, ``s``, ``y`` are (n,) or, for a batch of independent GPs, (b, n).
+    """
+    t0 = time.perf_counter()
+    c, s, y = (torch.as_tensor(np.asarray(a, np.float64), dtype=DTYPE) for a in (c, s, y))
+    if not (c.shape == s.shape == y.shape) or c.shape[-1] < 1:
+        raise ValueError(f"fit_gp: c, s, y must have the same non-empty shape, got {tuple(c.shape)}, {tuple(s.shape)}, {tuple(y.shape)}")
+    x = torch.stack([c / scale[0], s / scale[1]], -1)
+    batch = x.shape[:-2]
+    likelihood = gpytorch.likelihoods.GaussianLikelihood(batch_shape=batch).to(DTYPE)
+    likelihood.noise = torch.full((*batch, 1), 1e-3, dtype=DTYPE)
+    model = AllocationGP(x, y, likelihood)
+    model.train()
+    likelihood.train()
+    mll = gpytorch.mlls.ExactMarginalLogLikelihood(likelihood, model)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)  # model.parameters() includes the likelihood's
+    loss = torch.tensor(float("nan"))
+    # Exact Cholesky solves at any size: above 800 points gpytorch would switch
+    # to conjugate gradients and converge elsewhere (seen in the prototype).
+    with gpytorch.settings.max_cholesky_size(10**6), gpytorch.settings.cholesky_jitter(double_value=1e-10):
+        for _ in range(iters):
+            opt.zero_grad()
+            loss = -mll(model(x), y).sum()
+            loss.backward()
+            opt.step()
+    model.eval()
+    likelihood.eval()
+    with torch.no_grad():
+        return GPFit(model=model, x=x, y=y, scale=(float(scale[0]), float(scale[1])),
+                     gamma=model.mean_module.gamma.detach().clone(), beta=model.mean_module.beta.detach().clone(),
+                     lengthscale=model.covar_module.base_kernel.lengthscale.detach().reshape(*batch, 2).clone(),
+                     outputscale=model.covar_module.outputscale.detach().clone(),
+                     noise=likelihood.noise.detach().reshape(batch).clone(),
+                     fit_s=time.perf_counter() - t0, final_loss=float(loss.detach()))
+
+
+# -- posterior over the strategy grid ------------------------------------------
+
+def posterior_brute(fit: GPFit, c: Any, s: Any, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Latent posterior mean and variance at the points (c[k], s[k]) straight from gpytorch (reference path).
+
+    Evaluated ``chunk`` points at a time: gpytorch may build the chunk's full
+    test covariance before taking its diagonal."""
+    c = torch.as_tensor(np.asarray(c, np.float64), dtype=DTYPE)
+    s = torch.as_tensor(np.asarray(s, np.float64), dtype=DTYPE)
+    x = torch.stack([c / fit.scale[0], s / fit.scale[1]], -1)
+    means, variances = [], []
+    with torch.no_grad(), gpytorch.settings.max_cholesky_size(10**6), gpytorch.settings.fast_pred_var(False), \
+            gpytorch.settings.skip_posterior_variances(False), gpytorch.settings.cholesky_jitter(double_value=1e-10):
+        for i in range(0, max(len(x), 1), chunk):
+            post = fit.model(x[i : i + chunk])
+            means.append(post.mean.numpy().copy())
+            variances.append(post.variance.numpy().copy())
+    return np.concatenate(means), np.concatenate(variances)
+
+
+def _rbf_1d(a: torch.Tensor, b: torch.Tensor, ell: torch.Tensor) -> torch.Tensor:
+    return torch.exp(-0.5 * ((a[:, None] - b[None, :]) / ell) ** 2)
+
+
+def _low_rank(k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """k ≈ U @ V.T with the numerical rank of k (relative tolerance RANK_TOL)."""
+    u, sv, vh = torch.linalg.svd(k, full_matrices=False)
+    r = max(1, int((sv > RANK_TOL * sv[0]).sum())) if sv.numel() and sv[0] > 0 else 1
+    return u[:, :r] * sv[:r], vh[:r].T
+
+
+@dataclass
+class _Solved:
+    chol: torch.Tensor
+    alpha: torch.Tensor
+
+
+def _solve(fit: GPFit) -> _Solved:
+    """Cholesky of K + noise I and alpha = (K + noise I)^-1 (y - mu(X)), eq. (4)/(5) hyperparameters."""
+    x, y = fit.x, fit.y
+    kc = _rbf_1d(x[:, 0], x[:, 0], fit.lengthscale[0])
+    ks = _rbf_1d(x[:, 1], x[:, 1], fit.lengthscale[1])
+    k = fit.outputscale * kc * ks + fit.noise * torch.eye(len(y), dtype=DTYPE)
+    chol = torch.linalg.cholesky(k)
+    resid = (y - prior_mean(fit, x[:, 0], x[:, 1], scaled=True)).unsqueeze(-1)
+    alpha = torch.cholesky_solve(resid, chol).squeeze(-1)
+    return _Solved(chol, alpha)
+
+
+def prior_mean(fit: GPFit, c: torch.Tensor, s: torch.Tensor, *, scaled: bool = False) -> torch.Tensor:
+    """Eq. (4) at (c, s) (broadcasting; raw counts unless ``scaled``)."""
+    if not scaled:
+        c, s = c / fit.scale[0], s / fit.scale[1]
+    return fit.gamma[0] * torch.log1p(fit.beta[0] * c) + fit.gamma[1] * torch.log1p(fit.beta[1] * s)
+
+
+def posterior_grid(fit: GPFit, c_values: Any, s_values: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Latent posterior mean and variance on the grid c_values × s_values, shape (nc, ns), by the kernel's structure."""
+    cg = torch.as_tensor(np.asarray(c_values, np.float64), dtype=DTYPE) / fit.scale[0]
+    sg = torch.as_tensor(np.asarray(s_values, np.float64), dtype=DTYPE) / fit.scale[1]
+    solved = _solve(fit)
+    kc = _rbf_1d(cg, fit.x[:, 0], fit.lengthscale[0])  # (nc, n)
+    ks = _rbf_1d(sg, fit.x[:, 1], fit.lengthscale[1])  # (ns, n)
+    sig2 = fit.outputscale
+    mean = (fit.gamma[0] * torch.log1p(fit.beta[0] * cg))[:, None] + (fit.gamma[1] * torch.log1p(fit.beta[1] * sg))[None, :]
+    # k(x*, X) alpha = sigma^2 sum_i Kc[c, i] Ks[s, i] alpha_i: one matrix product.
+    mean = mean + sig2 * (kc * solved.alpha) @ ks.T
+    quad = _grid_quadratic(kc, ks, solved.chol)
+    var = torch.clamp(sig2 - sig2 * sig2 * quad, min=0.0)
+    return mean, var
+
+
+def _grid_quadratic(kc: torch.Tensor, ks: torch.Tensor, chol: torch.Tensor) -> torch.Tensor:
+    """q[c, s] = (Kc[c] ⊙ Ks[s])^T (LL^T)^-1 (Kc[c] ⊙ Ks[s]) for every grid point."""
+    uc, vc = _low_rank(kc)
+    us, vs = _low_rank(ks)
+    rc, rs = uc.shape[1], us.shape[1]
+    if rc * rs <= _MAX_FACTOR_RANK:
+        # Kc[c,i] Ks[s,i] = sum_ab Uc[c,a] Us[s,b] W[i,(a,b)], W[i,(a,b)] = Vc[i,a] Vs[i,b].
+        w = (vc[:, :, None] * vs[:, None, :]).reshape(len(vc), rc * rs)
+        z = torch.linalg.solve_triangular(chol, w, upper=False)
+        q4 = (z.T @ z).reshape(rc, rs, rc, rs)
+        y = torch.einsum("abcd,sb->acsd", q4, us)
+        r = torch.einsum("acsd,sd->acs", y, us).reshape(rc * rc, -1)
+        pc = (uc[:, :, None] * uc[:, None, :]).reshape(len(uc), rc * rc)
+        return pc @ r
+    # Kernel blocks of high numerical rank (very short length scales): exact, row by row.
+    out = torch.empty(len(kc), len(ks), dtype=DTYPE)
+    for i in range(len(kc)):
+        v = torch.linalg.solve_triangular(chol, (kc[i][None, :] * ks).T, upper=False)
+        out[i] = (v * v).sum(0)
+    return out
+
+
+def expected_improvement(mean: Any, var: Any, m_star: float) -> Any:
+    """Eq. (6): E[max(u - m*, 0)] for u ~ N(mean, var) (torch or numpy in, same out)."""
+    is_np = isinstance(mean, np.ndarray)
+    mu = torch.as_tensor(mean, dtype=DTYPE)
+    sd = torch.sqrt(torch.clamp(torch.as_tensor(var, dtype=DTYPE), min=0.0))
+    d = mu - m_star
+    safe = torch.where(sd > 0, sd, torch.ones_like(sd))
+    z = d / safe
+    normal = torch.distributions.Normal(torch.zeros((), dtype=DTYPE), torch.ones((), dtype=DTYPE))
+    ei = d * normal.cdf(z) + sd * torch.exp(normal.log_prob(z))
+    ei = torch.where(sd > 0, torch.clamp(ei, min=0.0), torch.clamp(d, min=0.0))
+    return ei.numpy() if is_np else ei
+
+
+# -- the strategy grid, Pareto front, eqs. (3) and (7) -------------------------
+
+@dataclass(frozen=True)
+class StrategyGrid:
+    """Strategies (C, S) reachable from (c0, s0) by buying more, within the budget.
+
+    C in [c0, c_max], S in [s0, s_max], C + S <= total_max (an image gets a
+    label set or a mask, not both), alpha_c (C - c0) + alpha_s (S - s0) <= budget_left.
+    """
+
+    c0: int
+    s0: int
+    c_max: int
+    s_max: int
+    alpha_c: float
+    alpha_s: float
+    budget_left: float
+    total_max: int | None = None
+
+    def rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """S values with at least one feasible C, and the largest feasible C of each."""
+        s = np.arange(self.s0, self.s_max + 1)
+        hi = np.floor((self.budget_left - self.alpha_s * (s - self.s0)) / self.alpha_c + 1e-9).astype(np.int64) + self.c0
+        hi = np.minimum(hi, self.c_max)
+        if self.total_max is not None:
+            hi = np.minimum(hi, self.total_max - s)
+        keep = hi >= self.c0
+        return s[keep], hi[keep]
+
+    def points(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every feasible (C, S), row by row (S ascending, then C ascending)."""
+        s, hi = self.rows()
+        counts = hi - self.c0 + 1
+        ss = np.repeat(s, counts)
+        start = np.repeat(np.cumsum(counts) - counts, counts)
+        cc = self.c0 + np.arange(counts.sum()) - start
+        return cc, ss
+
+    def cost(self, c: np.ndarray, s: np.ndarray) -> np.ndarray:
+        """Cost of buying up to (c, s) from (c0, s0), eq. (1)."""
+        return self.alpha_c * (c - self.c0) + self.alpha_s * (s - self.s0)
+
+
+def pareto_front(cost: np.ndarray, ei: np.ndarray) -> np.ndarray:
+    """Indices of the non-dominated strategies, cost ascending (§3.3).
+
+    A strategy is dominated when another has a smaller cost and a larger or
+    equal EI; among equal costs only the best EI (first index on ties) stays.
+    Along the front cost and EI both strictly increase.
+    """
+    cost, ei = np.asarray(cost), np.asarray(ei)
+    if cost.size == 0:
+        return np.zeros(0, np.int64)
+    order = np.lexsort((np.arange(cost.size), -ei, cost))
+    e = ei[order]
+    best_before = np.maximum.accumulate(np.concatenate([[-np.inf], e[:-1]]))
+    return order[e > best_before]
+
+
+@dataclass(frozen=True)
+class Solution:
+    """Eq. (3) and eq. (7) on the Pareto front."""
+
+    c3: int  # eq. (3): max EI within the budget
+    s3: int
+    ei_max: float
+    c7: int  # eq. (7): cheapest strategy with EI >= ei_max / (T - t)
+    s7: int
+    ei7: float
+    cost7: float
+    front_size: int
+
+
+def solve_on_front(c: np.ndarray, s: np.ndarray, cost: np.ndarray, ei: np.ndarray, T: int, t: int) -> Solution:
+    """Solve eqs. (3) and (7) from every feasible strategy's cost and EI (linear in the front, §3.3)."""
+    if not 0 <= t < T:
+        raise ValueError(f"eq. (7) needs 0 <= t < T, got t={t}, T={T}")
+    front = pareto_front(cost, ei)
+    best = front[-1]  # EI increases along the front: the last point solves eq. (3)
+    threshold = ei[best] / (T - t)
+    pick = front[np.argmax(ei[front] >= threshold)]  # the first (cheapest) front point over the threshold
+    return Solution(int(c[best]), int(s[best]), float(ei[best]), int(c[pick]), int(s[pick]), float(ei[pick]),
+                    float(cost[pick]), len(front))
+
+
+def solve_brute(c: np.ndarray, s: np.ndarray, cost: np.ndarray, ei: np.ndarray, T: int, t: int) -> Solution:
+    """Eqs. (3) and (7) by direct search over all feasible strategies (reference for tests)."""
+    top = ei.max()
+    best_idx = np.flatnonzero(ei == top)
+    best = best_idx[np.lexsort((best_idx, cost[best_idx]))[0]]  # ties: cheapest, then first
+    ok = np.flatnonzero(ei >= ei[best] / (T - t))
+    cheapest = ok[cost[ok] == cost[ok].min()]
+    pick = cheapest[np.lexsort((cheapest, -ei[cheapest]))[0]]
+    return Solution(int(c[best]), int(s[best]), float(ei[best]), int(c[pick]), int(s[pick]), float(ei[pick]),
+                    float(cost[pick]), -1)
+
+
+@dataclass
+class Decision:
+    """One allocation step: the eq. (7) delta and what led to it."""
+
+    delta_c: int
+    delta_s: int
+    solution: Solution
+    m_star: float
+    gp: dict[str, float] = field(default_factory=dict)
+    grid_points: int = 0
+    fit_s: float = 0.0
+    ei_s: float = 0.0
+
+    def diagnostics(self) -> dict[str, Any]:
+        sol = self.solution
+        return {"delta_c": self.delta_c, "delta_s": self.delta_s, "eq3": [sol.c3, sol.s3], "ei_max": sol.ei_max,
+                "eq7": [sol.c7, sol.s7], "ei7": sol.ei7, "front_size": sol.front_size, "m_star": self.m_star,
+                "grid_points": self.grid_points, "gp": self.gp, "fit_s": round(self.fit_s, 4), "ei_s": round(self.ei_s, 4)}
+
+
+def grid_ei(fit: GPFit, grid: StrategyGrid, m_star: float, *, brute: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(C, S, EI) of every feasible strategy, structured (default) or by gpytorch's posterior (``brute``)."""
+    if brute:
+        c, s = grid.points()
+        mean, var = posterior_brute(fit, c, s)
+        return c, s, expected_improvement(mean, var, m_star)
+    s_rows, hi = grid.rows()
+    if len(s_rows) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    c_values = np.arange(grid.c0, hi.max() + 1)  # the feasible set's bounding rectangle
+    mean, var = posterior_grid(fit, c_values, s_rows)
+    ei = expected_improvement(mean, var, m_star).T.numpy()  # (rows, nc)
+    feasible = c_values[None, :] <= hi[:, None]
+    cc = np.broadcast_to(c_values[None, :], feasible.shape)[feasible]
+    ss = np.broadcast_to(s_rows[:, None], feasible.shape)[feasible]
+    return cc, ss, ei[feasible]
+
+
+def allocation_step(c: Any, s: Any, y: Any, m_star: float, grid: StrategyGrid, T: int, t: int, *,
+                    scale: tuple[float, float], iters: int = 100, lr: float = 0.1, brute: bool = False) -> Decision:
+    """Alg. 2 lines 6-7: fit the GP to the utility samples, then (ΔC, ΔS) from eq. (7)."""
+    fit = fit_gp(c, s, y, scale, iters=iters, lr=lr)
+    return decide(fit, m_star, grid, T, t, brute=brute)
+
+
+def decide(fit: GPFit, m_star: float, grid: StrategyGrid, T: int, t: int, *, brute: bool = False) -> Decision:
+    """EI over the grid, Pareto front, eqs. (3) and (7) for an already fitted GP."""
+    t0 = time.perf_counter()
+    cc, ss, ei = grid_ei(fit, grid, m_star, brute=brute)
+    if len(cc) == 0:
+        raise ValueError("allocation: no feasible strategy (the grid is empty)")
+    sol = solve_on_front(cc, ss, grid.cost(cc, ss), ei, T, t)
+    return Decision(sol.c7 - grid.c0, sol.s7 - grid.s0, sol, float(m_star), fit.params(), len(cc), fit.fit_s,
+                    time.perf_counter() - t0)
+
+
+def log_surface(c: Any, s: Any, *, a_c: float = 0.08, b_c: float = 0.05, a_s: float = 0.12, b_s: float = 0.3,
+                base: float = 0.1) -> np.ndarray:
+    """A known logarithmic utility surface (tests, synthetic replays): base + a_c log(b_c C + 1) + a_s log(b_s S + 1)."""
+    return base + a_c * np.log1p(b_c * np.asarray(c, float)) + a_s * np.log1p(b_s * np.asarray(s, float))
+
+
+__all__ = ["LogMean", "AllocationGP", "GPFit", "fit_gp", "posterior_brute", "posterior_grid", "prior_mean",
+           "expected_improvement", "StrategyGrid", "pareto_front", "Solution", "solve_on_front", "solve_brute",
+           "Decision", "grid_ei", "allocation_step", "decide", "log_surface"]

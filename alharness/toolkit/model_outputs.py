@@ -1,0 +1,54 @@
+"""The learner's model outputs as a strategy author uses them.
+
+A strategy that declares ``"model"`` in ``needs`` receives the current
+network. Its documented interface:
+
+* input: images as produced by :func:`to_tensor` ((B, 3, H, W) float, values
+  centred on 0), on the network's device;
+* ``model(x, heads=())`` returns a dict with ``"logits"`` (B, C, H, W) and
+  ``"features"`` (B, F), the backbone's pooled features; :func:`backbone_features`
+  returns the latter.
+
+Boundaries (:func:`predicted_boundary`) follow the definition the learner
+trains MADBAL's loss predictor with, so a strategy and the learner agree on
+which pixels are "boundary".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+
+def to_tensor(images: np.ndarray, device: torch.device | str) -> torch.Tensor:
+    """(N, H, W, 3) uint8 images → the network's input, (N, 3, H, W) float32 in [-0.5, 0.5]."""
+    x = torch.from_numpy(np.array(images, copy=True)).to(device)
+    return x.permute(0, 3, 1, 2).float().div_(255.0).sub_(0.5)
+
+
+def backbone_features(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """(B, F): the backbone's pooled features of input ``x`` (no head is run)."""
+    return model(x, heads=())["features"]
+
+
+def predicted_boundary(labels: torch.Tensor) -> torch.Tensor:
+    """Boundary pixels of a predicted label map (B, H, W): a differing 8-neighbour.
+
+    MADBAL's δ(x) of Eq. (4) must be known for unlabelled pixels at selection
+    time, so centre and boundary are taken from the model's own segmentation;
+    the loss prediction module is trained with the same definition (with
+    clicked pixels a label map has almost no labelled neighbours)."""
+    return boundary_mask(labels.long(), ignore_index=-1)
+
+
+def boundary_mask(target: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """Labelled pixels with a differently labelled 8-neighbour (MADBAL's "boundary" pixels), (B, H, W) bool."""
+    t = target.unsqueeze(1).float()
+    known = (target != ignore_index).unsqueeze(1).float()
+    # A neighbour differs if the max or min of labelled neighbours differs from the pixel's own label.
+    big = float(ignore_index) + 1.0
+    hi = F.max_pool2d(torch.where(known.bool(), t, -1.0), 3, stride=1, padding=1)
+    lo = -F.max_pool2d(torch.where(known.bool(), -t, -big), 3, stride=1, padding=1)
+    differs = (hi != t) | (lo != t)
+    return (differs & known.bool()).squeeze(1)
