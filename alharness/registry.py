@@ -3,7 +3,7 @@
 Built-in plugins register with a decorator when their module is imported.
 Installed packages add more through entry-point groups
 (``alharness.strategies``, ``alharness.datasets``, ``alharness.costs``,
-``alharness.models``); an entry point may name a module (imported so its
+``alharness.models``, ``alharness.pipelines``); an entry point may name a module (imported so its
 decorators run) or an object (registered under the entry point's name).
 Entry points are loaded lazily, on the first lookup, as fsspec does.
 """
@@ -163,15 +163,20 @@ STRATEGIES: Registry[Any] = Registry("strategy", "alharness.strategies", ("alhar
 DATASETS: Registry[Any] = Registry("dataset", "alharness.datasets", ("alharness.datasets",))
 COSTS: Registry[Any] = Registry("cost model", "alharness.costs", ("alharness.annotation.costs",))
 MODELS: Registry[Any] = Registry("model", "alharness.models", ("alharness.learner.models",))
+# Learner pipelines: how a campaign turns bought labels into a scored network
+# (one network, or the mask-guided paper's BASIS annotation -> segmentation pair).
+PIPELINES: Registry[Any] = Registry("pipeline", "alharness.pipelines", ("alharness.learner.pipeline",))
 
 REGISTRIES: dict[str, Registry[Any]] = {
     "strategies": STRATEGIES,
     "datasets": DATASETS,
     "costs": COSTS,
     "models": MODELS,
+    "pipelines": PIPELINES,
 }
 
 register_strategy = STRATEGIES.register
 register_dataset = DATASETS.register
 register_cost = COSTS.register
 register_model = MODELS.register
+register_pipeline = PIPELINES.register

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from alharness.campaign.loop import make_context
+from alharness.campaign.context import make_context
 from alharness.learner.services import pool_outputs
 from alharness.annotation.costs import build_cost_models
 from alharness.datasets.base import make_pool_view

@@ -46,7 +46,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
 
     from alharness.toolkit import superpixels as S
-    from alharness.campaign.loop import make_context
+    from alharness.campaign.context import make_context
     from alharness.annotation.costs import build_cost_models
     from alharness.datasets.base import make_pool_view
     from alharness.annotation.labels import LabelState

@@ -171,7 +171,8 @@ def test_services_compute_only_what_is_declared_and_check_heads():
 
 
 def test_campaign_passes_head_outputs_to_the_strategy():
-    from alharness.campaign.loop import make_context, pool_outputs as campaign_pool_outputs
+    from alharness.campaign.context import make_context
+    from alharness.learner.services import pool_outputs as campaign_pool_outputs
     from alharness.annotation.costs import build_cost_models
     from alharness.datasets.base import make_pool_view
     from alharness.annotation.oracle import Oracle

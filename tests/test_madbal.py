@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from alharness.toolkit import superpixels as S
-from alharness.campaign.loop import make_context, run_campaign
+from alharness.campaign.context import make_context
+from alharness.campaign.loop import run_campaign
 from alharness.annotation.costs import build_cost_models
 from alharness.datasets.base import make_pool_view
 from alharness.errors import ConfigError

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from alharness.annotation.costs import build_cost_models
-from alharness.contract.views import PoolView
 from alharness.datasets.base import SplitData, make_pool_view
 from alharness.errors import ConfigError, PluginError
 from alharness.annotation.labels import LabelState
@@ -32,7 +31,8 @@ from alharness.registry import DATASETS, STRATEGIES
 from alharness.seeding import derive_int_seed, derive_rng
 from alharness.campaign.spec import CampaignSpec
 from alharness.campaign.scoring import loop_outputs
-from alharness.contract.strategy import LOOP_NEEDS, NEEDS, ORACLE_NEEDS, Strategy, StrategyContext
+from alharness.campaign.context import make_context
+from alharness.contract.strategy import LOOP_NEEDS, NEEDS, ORACLE_NEEDS, Strategy
 
 if TYPE_CHECKING:
     from alharness.campaign.checkpoint import Checkpointer
@@ -66,27 +66,6 @@ def _evaluate(learner: Learner, test: SplitData) -> tuple[float, list[float], fl
             for k in range(len(pred)):
                 ap.add(probs[k], test.masks[start + k], test.ignore_index, test.instances[start + k])
     return mean_iou(cm), [float(v) for v in per_class_iou(cm)], None if ap is None else ap.value()
-
-
-def make_context(pool_view: PoolView, state: LabelState, oracle: Oracle, rnd: int, rounds: int, allowance: float,
-                 rng: np.random.Generator, initial_masks: int, outputs: dict[str, Any]) -> StrategyContext:
-    """The context a strategy sees in round ``rnd`` (never the oracle or ground truth)."""
-    return StrategyContext(
-        pool=pool_view,
-        labels=state.view(),
-        round=rnd,
-        rounds=rounds,
-        budget_metric=oracle.budget_metric,
-        budget_total=oracle.budget,
-        budget_spent=oracle.spent,
-        budget_left_this_round=allowance,
-        # The enforced cost model's own method: it holds prices, not the
-        # oracle, so nothing reachable from the context leads to ground truth.
-        quote=oracle.cost_models[oracle.budget_metric].quote,
-        rng=rng,
-        initial_masks=initial_masks,
-        **outputs,
-    )
 
 
 def run_campaign(spec: CampaignSpec, on_round: Callable[[dict[str, Any]], None] | None = None,
