@@ -242,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.set_defaults(func=cmd_sweep)
 
     ls = sub.add_parser("list", help="registered plugins")
-    ls.add_argument("kind", nargs="?", choices=["strategies", "datasets", "costs", "models"])
+    ls.add_argument("kind", nargs="?", choices=["strategies", "datasets", "costs", "models", "pipelines"])
     ls.set_defaults(func=cmd_list)
     return p
 

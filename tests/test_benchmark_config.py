@@ -96,5 +96,5 @@ def test_cli_list(capsys):
     assert all(len(line.split(None, 1)) == 2 for line in out)  # every name has a description
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    for section in ("# strategies", "# datasets", "# costs", "# models", "tiny_unet", "synthetic_shapes", "label_equivalents"):
+    for section in ("# strategies", "# datasets", "# costs", "# models", "# pipelines", "basis", "tiny_unet", "synthetic_shapes", "label_equivalents"):
         assert section in out

@@ -201,9 +201,11 @@ class CampaignSpec:
         return self.strategy == REFERENCE_STRATEGY
 
     def param_columns(self) -> dict[str, Any]:
-        """``p_<component>_<name>`` columns (benchopt convention); non-scalars as JSON."""
+        """``p_<component>_<name>`` columns (benchopt convention); non-scalars as
+        JSON with sorted keys, so the order parameters were given in never
+        changes a column."""
         def cell(v: Any) -> Any:
-            return v if isinstance(v, (int, float, str, bool)) or v is None else json.dumps(v)
+            return v if isinstance(v, (int, float, str, bool)) or v is None else json.dumps(v, sort_keys=True)
 
         cols: dict[str, Any] = {}
         cols.update({f"p_dataset_{k}": cell(v) for k, v in self.dataset_params.items()})

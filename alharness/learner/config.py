@@ -15,16 +15,28 @@ import torch
 from alharness.errors import ConfigError
 from alharness.learner.heads import HEADS
 from alharness.learner.losses import PIXEL_LOSSES
-from alharness.registry import MODELS
+from alharness.registry import MODELS, PIPELINES
 
 _HARNESS_SET = ("num_classes", "in_channels")
 IMAGE_LABEL_LOSSES = ("none", "pooled", "head")
-PIPELINES = ("single", "basis")
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"learner.{name}: {value!r} is not valid; valid choices: {', '.join(map(repr, choices))}")
+
+
+def _model_params(model: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The model's defaults overlaid with ``params``, in name order; the
+    harness-set parameters are left out (the dataset decides them)."""
+    where = "learner.model_params"
+    MODELS.check_params(model, params, where=where)
+    accepted = [k for k in MODELS.parameters(model) if k not in _HARNESS_SET]
+    merged = {**{k: v for k, v in MODELS.defaults(model).items() if k in accepted}, **params}
+    missing = sorted(set(accepted) - set(merged))
+    if missing:
+        raise ConfigError(f"{where}: model {model!r} needs parameter(s) {', '.join(missing)}")
+    return dict(sorted(merged.items()))
 
 
 @dataclass(frozen=True)
@@ -47,10 +59,14 @@ class LearnerConfig:
     ``patience`` > 0 stops early after that many validations (every
     ``val_every`` steps) without a better validation mIoU.
     Device: ``device``, ``amp`` (bfloat16 autocast on CUDA), ``eval_batch_size``.
-    Pipeline: ``pipeline`` = "single" (one network) or "basis" (mask-guided
-    §4: an annotation network on the full masks pseudo-labels the weakly
-    labelled pool, a segmentation network trains on both; see
-    ``alharness.learner.pipeline``).
+    Pipeline: ``pipeline``, a registered name (``alharness list pipelines``):
+    "single" (one network) or "basis" (mask-guided §4: an annotation network
+    on the full masks pseudo-labels the weakly labelled pool, a segmentation
+    network trains on both; see ``alharness.learner.pipeline``).
+
+    ``model_params`` holds the model's defaults overlaid with the given
+    values (all but the harness-set ``num_classes`` / ``in_channels``), so a
+    changed default is a different campaign id.
     """
 
     model: str = "tiny_unet"
@@ -86,10 +102,12 @@ class LearnerConfig:
 
     def __post_init__(self) -> None:
         MODELS.get(self.model)  # unknown model -> ConfigError listing the choices
+        if not isinstance(self.model_params, dict):
+            raise ConfigError(f"learner.model_params must be a table of the model's parameters, got {self.model_params!r}")
         for k in _HARNESS_SET:
             if k in self.model_params:
                 raise ConfigError(f"learner.model_params: {k!r} is set by the harness from the dataset")
-        MODELS.check_params(self.model, self.model_params, where="learner.model_params")
+        object.__setattr__(self, "model_params", _model_params(self.model, self.model_params))
         for name in ("steps", "batch_size", "eval_batch_size", "weak_steps", "epochs", "head_steps", "patience", "val_every"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool):
@@ -111,7 +129,7 @@ class LearnerConfig:
             raise ConfigError(f"learner: device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
         _choice("loss", self.loss, PIXEL_LOSSES)
         _choice("image_label_loss", self.image_label_loss, IMAGE_LABEL_LOSSES)
-        _choice("pipeline", self.pipeline, PIPELINES)
+        _choice("pipeline", self.pipeline, tuple(PIPELINES.names()))
         heads = (self.heads,) if isinstance(self.heads, str) else tuple(self.heads)
         for h in heads:
             _choice("heads", h, HEADS)

@@ -5,7 +5,9 @@ An *annotation* network f_θ is trained on the strongly annotated images
 (those with image labels, e.g. labels-with-counts, and no full mask), and a
 second *segmentation* network g_φ is trained on strong ∪ pseudo labels.
 
-Selected with ``[learner] pipeline = "basis"``. Both networks share the
+Registered as the pipeline "basis" (``[learner] pipeline = "basis"``);
+"single" is one ``Learner``. Plugins add pipelines through the
+``alharness.pipelines`` entry-point group. Both networks share the
 learner configuration; the annotation network carries the configured heads
 (the paper's IoU branch belongs to it: IoU-W-RSIS), so strategies' needs
 are served by it, and the segmentation network is the one the campaign
@@ -34,6 +36,7 @@ from alharness.annotation.labels import NEGATIVE, UNKNOWN, LabelState
 from alharness.learner.config import LearnerConfig
 from alharness.learner.learner import Learner
 from alharness.metrics import object_map
+from alharness.registry import PIPELINES, register_pipeline
 
 
 def condition_on_labels(probs: np.ndarray, image_labels: np.ndarray, counts: np.ndarray,
@@ -139,8 +142,19 @@ class BasisLearner:
         return self.annotation.pseudo_labels(images)
 
 
-def make_learner(config: LearnerConfig, num_classes: int, ignore_index: int) -> "Learner | BasisLearner":
-    """The learner ``config.pipeline`` asks for: one network, or BASIS's two."""
-    if config.pipeline == "basis":
-        return BasisLearner(config, num_classes, ignore_index)
+@register_pipeline("single")
+def single(config: LearnerConfig, num_classes: int, ignore_index: int) -> Learner:
+    """One network, trained on every label the campaign bought, is scored and serves the strategy."""
     return Learner(config, num_classes, ignore_index)
+
+
+@register_pipeline("basis")
+def basis(config: LearnerConfig, num_classes: int, ignore_index: int) -> BasisLearner:
+    """BASIS (mask-guided §4): an annotation network pseudo-labels the weak pool, a segmentation network is scored."""
+    return BasisLearner(config, num_classes, ignore_index)
+
+
+def make_learner(config: LearnerConfig, num_classes: int, ignore_index: int) -> Any:
+    """The learner of the registered pipeline ``config.pipeline`` (``Learner`` interface)."""
+    # Pipelines have no parameters of their own: the learner configuration is theirs.
+    return PIPELINES.get(config.pipeline).factory(config, num_classes, ignore_index)
