@@ -110,18 +110,6 @@ def pooled_class_scores(probs: torch.Tensor, r: float) -> torch.Tensor:
     return lse_pool(torch.log(probs.clamp_min(1e-12)), r).exp()
 
 
-def per_image_iou(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
-    """Mean IoU per image over labelled pixels and the classes present in prediction or target, (B,)."""
-    valid = target != ignore_index
-    p = F.one_hot(pred, num_classes).bool() & valid.unsqueeze(-1)
-    t = F.one_hot(torch.where(valid, target, 0), num_classes).bool() & valid.unsqueeze(-1)
-    inter = (p & t).flatten(1, 2).sum(1).float()
-    union = (p | t).flatten(1, 2).sum(1).float()
-    present = union > 0
-    iou = torch.where(present, inter / union.clamp_min(1), torch.zeros_like(inter))
-    return iou.sum(1) / present.sum(1).clamp_min(1)
-
-
 def iou_regression_loss(pred_iou: torch.Tensor, true_iou: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """L1 between √IoU predicted and √IoU measured (mask-guided §5 and Table 2), over images with weight 1."""
     err = (pred_iou.clamp_min(1e-12).sqrt() - true_iou.sqrt()).abs()

@@ -1,14 +1,13 @@
-"""Comparisons over stored results, computed in DuckDB: leaderboard and learning-curve plot."""
+"""Comparisons over stored results, computed in DuckDB: leaderboard and learning curves (drawn by ``plots``)."""
 
 from __future__ import annotations
 
-import math
 import re
-import textwrap
 from pathlib import Path
 from typing import Any
 
 from alharness.errors import ResultsError
+from alharness.results import plots
 from alharness.campaign.reference import REFERENCE_STRATEGY
 
 _METRIC = re.compile(r"^[A-Za-z0-9_]+$")
@@ -196,14 +195,9 @@ def format_leaderboard(rows: list[dict[str, Any]], reach: float = 0.9) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def plot_learning_curves(con, path: str | Path, cost_metric: str | None = None) -> Path:
-    """mIoU against cost, mean over seeds with a ±1 std band, one panel per (dataset, budget);
-    the full-supervision reference, where present, as a dashed line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def learning_curve_panels(con, cost_metric: str | None = None) -> list[plots.CurvePanel]:
+    """Mean mIoU (± std over seeds) per round against mean cost, one panel per (dataset, budget, budget metric),
+    with the dataset's full-supervision mIoU where the results hold the reference."""
     x_expr, _, _ = _cost_axis(con, cost_metric)
     data = con.execute(f"""
         SELECT dataset, budget, budget_metric, strategy_label, round,
@@ -215,35 +209,20 @@ def plot_learning_curves(con, path: str | Path, cost_metric: str | None = None) 
         SELECT dataset, avg(m) FROM (SELECT dataset, campaign_id, arg_max(miou, round) AS m FROM rounds
                                      WHERE strategy = '{REFERENCE_STRATEGY}' GROUP BY ALL) GROUP BY dataset
     """).fetchall())
-    panels = sorted({(d, b, m) for d, b, m, *_ in data})
-    if not panels:
-        raise ResultsError("nothing to plot")
-    cols = min(3, len(panels))
-    rows = math.ceil(len(panels) / cols)
-    legend_lines = sum(len(textwrap.wrap(label, 48)) for label in {row[3] for row in data})
-    fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, (4.2 + 0.2 * legend_lines) * rows), squeeze=False)
-    for ax, (d, b, m) in zip(axes.flat, panels):
+    panels = []
+    for d, b, m in sorted({(d, b, m) for d, b, m, *_ in data}):
         series: dict[str, list[tuple]] = {}
         for dd, bb, mm, label, _rnd, xv, yv, sd, _n in data:
             if (dd, bb, mm) == (d, b, m):
                 series.setdefault(label, []).append((xv, yv, sd))
-        for label, pts in sorted(series.items()):
-            xs, ys, sds = zip(*pts)
-            line, = ax.plot(xs, ys, marker="o", ms=3, label=textwrap.fill(label, 48, subsequent_indent="  "))
-            ax.fill_between(xs, [y - s for y, s in zip(ys, sds)], [y + s for y, s in zip(ys, sds)], color=line.get_color(), alpha=0.2)
-        if d in full:
-            ax.axhline(full[d], color="0.3", ls="--", lw=1, label=f"full supervision ({full[d]:.3f})")
-        ax.set_title(f"{d} (budget {b:g} {m})", fontsize=10)
-        ax.set_xlabel(f"cost spent ({cost_metric or m})")
-        ax.set_ylabel("test mIoU")
-        ax.grid(alpha=0.3)
-        # Below the axes: labels carry parameters and can be long.
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=1, frameon=False)
-    for ax in list(axes.flat)[len(panels):]:
-        ax.axis("off")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+        panels.append(plots.CurvePanel(d, b, m, series, full.get(d)))
+    return panels
+
+
+def plot_learning_curves(con, path: str | Path, cost_metric: str | None = None) -> Path:
+    """mIoU against cost, mean over seeds with a ±1 std band, one panel per (dataset, budget);
+    the full-supervision reference, where present, as a dashed line."""
+    panels = learning_curve_panels(con, cost_metric)
+    if not panels:
+        raise ResultsError("nothing to plot")
+    return plots.learning_curves(panels, path, cost_metric)

@@ -18,9 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from alharness.results import leaderboard as report, stats, store
+from alharness.results import leaderboard as report, plots, stats, store
 from alharness.errors import AlharnessError, ResultsError
 from alharness.campaign.reference import REFERENCE_STRATEGY
 
@@ -224,11 +222,6 @@ def _sensitivity_section(doc: _Doc, con, out_dir: Path) -> None:
     varying = [c for c in cols if con.execute(f"SELECT count(DISTINCT {c}) FROM rounds").fetchone()[0] > 1]
     if not varying:
         return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = report.per_campaign(con)
     doc.h(2, "Cost sensitivity")
     for col in varying:
@@ -237,21 +230,7 @@ def _sensitivity_section(doc: _Doc, con, out_dir: Path) -> None:
             r[col] = value.get(r["campaign_id"])
         ranks = stats.ranks_by_parameter(rows, col, "auc")
         for dataset, by_value in ranks.items():
-            values = list(by_value)
-            strategies = sorted({s for v in by_value.values() for s in v})
-            fig, ax = plt.subplots(figsize=(7, 3.8))
-            for s in strategies:
-                ax.plot(range(len(values)), [by_value[v].get(s, np.nan) for v in values], marker="o", label=s)
-            ax.set_xticks(range(len(values)), [str(v) for v in values])
-            ax.set_xlabel(col.removeprefix("p_cost_"))
-            ax.set_ylabel("rank by AUC (1 = best)")
-            ax.invert_yaxis()
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
-            fig.tight_layout()
-            path = out_dir / f"ranks_{dataset}_{col}.png"
-            fig.savefig(path, dpi=100)
-            plt.close(fig)
+            path = plots.rank_lines(by_value, col.removeprefix("p_cost_"), out_dir / f"ranks_{dataset}_{col}.png")
             doc.image(path, f"Rank of each strategy as {col.removeprefix('p_cost_')} changes ({dataset})")
 
 
@@ -260,11 +239,6 @@ def _diagnostics_section(doc: _Doc, con, out_dir: Path) -> None:
     if not {r[0] for r in con.execute("SHOW TABLES").fetchall()} >= {"queries"}:
         doc.p("No query log in these results.")
         return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     qcols = {r[0] for r in con.execute("DESCRIBE queries").fetchall()}
     enforced = [m for (m,) in con.execute("SELECT DISTINCT budget_metric FROM rounds").fetchall()]
     cost = " + ".join(f"CASE WHEN c.budget_metric = '{m}' THEN q.cost_{m} ELSE 0 END" for m in enforced if f"cost_{m}" in qcols) or "0"
@@ -281,36 +255,7 @@ def _diagnostics_section(doc: _Doc, con, out_dir: Path) -> None:
     for dataset, label, rnd, qtype, n, spend in data:
         by_dataset.setdefault(dataset, {}).setdefault(label, {}).setdefault(qtype, {})[rnd] = (n, spend)
     for dataset, by_label in by_dataset.items():
-        labels = sorted(by_label)
-        qtypes = sorted({q for v in by_label.values() for q in v})
-        colors = {q: plt.cm.tab10(i % 10) for i, q in enumerate(qtypes)}
-        fig, axes = plt.subplots(2, len(labels), figsize=(3.6 * len(labels) + 1.5, 5.8), squeeze=False)
-        for j, label in enumerate(labels):
-            rounds = sorted({r for q in by_label[label].values() for r in q})
-            bottom_n = np.zeros(len(rounds))
-            for q in qtypes:
-                if q not in by_label[label]:
-                    continue  # keep each panel to the types this strategy bought
-                vals = by_label[label][q]
-                n = np.array([vals.get(r, (0, 0))[0] for r in rounds], float)
-                axes[0, j].bar(rounds, n, bottom=bottom_n, color=colors[q], label=q)
-                bottom_n += n
-                spend = np.cumsum([vals.get(r, (0, 0))[1] or 0 for r in rounds])
-                axes[1, j].plot(rounds, spend, marker="o", ms=3, color=colors[q], label=q)
-            axes[0, j].set_title(label if len(label) <= 34 else label[:33] + "…", fontsize=8)
-            axes[0, j].set_ylabel("answers per round" if j == 0 else "")
-            axes[1, j].set_ylabel("cumulative spend (enforced metric)" if j == 0 else "", fontsize=8)
-            axes[1, j].set_xlabel("round")
-            for ax in axes[:, j]:
-                ax.grid(alpha=0.3)
-        from matplotlib.patches import Patch
-
-        handles, names = [Patch(color=colors[q]) for q in qtypes], qtypes
-        fig.legend(handles, names, loc="lower center", ncol=min(len(qtypes), 6), fontsize=8, frameon=False)
-        fig.tight_layout(rect=(0, 0.06, 1, 1))
-        path = out_dir / f"diagnostics_{dataset}.png"
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
+        path = plots.query_mix(by_label, out_dir / f"diagnostics_{dataset}.png")
         doc.image(path, f"{dataset}: query-type mix per round (top) and allocation of the budget across query types (bottom), mean over seeds")
 
 
@@ -318,12 +263,6 @@ def _thumbnails_section(doc: _Doc, con, out_dir: Path) -> None:
     """For each strategy, the images it queried in its last buying round (lowest seed), with the queries drawn."""
     if not {r[0] for r in con.execute("SHOW TABLES").fetchall()} >= {"queries", "campaigns"}:
         return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-
     from alharness.registry import DATASETS
     from alharness.campaign.spec import CampaignSpec
 
@@ -352,33 +291,9 @@ def _thumbnails_section(doc: _Doc, con, out_dir: Path) -> None:
             doc.p(f"{label} on {dataset}: no thumbnails (dataset not available here: {exc})")
             continue
         shown = sorted({q["image"] for q in queries})[:_THUMBS_PER_STRATEGY]
-        fig, axes = plt.subplots(1, len(shown), figsize=(2.6 * len(shown), 2.9), squeeze=False)
-        for ax, img_idx in zip(axes.flat, shown):
-            img = np.asarray(images[img_idx], dtype=np.float32)
-            img = img.transpose(1, 2, 0) if img.ndim == 3 and img.shape[0] in (1, 3) else img
-            lo, hi = float(img.min()), float(img.max())
-            ax.imshow(np.squeeze((img - lo) / (hi - lo + 1e-9)), cmap="gray")
-            notes = []
-            for q in (q for q in queries if q["image"] == img_idx):
-                if q.get("box") is not None:
-                    y0, x0, y1, x1 = q["box"]
-                    ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec="#ff3030", lw=1.5))
-                elif q.get("pixels") is not None:
-                    pts = np.asarray(q["pixels"])
-                    ax.scatter(pts[:, 1], pts[:, 0], s=8, c="#ffd000", edgecolors="k", linewidths=0.3)
-                elif q["query_type"] == "full_mask":
-                    h, w = img.shape[:2]
-                    ax.add_patch(Rectangle((-0.5, -0.5), w, h, fill=False, ec="#20c020", lw=3))
-                    notes.append("full mask")
-                else:
-                    notes.append(q["query_type"] + (f" c{q['cls']}" if q.get("cls") is not None else ""))
-            ax.set_title(f"image {img_idx}" + (f"\n{', '.join(sorted(set(notes)))}" if notes else ""), fontsize=7)
-            ax.axis("off")
-        fig.suptitle(f"{label} — round {last_round}, seed {seed}", fontsize=8)
-        fig.tight_layout()
-        path = out_dir / f"examples_{dataset}_{len(doc.images)}.png"
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
+        path = plots.query_thumbnails([(i, images[i], [q for q in queries if q["image"] == i]) for i in shown],
+                                      f"{label} — round {last_round}, seed {seed}",
+                                      out_dir / f"examples_{dataset}_{len(doc.images)}.png")
         doc.image(path, f"{dataset}, {label}: images queried in round {last_round} (seed {seed}); red boxes = regions, "
                         f"yellow dots = clicked pixels, green frame = full mask")
 
