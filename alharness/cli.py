@@ -24,13 +24,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     out = (args.out if "://" in args.out else Path(args.out)) if args.out else Path("results") / bench.name
     print(f"benchmark {bench.name!r}: {len(bench.specs)} campaigns -> {out}", file=sys.stderr)
     from alharness.results import reference_cache
-    from alharness.execution.backends.ray import run_benchmark
+    from alharness.execution.backends import make_backend
+    from alharness.execution.scheduler import run_benchmark
 
+    backend = make_backend(args.backend, address=args.address, num_cpus=args.num_cpus, retries=args.retries)
     if not args.no_resume and (n := reference_cache.restore(out, bench.specs)):
         print(f"{n} full-supervision reference(s) reused from the cache ({reference_cache.cache_location()})", file=sys.stderr)
     summary = run_benchmark(
-        bench, out, address=args.address, num_cpus=args.num_cpus, max_concurrent=args.workers,
-        resume=not args.no_resume, retries=args.retries, attempts=args.attempts, progress=not args.quiet,
+        bench, out, backend=backend, max_concurrent=args.workers,
+        resume=not args.no_resume, attempts=args.attempts, progress=not args.quiet,
     )
     _print_problems(summary.problems)
     reference_cache.save(out, bench.specs)
@@ -193,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--retries", type=int, default=2, help="reruns of a campaign whose worker or node died (default: 2)")
     b.add_argument("--attempts", type=int, default=1,
                    help="runs in all of a campaign that raises, before it is recorded as failed (default: 1)")
+    b.add_argument("--backend", choices=["local", "ray"], default="ray",
+                   help="where campaigns run: Ray tasks, or one at a time in this process for debugging (default: ray; "
+                        "--address, --num-cpus and --retries are Ray's)")
     _add_ray_options(b)
     b.set_defaults(func=cmd_bench)
 

@@ -1,16 +1,13 @@
-"""Schedule a benchmark's campaigns on Ray and store them as they finish.
+"""The Ray backend: campaigns as Ray tasks, and ``run_benchmark`` on it.
 
-This is the only module that imports Ray. The driver writes results (one
-process writes, so files never race), in batches so that thousands of small
-campaigns do not cost thousands of files; campaigns run as Ray tasks with
+This is the only module that imports Ray. Campaigns run as Ray tasks with
 the resources their spec asks for (fractional GPUs pack several campaigns on
-one device) and save a checkpoint next to the results after every round.
+one device); what runs when, retries of campaigns that raise and the writing
+of results are the scheduler's (``alharness.execution.scheduler``).
 
 Faults: a task whose worker or node dies is rerun by Ray (``retries``) and
-resumes from its last checkpointed round; a campaign that raises is run
-again up to ``attempts`` times in all and then recorded as failed with its
-last traceback; a killed driver loses at most the unflushed batch, whose
-campaigns replay from their final checkpoints on resume.
+resumes from its last checkpointed round; once those reruns are spent, the
+scheduler records it as failed.
 """
 
 from __future__ import annotations
@@ -22,40 +19,19 @@ import os
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-import concurrent.futures  # noqa: E402
-import contextlib  # noqa: E402
-import math  # noqa: E402
-import time  # noqa: E402
-import traceback  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any, Sequence  # noqa: E402
 
 import ray  # noqa: E402
 
-from alharness.results import store  # noqa: E402
-from alharness.execution.benchmark import Benchmark  # noqa: E402
-from alharness.campaign.checkpoint import delete_checkpoints  # noqa: E402
-from alharness.errors import ConfigError  # noqa: E402
-from alharness.execution.execute import campaign_record  # noqa: E402
-from alharness.execution.progress import Progress  # noqa: E402
 from alharness.campaign.spec import CampaignSpec  # noqa: E402
+from alharness.errors import ConfigError  # noqa: E402
+from alharness.execution import scheduler  # noqa: E402
+from alharness.execution.benchmark import Benchmark  # noqa: E402
+from alharness.execution.scheduler import RunSummary, campaign_threads  # noqa: E402
+from alharness.results import store  # noqa: E402
 
-
-@dataclass
-class RunSummary:
-    total: int
-    skipped: int = 0
-    ok: int = 0
-    failed: list[dict[str, Any]] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-    resumed: int = 0  # campaigns that continued from a checkpoint
-    batches: int = 0  # result batches written
-    write_s: float = 0.0  # driver time spent writing results and removing checkpoints
-
-    @property
-    def success(self) -> bool:
-        return not self.failed
+__all__ = ["RayBackend", "RunSummary", "init_ray", "run_benchmark", "task_resources"]
 
 
 @ray.remote
@@ -103,47 +79,57 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, *, dashboa
     return True
 
 
-class _Writer:
-    """Buffers finished campaigns and writes them as one batch when enough
-    have gathered or the oldest has waited ``flush_s`` (writing one file per
-    tiny campaign would dominate the run); checkpoints go once committed."""
+class RayBackend:
+    """Campaigns as Ray tasks (see :class:`alharness.execution.scheduler.Backend`).
 
-    def __init__(self, loc: store.Location, batch_size: int, flush_s: float, summary: RunSummary):
-        self.loc, self.batch_size, self.flush_s, self.summary = loc, max(1, batch_size), flush_s, summary
-        self.buf: list[store.Outcome] = []
-        self.since = 0.0
-        # Removing committed campaigns' checkpoints waits on the disk, not the
-        # CPU: one background thread does it while the loop goes on.
-        self.cleaner = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="alharness-ckpt-cleanup")
-        self.cleaning: list[concurrent.futures.Future] = []
+    ``address``: the cluster to connect to (default: the Ray already running
+    in this process, else a local one of ``num_cpus`` CPUs). ``retries``: Ray
+    reruns a task whose worker or node died this many times."""
 
-    def add(self, out: dict[str, Any]) -> None:
-        if not self.buf:
-            self.since = time.monotonic()
-        self.buf.append((out["record"], out["rows"], out["queries"]))
-        if len(self.buf) >= self.batch_size:
-            self.flush()
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, *, retries: int = 2):
+        if retries < 0:
+            raise ConfigError(f"retries must be >= 0 (got {retries})")
+        self.address, self.num_cpus, self.retries = address, num_cpus, retries
+        self._started = False
 
-    def close(self) -> None:
-        """Wait for the checkpoint clean-up (its errors surface here)."""
-        self.cleaner.shutdown(wait=True)
-        for f in self.cleaning:
-            f.result()
+    def check(self, specs: Sequence[CampaignSpec]) -> None:
+        for s in specs:
+            task_resources(s)
 
-    def wait_s(self) -> float:
-        """How long the scheduler may block before the buffer is due."""
-        return 1.0 if not self.buf else max(0.0, min(1.0, self.since + self.flush_s - time.monotonic()))
+    def start(self) -> None:
+        self._started = init_ray(self.address, self.num_cpus)
 
-    def flush(self, force: bool = False) -> None:
-        if not self.buf or not (force or len(self.buf) >= self.batch_size or time.monotonic() - self.since >= self.flush_s):
-            return
-        t0 = time.perf_counter()
-        batch = self.buf[0][0]["campaign_id"] if len(self.buf) == 1 else None  # a lone campaign keeps its id as name
-        store.write_batch(self.loc, self.buf, batch=batch)
-        self.cleaning.append(self.cleaner.submit(delete_checkpoints, self.loc, [rec["campaign_id"] for rec, _, _ in self.buf]))
-        self.summary.batches += 1
-        self.summary.write_s += time.perf_counter() - t0
-        self.buf = []
+    def stop(self) -> None:
+        if self._started:  # only the Ray this backend started; a caller's Ray stays up
+            ray.shutdown()
+            self._started = False
+
+    def submit(self, spec: CampaignSpec, attempt: int, checkpoint_at: Any) -> ray.ObjectRef:
+        return _run_campaign_task.options(
+            **task_resources(spec),
+            max_retries=self.retries,  # worker or node death: Ray reruns the task, which resumes from its checkpoint
+            retry_exceptions=False,  # a campaign's own exception is a result (the scheduler retries it, up to `attempts`)
+            name=f"campaign:{spec.strategy_label}:seed{spec.seed}",
+        ).remote(spec, campaign_threads(spec), checkpoint_at, attempt)
+
+    def wait(self, handles: list[ray.ObjectRef], timeout: float) -> list[ray.ObjectRef]:
+        ready, _ = ray.wait(handles, num_returns=1, timeout=timeout, fetch_local=False)
+        if ready:  # and whatever else has finished meanwhile, without waiting
+            ready, _ = ray.wait(handles, num_returns=len(handles), timeout=0, fetch_local=False)
+        return ready
+
+    def results(self, handles: list[ray.ObjectRef]) -> list[dict[str, Any] | BaseException]:
+        try:
+            return ray.get(handles)  # one call for all: much cheaper than one get per result
+        except Exception:
+            return [_get_one(ref) for ref in handles]  # some task died: fetch one by one
+
+
+def _get_one(ref: ray.ObjectRef) -> dict[str, Any] | BaseException:
+    try:
+        return ray.get(ref)
+    except Exception as exc:  # the task itself died (worker crash, node loss) after its retries
+        return exc
 
 
 def run_benchmark(
@@ -161,91 +147,13 @@ def run_benchmark(
     flush_s: float = 5.0,
     progress: bool = True,
 ) -> RunSummary:
-    """Run every campaign of ``bench`` not yet finished under ``out_dir``.
+    """Run every campaign of ``bench`` not yet finished under ``out_dir`` on Ray.
 
-    ``out_dir``: a local directory or a URI of any pyarrow file system that
-    every node can write (``s3://bucket/prefix``). ``retries``: Ray reruns a
-    task whose worker or node died this many times. ``attempts``: runs in all
-    of a campaign that raises before it is recorded as failed.
-    ``checkpoints``: save every round next to the results and resume from it.
-    ``batch_size`` / ``flush_s``: results are written in batches of at most
-    this many campaigns, at the latest this many seconds after one finished.
+    ``address`` / ``num_cpus`` / ``retries``: as :class:`RayBackend`; the
+    rest as :func:`alharness.execution.scheduler.run_benchmark`.
     """
-    if retries < 0 or attempts < 1:
-        raise ConfigError(f"retries must be >= 0 (got {retries}) and attempts >= 1 (got {attempts})")
-    loc = store.Location(out_dir)
-    loc.make_dir()
-    scan = store.scan(loc)
-    done = {cid for cid, s in scan.status.items() if s == "ok"} if resume else set()
-    todo = [s for s in bench.specs if s.campaign_id not in done]
-    if not resume:
-        delete_checkpoints(loc, [s.campaign_id for s in todo])  # start over means from round 0
-    resources = {s.campaign_id: task_resources(s) for s in todo}  # bad resources fail before anything runs
-    summary = RunSummary(total=len(bench.specs), skipped=len(bench.specs) - len(todo), problems=list(scan.problems))
-    bar = Progress(len(todo), skipped=summary.skipped, enabled=progress)
-    if not todo:
-        return summary
-
-    started_here = init_ray(address, num_cpus)
-    writer = _Writer(loc, batch_size, flush_s, summary)
-    try:
-        pending = [(s, 1) for s in todo]
-        pending.reverse()  # pop() from the end keeps the benchmark's order
-        inflight: dict[Any, tuple[CampaignSpec, int]] = {}
-        while pending or inflight:
-            while pending and (max_concurrent is None or len(inflight) < max_concurrent):
-                spec, attempt = pending.pop()
-                ref = _run_campaign_task.options(
-                    **resources[spec.campaign_id],
-                    max_retries=retries,  # worker or node death: Ray reruns the task, which resumes from its checkpoint
-                    retry_exceptions=False,  # a campaign's own exception is a result (retried below, up to `attempts`)
-                    name=f"campaign:{spec.strategy_label}:seed{spec.seed}",
-                ).remote(spec, max(1, math.floor(spec.num_cpus)), loc if checkpoints else None, attempt)
-                inflight[ref] = (spec, attempt)
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=writer.wait_s(), fetch_local=False)
-            if ready:  # and whatever else has finished meanwhile, without waiting
-                ready, _ = ray.wait(list(inflight), num_returns=len(inflight), timeout=0, fetch_local=False)
-            try:
-                outs = dict(zip(ready, ray.get(ready)))  # one call for all: much cheaper than one get per result
-            except Exception:
-                outs = {}  # some task died: fetch one by one below
-            for ref in ready:
-                spec, attempt = inflight.pop(ref)
-                died = False
-                try:
-                    out = outs[ref] if ref in outs else ray.get(ref)
-                except Exception as exc:  # the task itself died (worker crash, node loss) after its retries
-                    died = True
-                    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-                    out = {"record": campaign_record(spec, "failed", error=tb, attempt=attempt), "rows": [], "queries": []}
-                ok = out["record"]["status"] == "ok"
-                if not ok and not died and attempt < attempts:
-                    pending.append((spec, attempt + 1))  # run it again; the last attempt's traceback is what is kept
-                    continue
-                writer.add(out)
-                summary.resumed += out["record"].get("resumed_round") is not None
-                if ok:
-                    summary.ok += 1
-                else:
-                    err = out["record"]["error"].strip().splitlines()
-                    summary.failed.append({"campaign_id": spec.campaign_id, "strategy": spec.strategy_label,
-                                           "dataset": spec.dataset, "seed": spec.seed, "error": err[-1] if err else "?"})
-                bar.update(done=int(ok), failed=int(not ok), running=len(inflight),
-                           message=f"{'ok' if ok else 'FAILED'} {spec.strategy_label} seed {spec.seed}")
-            writer.flush()
-            if not ready:
-                bar.update(running=len(inflight))
-        writer.flush(force=True)
-        writer.close()
-    finally:
-        # Also on Ctrl-C: what finished is written (a failing write here must
-        # not hide the error that brought us here; the campaigns replay from
-        # their final checkpoints on resume).
-        if writer.buf:
-            with contextlib.suppress(Exception):
-                writer.flush(force=True)
-        writer.cleaner.shutdown(wait=True)
-        bar.close()
-        if started_here:
-            ray.shutdown()
-    return summary
+    return scheduler.run_benchmark(
+        bench, out_dir, backend=RayBackend(address, num_cpus, retries=retries), max_concurrent=max_concurrent,
+        resume=resume, attempts=attempts, checkpoints=checkpoints, batch_size=batch_size, flush_s=flush_s,
+        progress=progress,
+    )

@@ -1,0 +1,244 @@
+"""Schedule a benchmark's campaigns on a backend and store them as they finish.
+
+What runs where is the backend's business (:class:`Backend`: Ray in
+``backends/ray.py``, in-process in ``backends/local.py``); what to run, how
+many at once, what to do when a campaign fails and how its results land is
+decided here, the same for every backend, and testable without Ray.
+
+The driver writes results (one process writes, so files never race), in
+batches so that thousands of small campaigns do not cost thousands of files;
+campaigns save a checkpoint next to the results after every round.
+
+Faults: a campaign that raises is run again up to ``attempts`` times in all
+and then recorded as failed with its last traceback; a task that died (the
+backend's own retries spent) is recorded as failed at once; a killed driver
+loses at most the unflushed batch, whose campaigns replay from their final
+checkpoints on resume.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import math
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Hashable, Protocol, Sequence
+
+from alharness.campaign.checkpoint import delete_checkpoints
+from alharness.campaign.spec import CampaignSpec
+from alharness.errors import ConfigError
+from alharness.execution.benchmark import Benchmark
+from alharness.execution.execute import campaign_record
+from alharness.execution.progress import Progress
+from alharness.results import store
+
+
+@dataclass
+class RunSummary:
+    total: int
+    skipped: int = 0
+    ok: int = 0
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    resumed: int = 0  # campaigns that continued from a checkpoint
+    batches: int = 0  # result batches written
+    write_s: float = 0.0  # driver time spent writing results and removing checkpoints
+
+    @property
+    def success(self) -> bool:
+        return not self.failed
+
+    def count(self, spec: CampaignSpec, out: dict[str, Any]) -> None:
+        """Count one campaign's final outcome."""
+        rec = out["record"]
+        self.resumed += rec.get("resumed_round") is not None
+        if rec["status"] == "ok":
+            self.ok += 1
+            return
+        err = rec["error"].strip().splitlines()
+        self.failed.append({"campaign_id": spec.campaign_id, "strategy": spec.strategy_label,
+                            "dataset": spec.dataset, "seed": spec.seed, "error": err[-1] if err else "?"})
+
+
+class Backend(Protocol):
+    """Where campaigns run. A handle stands for one submitted run of one campaign."""
+
+    def check(self, specs: Sequence[CampaignSpec]) -> None:
+        """Raise ConfigError for a campaign this backend cannot run (called before anything runs)."""
+
+    def start(self) -> None:
+        """Acquire what running needs (called only when there is something to run)."""
+
+    def stop(self) -> None:
+        """Release what :meth:`start` acquired (also after an error or Ctrl-C)."""
+
+    def submit(self, spec: CampaignSpec, attempt: int, checkpoint_at: Any) -> Hashable:
+        """Start ``execute(spec, attempt=attempt, checkpoint_at=checkpoint_at)``; return its handle."""
+
+    def wait(self, handles: list[Hashable], timeout: float) -> list[Hashable]:
+        """Those of ``handles`` that have finished: at least one, unless ``timeout`` seconds passed."""
+
+    def results(self, handles: list[Hashable]) -> list[dict[str, Any] | BaseException]:
+        """Per finished handle, execute's outcome, or the exception that killed the task."""
+
+
+def campaign_threads(spec: CampaignSpec) -> int:
+    """Torch threads of a campaign: the whole CPUs it reserved, at least one."""
+    return max(1, math.floor(spec.num_cpus))
+
+
+class _Writer:
+    """Buffers finished campaigns and writes them as one batch when enough
+    have gathered or the oldest has waited ``flush_s`` (writing one file per
+    tiny campaign would dominate the run); checkpoints go once committed."""
+
+    def __init__(self, loc: store.Location, batch_size: int, flush_s: float, summary: RunSummary):
+        self.loc, self.batch_size, self.flush_s, self.summary = loc, max(1, batch_size), flush_s, summary
+        self.buf: list[store.Outcome] = []
+        self.since = 0.0
+        # Removing committed campaigns' checkpoints waits on the disk, not the
+        # CPU: one background thread does it while the loop goes on.
+        self.cleaner = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="alharness-ckpt-cleanup")
+        self.cleaning: list[concurrent.futures.Future] = []
+
+    def add(self, out: dict[str, Any]) -> None:
+        if not self.buf:
+            self.since = time.monotonic()
+        self.buf.append((out["record"], out["rows"], out["queries"]))
+        if len(self.buf) >= self.batch_size:
+            self.flush()
+
+    def close(self) -> None:
+        """Wait for the checkpoint clean-up (its errors surface here)."""
+        self.cleaner.shutdown(wait=True)
+        for f in self.cleaning:
+            f.result()
+
+    def salvage(self) -> None:
+        """On the way out, also after an error: write what finished (a failing
+        write must not hide the error that brought us here; the campaigns
+        replay from their final checkpoints on resume)."""
+        if self.buf:
+            with contextlib.suppress(Exception):
+                self.flush(force=True)
+        self.cleaner.shutdown(wait=True)
+
+    def wait_s(self) -> float:
+        """How long the scheduler may block before the buffer is due."""
+        return 1.0 if not self.buf else max(0.0, min(1.0, self.since + self.flush_s - time.monotonic()))
+
+    def flush(self, force: bool = False) -> None:
+        if not self.buf or not (force or len(self.buf) >= self.batch_size or time.monotonic() - self.since >= self.flush_s):
+            return
+        t0 = time.perf_counter()
+        batch = self.buf[0][0]["campaign_id"] if len(self.buf) == 1 else None  # a lone campaign keeps its id as name
+        store.write_batch(self.loc, self.buf, batch=batch)
+        self.cleaning.append(self.cleaner.submit(delete_checkpoints, self.loc, [rec["campaign_id"] for rec, _, _ in self.buf]))
+        self.summary.batches += 1
+        self.summary.write_s += time.perf_counter() - t0
+        self.buf = []
+
+
+def _died(spec: CampaignSpec, attempt: int, exc: BaseException) -> dict[str, Any]:
+    """The outcome of a task that died (worker crash, node loss) after the backend's retries."""
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return {"record": campaign_record(spec, "failed", error=tb, attempt=attempt), "rows": [], "queries": []}
+
+
+class _Loop:
+    """The pending / in-flight loop of one run and its retry policy."""
+
+    def __init__(self, backend: Backend, todo: list[CampaignSpec], writer: _Writer, bar: Progress, *,
+                 checkpoint_at: Any, attempts: int, max_concurrent: int | None):
+        self.backend, self.writer, self.bar = backend, writer, bar
+        self.checkpoint_at, self.attempts, self.max_concurrent = checkpoint_at, attempts, max_concurrent
+        self.pending = [(s, 1) for s in reversed(todo)]  # pop() from the end keeps the benchmark's order
+        self.inflight: dict[Hashable, tuple[CampaignSpec, int]] = {}
+
+    def run(self) -> None:
+        while self.pending or self.inflight:
+            self._fill()
+            ready = self.backend.wait(list(self.inflight), self.writer.wait_s())
+            for handle, out in zip(ready, self.backend.results(ready)):  # one call for all: much cheaper on Ray
+                self._finish(*self.inflight.pop(handle), out)
+            self.writer.flush()
+            if not ready:
+                self.bar.update(running=len(self.inflight))
+
+    def _fill(self) -> None:
+        while self.pending and (self.max_concurrent is None or len(self.inflight) < self.max_concurrent):
+            spec, attempt = self.pending.pop()
+            self.inflight[self.backend.submit(spec, attempt, self.checkpoint_at)] = (spec, attempt)
+
+    def _finish(self, spec: CampaignSpec, attempt: int, out: dict[str, Any] | BaseException) -> None:
+        died = isinstance(out, BaseException)
+        if died:
+            out = _died(spec, attempt, out)
+        ok = out["record"]["status"] == "ok"
+        if not ok and not died and attempt < self.attempts:
+            self.pending.append((spec, attempt + 1))  # run it again; the last attempt's traceback is what is kept
+            return
+        self.writer.add(out)
+        self.writer.summary.count(spec, out)
+        self.bar.update(done=int(ok), failed=int(not ok), running=len(self.inflight),
+                        message=f"{'ok' if ok else 'FAILED'} {spec.strategy_label} seed {spec.seed}")
+
+
+def _plan(bench: Benchmark, loc: store.Location, resume: bool) -> tuple[list[CampaignSpec], RunSummary]:
+    """The campaigns to run: those not finished in the store (all of them, from round 0, without ``resume``)."""
+    scan = store.scan(loc)
+    done = {cid for cid, s in scan.status.items() if s == "ok"} if resume else set()
+    todo = [s for s in bench.specs if s.campaign_id not in done]
+    if not resume:
+        delete_checkpoints(loc, [s.campaign_id for s in todo])  # start over means from round 0
+    return todo, RunSummary(total=len(bench.specs), skipped=len(bench.specs) - len(todo), problems=list(scan.problems))
+
+
+def run_benchmark(
+    bench: Benchmark,
+    out_dir: "str | Path | store.Location",
+    *,
+    backend: Backend,
+    max_concurrent: int | None = None,
+    resume: bool = True,
+    attempts: int = 1,
+    checkpoints: bool = True,
+    batch_size: int = 256,
+    flush_s: float = 5.0,
+    progress: bool = True,
+) -> RunSummary:
+    """Run on ``backend`` every campaign of ``bench`` not yet finished under ``out_dir``.
+
+    ``out_dir``: a local directory or a URI of any pyarrow file system that
+    every worker can write (``s3://bucket/prefix``). ``max_concurrent``: at
+    most this many campaigns in flight (default: as the backend allows).
+    ``attempts``: runs in all of a campaign that raises before it is recorded
+    as failed. ``checkpoints``: save every round next to the results and
+    resume from it. ``batch_size`` / ``flush_s``: results are written in
+    batches of at most this many campaigns, at the latest this many seconds
+    after one finished.
+    """
+    if attempts < 1 or (max_concurrent is not None and max_concurrent < 1):
+        raise ConfigError(f"attempts and max_concurrent must be >= 1 (got {attempts} and {max_concurrent})")
+    loc = store.Location(out_dir)
+    loc.make_dir()
+    todo, summary = _plan(bench, loc, resume)
+    backend.check(todo)  # bad resources fail before anything runs
+    bar = Progress(len(todo), skipped=summary.skipped, enabled=progress)
+    if not todo:
+        return summary
+    backend.start()
+    writer = _Writer(loc, batch_size, flush_s, summary)
+    try:
+        _Loop(backend, todo, writer, bar, checkpoint_at=loc if checkpoints else None, attempts=attempts,
+              max_concurrent=max_concurrent).run()
+        writer.flush(force=True)
+        writer.close()
+    finally:  # also on Ctrl-C
+        writer.salvage()
+        bar.close()
+        backend.stop()
+    return summary
