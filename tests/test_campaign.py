@@ -137,3 +137,15 @@ def test_early_stopping_uses_a_charged_validation_split():
     assert 0.0 <= charged.rows[-1]["val_miou"] <= 1.0
     with pytest.raises(Exception, match="validation split's masks cost"):
         run_campaign(tiny_spec(dataset_params=ds, learner=learner, validation="charged", budget=30))
+
+
+def test_named_steps_compose_into_run_campaign():
+    """setup_campaign, then run_round per round: the rows run_campaign returns."""
+    from alharness.campaign.loop import round_allowance, run_round, setup_campaign
+
+    spec = tiny_spec(strategy="entropy", rounds=2)
+    setup, state = setup_campaign(spec)
+    assert round_allowance(spec, state, 0) == spec.budget
+    rows = [run_round(setup, state, rnd) for rnd in range(spec.rounds + 1)]
+    assert state.rows == rows and state.next_round == spec.rounds + 1
+    assert result_columns(rows) == result_columns(run_campaign(spec).rows)

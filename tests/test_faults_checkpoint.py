@@ -3,6 +3,8 @@ produces exactly the rows and query log of an uninterrupted run (CPU)."""
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
 from alharness.campaign.loop import run_campaign
@@ -79,3 +81,34 @@ def test_finished_checkpoint_replays_nothing_and_bad_checkpoints_start_over(tmp_
     (tmp_path / "checkpoints" / f"{spec.campaign_id}.ckpt").rename(tmp_path / "checkpoints" / f"{other.campaign_id}.ckpt")
     with pytest.warns(UserWarning, match="another campaign"):
         assert Checkpointer(tmp_path, other.campaign_id).load() is None
+
+
+def test_resume_restores_the_campaign_state_by_name(tmp_path):
+    """Checkpointer.save(state) / resume(state) round-trip every carried field;
+    no checkpoint leaves the fresh state alone; an old-format file is ignored."""
+    import torch
+
+    from alharness.campaign.checkpoint import FORMAT
+    from alharness.campaign.loop import run_round, setup_campaign
+
+    spec = tiny_spec(strategy="entropy")
+    plain = run_campaign(spec)
+    ck = Checkpointer(tmp_path, spec.campaign_id)
+    _, fresh = setup_campaign(spec)
+    assert ck.resume(fresh) is False and fresh.next_round == 0 and fresh.rows == [] and ck.resumed_round is None
+    setup, state = setup_campaign(spec)
+    run_round(setup, state, 0)
+    ck.save(state)
+    setup, resumed = setup_campaign(spec)
+    assert Checkpointer(tmp_path, spec.campaign_id).resume(resumed) is True
+    carried, saved = resumed.carried(), state.carried()
+    assert carried.keys() == saved.keys() and "rows" in carried and "next_round" in carried
+    assert resumed.next_round == 1 and result_columns(resumed.rows) == result_columns(plain.rows[:1])
+    assert {k: v for k, v in carried.items() if k != "rows"} == {k: v for k, v in saved.items() if k != "rows"}
+    assert result_columns([run_round(setup, resumed, 1)]) == result_columns(plain.rows[1:2])
+    # A checkpoint of the format before CampaignState (a positional tuple) is not trusted.
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT - 1, "campaign_id": spec.campaign_id, "round": 0, "carried": (0.0,)}, buf)
+    ck.location.write_bytes(ck.rel, buf.getvalue())
+    with pytest.warns(UserWarning, match="another campaign or format"):
+        assert Checkpointer(tmp_path, spec.campaign_id).resume(setup_campaign(spec)[1]) is False

@@ -15,7 +15,9 @@ CPU, produces exactly the rows an uninterrupted run produces:
   (round r+1's predictions come from round r's model; with
   ``warm_start`` training continues from it too),
 * the strategy's own state (see the contract below),
-* the rows so far and the loop's carried values.
+* every other field of the loop's ``CampaignState``
+  (alharness.campaign.state): the rows so far, the next round, what round 0
+  spent and the last scores, saved by name.
 
 Strategy contract: whatever a strategy keeps between rounds lives in its
 instance attributes. ``Strategy.get_state()`` returns it (default: a copy
@@ -37,13 +39,17 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from alharness.results.store import Location
 
-FORMAT = 1
+if TYPE_CHECKING:
+    from alharness.campaign.state import CampaignState
+
+# 2: the carried values are CampaignState's fields by name (1: a positional tuple).
+FORMAT = 2
 
 
 def _pack_labels(state) -> dict[str, Any]:
@@ -120,48 +126,47 @@ class Checkpointer:
         self.saves = 0
 
     # -- the loop's two calls -------------------------------------------------
-    def save(self, rnd: int, rows: list[dict], carried: tuple, *, state, oracle, learner, strategy, annotator) -> None:
-        """After round ``rnd`` finished: write everything the next rounds need."""
+    def save(self, state: "CampaignState") -> None:
+        """After a finished round: write everything the next rounds need."""
         import torch
 
         snap = {
             "format": FORMAT,
             "campaign_id": self.campaign_id,
-            "round": rnd,
-            "rows": rows,
-            "carried": carried,
-            "labels": _pack_labels(state),
-            "ledger": oracle.ledger,
-            "annotator_rng": None if annotator is None else annotator.rng.bit_generator.state,
+            # Rows so far, next round, last scores: every plain field, by name.
+            "carried": state.carried(),
+            "labels": _pack_labels(state.labels),
+            "ledger": state.oracle.ledger,
+            "annotator_rng": None if state.annotator is None else state.annotator.rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
-            "learner": _learner_state(learner),
-            "strategy": strategy.get_state(),
+            "learner": _learner_state(state.learner),
+            "strategy": state.strategy.get_state(),
         }
         buf = io.BytesIO()
         torch.save(snap, buf)
         self.location.write_bytes(self.rel, buf.getvalue(), durable=False)
         self.saves += 1
 
-    def resume(self, *, state, oracle, learner, strategy, annotator) -> tuple[int, list[dict], tuple] | None:
-        """Restore the last checkpoint into the freshly built campaign objects.
+    def resume(self, state: "CampaignState") -> bool:
+        """Restore the last checkpoint into a freshly built campaign state.
 
-        Returns ``(next round, rows so far, carried values)``, or None when
-        there is no usable checkpoint.
+        Returns False (``state`` untouched) when there is no usable checkpoint.
         """
         import torch
 
         snap = self.load()
         if snap is None:
-            return None
-        _unpack_labels(snap["labels"], state)
-        oracle.ledger = snap["ledger"]
-        if annotator is not None and snap["annotator_rng"] is not None:
-            annotator.rng.bit_generator.state = snap["annotator_rng"]
-        _set_learner_state(learner, snap["learner"])
-        strategy.set_state(snap["strategy"])
+            return False
+        _unpack_labels(snap["labels"], state.labels)
+        state.oracle.ledger = snap["ledger"]
+        if state.annotator is not None and snap["annotator_rng"] is not None:
+            state.annotator.rng.bit_generator.state = snap["annotator_rng"]
+        _set_learner_state(state.learner, snap["learner"])
+        state.strategy.set_state(snap["strategy"])
         torch.set_rng_state(snap["torch_rng"])
-        self.resumed_round = int(snap["round"])
-        return self.resumed_round + 1, list(snap["rows"]), tuple(snap["carried"])
+        state.restore(snap["carried"])
+        self.resumed_round = state.next_round - 1
+        return True
 
     # -- file ---------------------------------------------------------------------
     def load(self) -> dict[str, Any] | None:
