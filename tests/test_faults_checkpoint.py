@@ -9,6 +9,7 @@ import pytest
 
 from alharness.campaign.loop import run_campaign
 from alharness.campaign.checkpoint import Checkpointer
+from alharness.results.store import Location
 from conftest import TINY_LEARNER, result_columns, tiny_spec
 
 
@@ -23,8 +24,8 @@ def _interrupted_then_resumed(spec, where, stop_after: int):
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        run_campaign(spec, on_round=die, checkpoint=Checkpointer(where, spec.campaign_id))
-    ck = Checkpointer(where, spec.campaign_id)
+        run_campaign(spec, on_round=die, checkpoint=Checkpointer(Location(where), spec.campaign_id))
+    ck = Checkpointer(Location(where), spec.campaign_id)
     res = run_campaign(spec, checkpoint=ck)
     return res, ck
 
@@ -61,12 +62,12 @@ def _same_queries(a, b):
 
 def test_finished_checkpoint_replays_nothing_and_bad_checkpoints_start_over(tmp_path):
     spec = tiny_spec()
-    ck = Checkpointer(tmp_path, spec.campaign_id)
+    ck = Checkpointer(Location(tmp_path), spec.campaign_id)
     first = run_campaign(spec, checkpoint=ck)
     assert ck.saves == spec.rounds + 1
     # A campaign that finished but whose results were never committed (driver
     # died before writing them): the rerun returns the same rows without training.
-    again = Checkpointer(tmp_path, spec.campaign_id)
+    again = Checkpointer(Location(tmp_path), spec.campaign_id)
     res = run_campaign(spec, checkpoint=again)
     assert again.resumed_round == spec.rounds and again.saves == 0
     assert result_columns(res.rows) == result_columns(first.rows) and len(res.queries) == len(first.queries)
@@ -74,13 +75,13 @@ def test_finished_checkpoint_replays_nothing_and_bad_checkpoints_start_over(tmp_
     path = tmp_path / "checkpoints" / f"{spec.campaign_id}.ckpt"
     path.write_bytes(path.read_bytes()[:100])
     with pytest.warns(UserWarning, match="unreadable checkpoint"):
-        assert Checkpointer(tmp_path, spec.campaign_id).load() is None
+        assert Checkpointer(Location(tmp_path), spec.campaign_id).load() is None
     other = tiny_spec(seed=1)
     path.rename(tmp_path / "checkpoints" / f"{other.campaign_id}.ckpt")
-    run_campaign(spec, checkpoint=Checkpointer(tmp_path, spec.campaign_id))
+    run_campaign(spec, checkpoint=Checkpointer(Location(tmp_path), spec.campaign_id))
     (tmp_path / "checkpoints" / f"{spec.campaign_id}.ckpt").rename(tmp_path / "checkpoints" / f"{other.campaign_id}.ckpt")
     with pytest.warns(UserWarning, match="another campaign"):
-        assert Checkpointer(tmp_path, other.campaign_id).load() is None
+        assert Checkpointer(Location(tmp_path), other.campaign_id).load() is None
 
 
 def test_resume_restores_the_campaign_state_by_name(tmp_path):
@@ -93,14 +94,14 @@ def test_resume_restores_the_campaign_state_by_name(tmp_path):
 
     spec = tiny_spec(strategy="entropy")
     plain = run_campaign(spec)
-    ck = Checkpointer(tmp_path, spec.campaign_id)
+    ck = Checkpointer(Location(tmp_path), spec.campaign_id)
     _, fresh = setup_campaign(spec)
     assert ck.resume(fresh) is False and fresh.next_round == 0 and fresh.rows == [] and ck.resumed_round is None
     setup, state = setup_campaign(spec)
     run_round(setup, state, 0)
     ck.save(state)
     setup, resumed = setup_campaign(spec)
-    assert Checkpointer(tmp_path, spec.campaign_id).resume(resumed) is True
+    assert Checkpointer(Location(tmp_path), spec.campaign_id).resume(resumed) is True
     carried, saved = resumed.carried(), state.carried()
     assert carried.keys() == saved.keys() and "rows" in carried and "next_round" in carried
     assert resumed.next_round == 1 and result_columns(resumed.rows) == result_columns(plain.rows[:1])
@@ -111,4 +112,4 @@ def test_resume_restores_the_campaign_state_by_name(tmp_path):
     torch.save({"format": FORMAT - 1, "campaign_id": spec.campaign_id, "round": 0, "carried": (0.0,)}, buf)
     ck.location.write_bytes(ck.rel, buf.getvalue())
     with pytest.warns(UserWarning, match="another campaign or format"):
-        assert Checkpointer(tmp_path, spec.campaign_id).resume(setup_campaign(spec)[1]) is False
+        assert Checkpointer(Location(tmp_path), spec.campaign_id).resume(setup_campaign(spec)[1]) is False

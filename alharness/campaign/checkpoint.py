@@ -28,7 +28,7 @@ override both. MetaBox's fixed meta set, the LP strategies' diagnostics and
 every other built-in strategy's state work with the default.
 
 A checkpoint is one file ``checkpoints/<campaign_id>.ckpt``, replaced
-atomically each round (``store.Location.write_bytes``); the runner deletes
+atomically each round (the location's ``write_bytes``); the scheduler deletes
 it once the campaign's results are committed. A checkpoint that cannot be
 read, or that belongs to another campaign or format, is ignored and the
 campaign starts over (never silently mixes states).
@@ -39,17 +39,26 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from alharness.results.store import Location
 
 if TYPE_CHECKING:
     from alharness.campaign.state import CampaignState
 
 # 2: the carried values are CampaignState's fields by name (1: a positional tuple).
 FORMAT = 2
+
+
+class ByteLocation(Protocol):
+    """Where checkpoints are kept: a results location (``alharness.results.store.Location``
+    satisfies this; the campaign layer needs only these four calls, not the store)."""
+
+    def write_bytes(self, rel: str, data: bytes, *, durable: bool = True) -> None: ...
+    def read_bytes(self, rel: str) -> bytes | None: ...
+    def delete(self, rel: str) -> None: ...
+    def path(self, rel: str) -> str: ...
 
 
 def _pack_labels(state) -> dict[str, Any]:
@@ -117,8 +126,8 @@ class _Nested:
 class Checkpointer:
     """Saves and loads one campaign's per-round checkpoint at a results location."""
 
-    def __init__(self, where: "str | Location", campaign_id: str):
-        self.location = Location(where)
+    def __init__(self, location: "ByteLocation", campaign_id: str):
+        self.location = location
         self.campaign_id = campaign_id
         self.rel = f"checkpoints/{campaign_id}.ckpt"
         # The round the campaign resumed after (None: it started from scratch).
@@ -190,8 +199,8 @@ class Checkpointer:
         self.location.delete(self.rel)
 
 
-def delete_checkpoints(where: "str | Location", campaign_ids) -> None:
+def delete_checkpoints(location: "ByteLocation", campaign_ids) -> None:
     """Remove the checkpoints of campaigns whose results are committed."""
-    loc = Location(where)
+    loc = location
     for cid in campaign_ids:
         loc.delete(f"checkpoints/{cid}.ckpt")

@@ -77,8 +77,9 @@ def execute(spec: CampaignSpec, *, num_threads: int | None = None, checkpoint_at
     ckpt = None
     if checkpoint_at is not None:
         from alharness.campaign.checkpoint import Checkpointer
+        from alharness.results.store import Location
 
-        ckpt = Checkpointer(checkpoint_at, spec.campaign_id)
+        ckpt = Checkpointer(Location(checkpoint_at), spec.campaign_id)
     try:
         result = run_campaign(spec, checkpoint=ckpt)
     except Exception:
