@@ -32,18 +32,29 @@ class Entry(Generic[T]):
     origin: str
 
 
+def _origin(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', '?')}"
+
+
 def _first_doc_line(obj: Any) -> str:
     doc = inspect.getdoc(obj) or ""
     return doc.strip().splitlines()[0] if doc.strip() else ""
 
 
 class Registry(Generic[T]):
-    """Name → factory table for one plugin kind, with entry-point discovery."""
+    """Name → factory table for one plugin kind, with entry-point discovery.
 
-    def __init__(self, kind: str, group: str, builtin_modules: tuple[str, ...] = ()):
+    ``validate(name, factory)``, if given, runs on every registration (decorator
+    and entry point alike) and raises PluginError to refuse a broken plugin
+    there, before any campaign uses it.
+    """
+
+    def __init__(self, kind: str, group: str, builtin_modules: tuple[str, ...] = (),
+                 validate: Callable[[str, Any], None] | None = None):
         self.kind = kind
         self.group = group
         self._builtin_modules = builtin_modules
+        self._validate = validate
         self._entries: dict[str, Entry[T]] = {}
         self._loaded = False
         self._lock = threading.RLock()
@@ -55,9 +66,11 @@ class Registry(Generic[T]):
             raise PluginError(f"invalid {self.kind} name {name!r}: use letters, digits, '_' or '-'")
 
         def decorate(factory: Callable[..., T]) -> Callable[..., T]:
+            if self._validate is not None:
+                self._validate(name, factory)
             with self._lock:
                 old = self._entries.get(name)
-                origin = f"{getattr(factory, '__module__', '?')}.{getattr(factory, '__qualname__', '?')}"
+                origin = _origin(factory)
                 if old is not None and old.origin != origin:
                     raise PluginError(
                         f"{self.kind} {name!r} is registered twice: by {old.origin} and by {origin}"
@@ -157,9 +170,31 @@ class Registry(Generic[T]):
         return self.get(name).factory(**params)
 
 
+def _validate_strategy(name: str, obj: Any) -> None:
+    """Refuse a strategy that is not a concrete subclass of alharness.Strategy.
+
+    Only classes: registration tells the class its name (instances report it),
+    and a factory function's product could only be checked when a campaign
+    builds it, too late for a one-line error at registration."""
+    # Imported on use: the registry is imported by every plugin module, so it
+    # keeps to alharness.errors at import time (no cycle through the contract).
+    from alharness.contract.strategy import Strategy
+
+    must = "must subclass alharness.Strategy and implement propose(ctx)"
+    if not inspect.isclass(obj):
+        raise PluginError(f"strategy {name!r}: {_origin(obj)} is not a class; a strategy {must}")
+    if not issubclass(obj, Strategy):
+        raise PluginError(f"strategy {name!r}: class {_origin(obj)} does not subclass alharness.Strategy; a strategy {must}")
+    missing = sorted(getattr(obj, "__abstractmethods__", ()))
+    if missing:
+        raise PluginError(f"strategy {name!r}: class {_origin(obj)} does not implement {', '.join(missing)}; "
+                          f"a strategy {must}")
+
+
 # Built-in strategies come through the entry point in pyproject.toml, like any
 # plugin package; the core registers only the full-supervision reference.
-STRATEGIES: Registry[Any] = Registry("strategy", "alharness.strategies", ("alharness.campaign.reference",))
+STRATEGIES: Registry[Any] = Registry("strategy", "alharness.strategies", ("alharness.campaign.reference",),
+                                     validate=_validate_strategy)
 DATASETS: Registry[Any] = Registry("dataset", "alharness.datasets", ("alharness.datasets",))
 COSTS: Registry[Any] = Registry("cost model", "alharness.costs", ("alharness.annotation.costs",))
 MODELS: Registry[Any] = Registry("model", "alharness.models", ("alharness.learner.models",))

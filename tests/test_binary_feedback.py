@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 import pytest
 
-from alharness.testing import check_strategy
+from alharness.testing import parametrize_with_checks
 from strategies.binary_feedback import (confidence_matrix, integer_objective, presence_probabilities,
                                         redundancy_matrix, round_selection, solve_ilp, solve_lp)
 
@@ -86,12 +86,12 @@ def test_ilp_is_exact_and_never_worse_than_rounded_lp(seed):
     assert ilp.mip_gap is not None and ilp.mip_gap <= 1e-6
 
 
-@pytest.mark.parametrize("name, params", [("binary_rr", {"queries_per_round": 6, "c_max": 2}),
-                                           ("binary_ee", {"queries_per_round": 6, "c_max": 2}),
-                                           ("binary_lp", {"queries_per_round": 6, "c_max": 2}),
-                                           ("binary_ilp", {"queries_per_round": 4, "c_max": 2, "time_limit": 5.0})])
-def test_binary_strategies_pass_check_strategy(name, params):
-    check_strategy(name, params)
+@parametrize_with_checks([("binary_rr", {"queries_per_round": 6, "c_max": 2}),
+                          ("binary_ee", {"queries_per_round": 6, "c_max": 2}),
+                          ("binary_lp", {"queries_per_round": 6, "c_max": 2}),
+                          ("binary_ilp", {"queries_per_round": 4, "c_max": 2, "time_limit": 5.0})])
+def test_binary_strategies_pass_the_strategy_checks(strategy, check):
+    check(strategy)
 
 
 def test_binary_lp_in_a_campaign_asks_yes_no_questions_only():

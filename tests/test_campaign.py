@@ -8,7 +8,7 @@ import pytest
 from alharness.campaign.loop import run_campaign
 from alharness.execution.execute import execute
 from alharness.registry import STRATEGIES
-from alharness.testing import StrategyCheckError, check_strategy
+from alharness.testing import StrategyCheckError, check_strategy, parametrize_with_checks
 from conftest import result_columns, tiny_spec
 
 
@@ -80,19 +80,20 @@ def test_a_raising_strategy_becomes_a_failed_record():
     assert out["rows"] == []
 
 
-@pytest.mark.parametrize("name", ["random", "entropy", "fixed_proportion"])
-def test_builtin_strategies_pass_check_strategy(name):
-    check_strategy(name)
+@parametrize_with_checks(["random", "entropy", "fixed_proportion"])
+def test_builtin_strategies_pass_the_strategy_checks(strategy, check):
+    check(strategy)
 
 
-@pytest.mark.parametrize("name, match", [("test_overdraw", "budget|refused"), ("test_repeat", "already answered|no budget left"), ("test_always_fails", None)])
-def test_check_strategy_catches_broken_plugins(name, match):
-    if match is None:
-        with pytest.raises(RuntimeError):
-            check_strategy(name)
-    else:
-        with pytest.raises(StrategyCheckError, match=match):
-            check_strategy(name)
+@pytest.mark.parametrize("name, check, match", [
+    ("test_overdraw", "check_batches_well_formed_and_within_budget", "but the round allows"),
+    ("test_repeat", "check_no_repeated_queries", "already answered"),
+    ("test_always_fails", "check_proposes_something", "RuntimeError: deliberate failure"),
+])
+def test_check_strategy_catches_broken_plugins(name, check, match):
+    with pytest.raises(StrategyCheckError, match=match) as err:
+        check_strategy(name)
+    assert match in err.value.failures[check]
 
 
 def test_check_strategy_catches_nondeterminism():

@@ -17,7 +17,7 @@ from alharness.annotation.oracle import Oracle
 from alharness.registry import DATASETS, register_strategy
 from alharness.campaign.scoring import TrainAndScore, UnboughtDataError
 from alharness.contract.strategy import Strategy
-from alharness.testing import check_strategy
+from alharness.testing import parametrize_with_checks
 from conftest import tiny_spec
 from test_fairness import _reachable
 
@@ -36,13 +36,13 @@ class ScoreSpy(Strategy):
         return [FullMask(int(i)) for i in np.flatnonzero(~ctx.labels.has_full_mask)[:1]]
 
 
-@pytest.mark.parametrize("name, params", [
+@parametrize_with_checks([
     ("full_or_weak_gp", {"samples": 2, "gp_iters": 10}),
     ("estimated_best_fixed", {"proportions": [0.5, 0.95]}),
     ("fixed_proportion", {"mask_fraction": 0.95, "initial_fraction": 0.1}),
 ])
-def test_strategies_pass_the_plugin_contract(name, params):
-    check_strategy(name, params)
+def test_strategies_pass_the_plugin_contract(strategy, check):
+    check(strategy)
 
 
 @pytest.mark.parametrize("fraction", [0.5, 0.8])

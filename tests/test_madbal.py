@@ -18,7 +18,7 @@ from alharness.learner.services import pool_outputs
 from alharness.annotation.oracle import Oracle
 from alharness.registry import DATASETS, STRATEGIES
 from alharness.seeding import derive_rng
-from alharness.testing import check_strategy
+from alharness.testing import parametrize_with_checks
 from strategies import madbal as M
 
 from conftest import TINY_DATASET, tiny_spec
@@ -207,9 +207,9 @@ def test_initial_round_buys_random_pixels_in_every_image_and_round_budget_binds(
     assert len(strat.propose(ctx)) == 1
 
 
-@pytest.mark.parametrize("name", VARIANTS)
-def test_variants_pass_check_strategy(name):
-    check_strategy(name, {"n_clusters": 2} if name not in ("pixel_entropy", "random_pixels") else {})
+@parametrize_with_checks([(name, {"n_clusters": 2} if name not in ("pixel_entropy", "random_pixels") else {}) for name in VARIANTS])
+def test_variants_pass_the_strategy_checks(strategy, check):
+    check(strategy)
 
 
 def test_bad_parameters_name_the_choices():

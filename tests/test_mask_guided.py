@@ -18,7 +18,7 @@ from alharness.metrics import MaskAP, iou_score, iou_scores, object_ious
 from alharness.contract.queries import FullMask, LabelsWithCounts
 from alharness.registry import DATASETS, STRATEGIES
 from alharness.contract.strategy import StrategyContext
-from alharness.testing import check_strategy
+from alharness.testing import parametrize_with_checks
 from conftest import TINY_DATASET, TINY_LEARNER, tiny_spec
 
 IGN = 255
@@ -150,9 +150,9 @@ def test_bad_parameters_name_the_parameter(params, bad):
         STRATEGIES.create("mask_guided", **params)
 
 
-@pytest.mark.parametrize("name", ["mask_guided", "mask_guided_oracle", "mask_guided_random"])
-def test_strategies_keep_the_plugin_contract(name):
-    check_strategy(name, {"beta": 0.4} if name != "mask_guided_random" else {})
+@parametrize_with_checks([("mask_guided", {"beta": 0.4}), ("mask_guided_oracle", {"beta": 0.4}), "mask_guided_random"])
+def test_strategies_keep_the_plugin_contract(strategy, check):
+    check(strategy)
 
 
 # -- the IoU head (§5, Table 2) -----------------------------------------------------

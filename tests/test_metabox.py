@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from alharness.testing import check_strategy
+from alharness.testing import parametrize_with_checks
 from strategies.metabox import box_sums, segment_iou, segment_metrics, select_boxes
 
 
@@ -69,7 +69,7 @@ def test_metaseg_metrics_and_iou_on_hand_made_predictions():
     assert f[12] == pytest.approx((2 + 7) / 2 / 12)  # centre of mass, y
 
 
-@pytest.mark.parametrize("name, params", [
+@parametrize_with_checks([
     ("random_box", {"box_size": 6, "boxes_per_round": 3, "initial_images": 1}),
     ("entropy_box", {"box_size": 6, "boxes_per_round": 3, "initial_images": 1}),
     ("entropy_box_plus", {"box_size": 6, "boxes_per_round": 3, "initial_images": 1}),
@@ -78,8 +78,8 @@ def test_metaseg_metrics_and_iou_on_hand_made_predictions():
     ("entropy_box_true_cost", {"box_size": 6, "boxes_per_round": 3, "initial_images": 1}),
     ("metabox_true_cost", {"box_size": 6, "boxes_per_round": 3, "initial_images": 1, "meta_images": 1, "n_estimators": 10}),
 ])
-def test_box_strategies_pass_check_strategy(name, params):
-    check_strategy(name, params)
+def test_box_strategies_pass_the_strategy_checks(strategy, check):
+    check(strategy)
 
 
 def test_metabox_campaign_never_requeries_labelled_pixels_and_trains_on_meta_set_only(monkeypatch):

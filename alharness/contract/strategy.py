@@ -8,6 +8,7 @@ that.
 
 from __future__ import annotations
 
+import abc
 import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Iterable
@@ -76,13 +77,14 @@ class StrategyContext:
         return self.budget_total - self.budget_spent
 
 
-class Strategy:
-    """Base class of annotation strategies.
+class Strategy(abc.ABC):
+    """Abstract base class of annotation strategies.
 
     Subclasses take their parameters as keyword arguments of ``__init__``
-    and only store them (validation happens at benchmark load); they
+    and only store them (validation happens at benchmark load); they must
     implement ``propose``. Register them with
-    ``@alharness.register_strategy("name")``.
+    ``@alharness.register_strategy("name")``, which refuses a class without
+    it; ``alharness.testing.check_strategy`` checks the rest of the contract.
     """
 
     name: ClassVar[str] = ""
@@ -102,9 +104,9 @@ class Strategy:
         picks = ctx.rng.choice(len(ctx.pool), size=n, replace=False)
         return within_budget((FullMask(int(i)) for i in picks), ctx.quote, ctx.budget_left_this_round)
 
-    def propose(self, ctx: StrategyContext) -> list[Query]:  # pragma: no cover - abstract
+    @abc.abstractmethod
+    def propose(self, ctx: StrategyContext) -> list[Query]:
         """Return the queries to buy this round (total quote <= ctx.budget_left_this_round)."""
-        raise NotImplementedError
 
     def diagnostics(self) -> dict[str, Any]:
         """JSON-serialisable notes about the last proposal, stored with the round row."""
