@@ -8,7 +8,8 @@ at most C_max per image, over the images without a full mask:
 * ``binary_rr``  random images, random classes (the paper's RR baseline);
 * ``binary_ee``  images by entropy, then their highest-entropy classes (EE);
 * ``binary_lp``  the paper's method: confidence G (eq. 1–2), redundancy R
-  (eq. 3), the LP relaxation of eq. (8) solved by HiGHS, then rounding
+  (eq. 3), the LP relaxation of eq. (8) (closed form where a dual
+  certificate proves it optimal, else HiGHS), then rounding
   ("the B highest entries in M ... observing the constraints");
 * ``binary_ilp`` the same problem solved exactly as a MIP (for comparison).
 
@@ -21,14 +22,18 @@ the batch; the rounded batch can be far from the integer optimum, which
 ``binary_ilp`` reports.
 
 Solving the literal LP (N² pair variables) is slow at paper scale (N =
-1200: 1.46 M columns). The fast solver first solves the LP restricted to
-v ≤ ½ (no pair rows needed) and checks a dual certificate that this is the
-optimum of the full LP (see ``_solve``); that settles the usual case in one
-solve. Otherwise, because R ≥ 0 and z_ij appears only in its own pair
-constraint (optimum z_ij = max(0, (v_i + v_j − 1) / 2)), it adds pair
-constraints lazily (solve, add the violated ones, re-solve), with z_ij merged
-with z_ji (R is symmetric). Both reach the literal LP's optimum; tests
-compare them on small instances.
+1200: 1.46 M columns). The fast solver first takes the LP restricted to
+v ≤ ½, which needs no pair rows and has a closed form (½ on the 2B cheapest
+allowed entries, at most 2·C_max per image), and checks a dual certificate,
+a sum per image, that it is the optimum of the full LP (``_restricted`` and
+``_certified``); that settles the usual case without a solver. Otherwise,
+because R ≥ 0 and z_ij appears only in its own pair constraint (optimum
+z_ij = max(0, (v_i + v_j − 1) / 2)), HiGHS adds pair constraints lazily
+(solve, add the violated ones, re-solve), with z_ij merged with z_ji (R is
+symmetric). Every HiGHS model is rescaled first (``_scaling``): G's picked
+entries can be ~1e-8 after the min–max map, below HiGHS's absolute 1e-7
+tolerances, and unscaled solves stopped at ~4× the optimum. All reach the
+literal LP's optimum; tests compare them on small instances.
 """
 
 from __future__ import annotations
@@ -59,6 +64,8 @@ def confidence_matrix(p: np.ndarray, alpha: float = 1.0, eps: float = 1e-6) -> n
     p = np.clip(p, eps, 1 - eps)
     h = -p * np.log(p) - (1 - p) * np.log(1 - p)
     g = alpha / np.maximum(h, eps)
+    if g.size == 0:  # every pair already asked: nothing to map
+        return g
     lo, hi = g.min(), g.max()
     return (g - lo) / (hi - lo) if hi > lo else np.zeros_like(g)
 
@@ -78,8 +85,9 @@ class Solution:
     v: np.ndarray           # (N,)
     objective: float        # of the solved problem (relaxed or integer)
     seconds: float
-    rounds: int = 1         # solves (lazy constraint generation)
+    rounds: int = 1         # HiGHS solves (lazy constraint generation); 0: closed form
     mip_gap: float | None = None
+    certified: bool = False  # the v ≤ ½ optimum, proven optimal by the dual certificate
 
 
 def _highs(time_limit: float | None = None) -> highspy.Highs:
@@ -165,10 +173,113 @@ def _violated(v: np.ndarray, known: set, tol: float = 1e-9) -> np.ndarray:
     return pairs
 
 
-def _solve(G, R, allowed, B, c_max, lam, integer: bool, time_limit: float | None, lazy: bool) -> Solution:
+# -- the restricted LP (v ≤ ½) in closed form, and its certificate -------------
+
+def _restricted(G: np.ndarray, allowed: np.ndarray, B: int, c_max: int):
+    """Optimum of the LP relaxation of eq. (8) ("Active learning for image
+    segmentation with binary user feedback") restricted to v ≤ ½: (rows, cols)
+    of the 2B entries set to ½, or None where v ≤ ½ cannot place B.
+
+    With v ≤ ½ every pair row v_i + v_j ≤ 1 + 2 z_ij holds at z = 0, which
+    leaves min Σ G M over 0 ≤ M_ij ≤ ½ (allowed only), Σ_j M_ij ≤ C_max,
+    Σ M = B: in halves, a partition matroid, so greedy is optimal: each image's
+    2·C_max cheapest allowed entries, then the 2B cheapest of those (ties by
+    flat index)."""
     n, c = G.shape
-    B = int(min(B, allowed.sum(), n * c_max))
-    t0 = time.perf_counter()
+    cols = np.argsort(np.where(allowed, G, np.inf), axis=1, kind="stable")[:, : min(2 * c_max, c)]
+    ok = np.take_along_axis(allowed, cols, axis=1)
+    if ok.sum() < 2 * B:
+        return None
+    rows = np.broadcast_to(np.arange(n)[:, None], cols.shape)[ok]
+    cols = cols[ok]
+    pick = np.argsort(G[rows, cols], kind="stable")[: 2 * B]
+    return rows[pick], cols[pick]
+
+
+def _certified(G: np.ndarray, r_diag: np.ndarray, lam: float, rows: np.ndarray, cols: np.ndarray, c_max: int) -> bool:
+    """Whether the v ≤ ½ optimum (rows, cols at ½) is optimal for the full LP
+    relaxation of eq. (8) ("Active learning for image segmentation with binary
+    user feedback").
+
+    Price the budget row at t and image i's C_max row at a_i ≥ 0, and drop
+    the off-diagonal z (their costs λ(R_ij + R_ji) ≥ 0, so this only lowers
+    the bound). Image i then contributes min over v ∈ [0, 1] of
+    −v·σ_i + λ R_ii (v − ½)⁺ (the diagonal row 2 v_i − 2 z_ii ≤ 1), with
+    σ_i = Σ_j max(0, t − a_i − G_ij) over its allowed j; the minimum sits at
+    v = ½ iff σ_i ≤ λ R_ii, and the bound then equals ½ Σ G over the picked
+    entries, the restricted optimum, which is feasible for the full LP. Each
+    σ_i is smallest at t = the largest G picked and, for an image with
+    2·C_max picked (its C_max row tight), a_i = t − its largest G picked;
+    then only picked entries count."""
+    g = G[rows, cols]
+    if g.size == 0:
+        return True
+    n = len(r_diag)
+    top = np.full(n, -np.inf)
+    np.maximum.at(top, rows, g)
+    level = np.where(np.bincount(rows, minlength=n) == 2 * c_max, top, g.max())
+    sigma = np.bincount(rows, weights=level[rows] - g, minlength=n)
+    bound = lam * r_diag
+    return bool((sigma <= bound + 1e-12 * np.abs(bound)).all())
+
+
+def _closed_form(G, R, allowed, B, c_max, lam) -> Solution | None:
+    """The certified v ≤ ½ optimum, or None (then HiGHS decides)."""
+    picked = _restricted(G, allowed, B, c_max)
+    if picked is None or not _certified(G, np.diag(R), lam, *picked, c_max):
+        return None
+    n, c = G.shape
+    M = np.zeros((n, c))
+    M[picked] = 0.5
+    return Solution(M=M, v=M.max(axis=1) if c else np.zeros(n), objective=0.5 * float(G[picked].sum()),
+                    seconds=0.0, rounds=0, certified=True)
+
+
+def _scaling(G: np.ndarray, allowed: np.ndarray, B: int, pair_cost: float) -> tuple[float, float]:
+    """(shift, scale): HiGHS solves with cost (G − shift) / scale and λ / scale.
+
+    After the min–max map of eq. (2) the entries the LP picks can be ~1e-8,
+    below HiGHS's absolute 1e-7 optimality tolerances (unscaled solves stopped
+    at ~4× the optimum). Shift to the smallest allowed G (exact: Σ M = B) and
+    divide by the spread up to the 2B-th smallest, so that the choice between
+    the cheap entries is O(1); but not below 1e-7 of the largest cost
+    (``pair_cost`` is the largest z cost), as HiGHS failed ("Solve error") on
+    cost ranges of 2e9."""
+    g = G[allowed]
+    if g.size == 0:
+        return 0.0, 1.0
+    lo = float(g.min())
+    k = min(max(2 * B, 1), g.size) - 1
+    scale = max(float(np.partition(g, k)[k]) - lo, 1e-7 * max(float(g.max()) - lo, pair_cost))
+    return lo, scale if scale > 0 else 1.0
+
+
+# -- HiGHS: the literal model, lazy pair rows, the MIP -------------------------
+
+def _highs_certified(h: highspy.Highs, n: int, c: int, lam: float, r_diag: np.ndarray) -> Solution | None:
+    """The v ≤ ½ LP solved by HiGHS, certified from its duals (the path before
+    ``_closed_form``, kept for comparison): optimal for eq. (8) when each bound's
+    multiplier μ_i is at most λ R_ii (the diagonal pair row with dual μ_i / 2
+    reproduces the bound, all other pair rows get dual 0)."""
+    v_off = n * c
+    v_cols = np.arange(v_off, v_off + n, dtype=np.int32)
+    h.changeColsBounds(n, v_cols, np.zeros(n), np.full(n, 0.5))
+    h.run()
+    if h.getModelStatus() == highspy.HighsModelStatus.kOptimal:
+        sol = h.getSolution()
+        mu = -np.array(sol.col_dual)[v_off: v_off + n]
+        if (mu <= lam * r_diag + 1e-9).all():
+            M = np.array(sol.col_value)[:v_off].reshape(n, c)
+            return Solution(M=M, v=M.max(axis=1), objective=float(h.getInfo().objective_function_value),
+                            seconds=0.0, rounds=1, certified=True)
+    h.changeColsBounds(n, v_cols, np.zeros(n), np.ones(n))
+    return None
+
+
+def _highs_solve(G, R, allowed, B, c_max, lam, integer: bool, time_limit: float | None, lazy: bool,
+                 certify: bool) -> Solution:
+    """Eq. (8) by HiGHS on the model as given (rescaling is the caller's)."""
+    n, c = G.shape
     h = _highs(time_limit)
     h.passModel(_base_model(G, allowed, B, c_max, integer))
     v_off = n * c
@@ -176,28 +287,10 @@ def _solve(G, R, allowed, B, c_max, lam, integer: bool, time_limit: float | None
     if not lazy:  # the literal model: a pair constraint for every (i, j), i ≤ j
         allp = np.array([(a, b) for a in range(n) for b in range(a, n)], np.int64).reshape(-1, 2)
         _add_pairs(h, allp, R, lam, v_off, integer)
-    elif not integer:
-        # Certificate first. With v ≤ ½ every pair constraint holds with
-        # z = 0, so this restricted LP needs no pair rows. Its optimum is
-        # optimal for eq. (8) whenever each bound's multiplier μ_i (minus v_i's
-        # reduced cost) is at most λ·R_ii: the diagonal pair row
-        # 2 v_i − 2 z_ii ≤ 1 with dual μ_i / 2 then reproduces the bound while
-        # z_ii keeps a non-negative reduced cost, and all other pair rows get
-        # dual 0 — a dual solution of the full LP with the same objective.
-        # This is the usual case (measured on the benchmark pools); otherwise lift the bound and
-        # generate pair constraints lazily.
-        v_cols = np.arange(v_off, v_off + n, dtype=np.int32)
-        h.changeColsBounds(n, v_cols, np.zeros(n), np.full(n, 0.5))
-        h.run()
-        if h.getModelStatus() == highspy.HighsModelStatus.kOptimal:
-            sol = h.getSolution()
-            mu = -np.array(sol.col_dual)[v_off: v_off + n]
-            if (mu <= lam * np.diag(R) + 1e-9).all():
-                x = np.array(sol.col_value)
-                return Solution(M=x[: n * c].reshape(n, c), v=x[: n * c].reshape(n, c).max(axis=1),
-                                objective=float(h.getInfo().objective_function_value),
-                                seconds=time.perf_counter() - t0, rounds=1)
-        h.changeColsBounds(n, v_cols, np.zeros(n), np.ones(n))
+    elif certify:
+        sol = _highs_certified(h, n, c, lam, np.diag(R))
+        if sol is not None:
+            return sol
     rounds = 0
     while True:
         rounds += 1
@@ -219,17 +312,40 @@ def _solve(G, R, allowed, B, c_max, lam, integer: bool, time_limit: float | None
         _add_pairs(h, new, R, lam, v_off, integer)
     info = h.getInfo()
     return Solution(M=x[: n * c].reshape(n, c), v=v, objective=float(info.objective_function_value),
-                    seconds=time.perf_counter() - t0, rounds=rounds,
-                    mip_gap=float(info.mip_gap) if integer else None)
+                    seconds=0.0, rounds=rounds, mip_gap=float(info.mip_gap) if integer else None)
 
 
-def solve_lp(G, R, allowed, B, c_max=5, lam=1.0, *, lazy=True) -> Solution:
-    """LP relaxation of eq. (8). ``lazy=False`` builds the literal model."""
-    return _solve(G, R, allowed, B, c_max, lam, integer=False, time_limit=None, lazy=lazy)
+def _solve(G, R, allowed, B, c_max, lam, integer: bool, time_limit: float | None, lazy: bool,
+           closed_form: bool = True, rescale: bool = True) -> Solution:
+    n, c = G.shape
+    # At most C_max per image, and only allowed entries: more would be infeasible.
+    B = int(min(B, np.minimum(allowed.sum(axis=1), c_max).sum()))
+    t0 = time.perf_counter()
+    if lazy and R.size and R.min() < 0:
+        raise ValueError("the lazy and closed-form solvers need R >= 0 (eq. 3 mapped into [0, 1])")
+    sol = _closed_form(G, R, allowed, B, c_max, lam) if lazy and closed_form and not integer else None
+    if sol is None:
+        pair_cost = 2 * lam * float(np.abs(R).max()) if R.size else 0.0
+        shift, scale = _scaling(G, allowed, B, pair_cost) if rescale else (0.0, 1.0)
+        Gs = np.where(allowed, (G - shift) / scale, 0.0) if rescale else G
+        sol = _highs_solve(Gs, R, allowed, B, c_max, lam / scale, integer, time_limit, lazy,
+                           certify=lazy and not closed_form and not integer)
+        # Back to G's units: Σ G M = scale · Σ Gs M + shift · Σ M on the allowed entries.
+        sol.objective = scale * sol.objective + shift * float(sol.M.sum())
+    sol.seconds = time.perf_counter() - t0
+    return sol
+
+
+def solve_lp(G, R, allowed, B, c_max=5, lam=1.0, *, lazy=True, closed_form=True, rescale=True) -> Solution:
+    """LP relaxation of eq. (8). ``lazy=False`` builds the literal model (HiGHS).
+    ``closed_form=False`` and ``rescale=False`` give the earlier HiGHS-only,
+    unscaled path (for comparison). The fast paths need R ≥ 0."""
+    return _solve(G, R, allowed, B, c_max, lam, integer=False, time_limit=None, lazy=lazy,
+                  closed_form=closed_form, rescale=rescale)
 
 
 def solve_ilp(G, R, allowed, B, c_max=5, lam=1.0, *, time_limit=10.0) -> Solution:
-    """Eq. (8) as a MIP (HiGHS branch and bound), pair constraints generated lazily."""
+    """Eq. (8) as a MIP (HiGHS branch and bound, rescaled), pair constraints generated lazily."""
     return _solve(G, R, allowed, B, c_max, lam, integer=True, time_limit=time_limit, lazy=True)
 
 
@@ -246,16 +362,16 @@ def round_selection(M: np.ndarray, B: int, c_max: int, allowed: np.ndarray, tie_
     ½) are broken by ``tie_break`` (lower first)."""
     n, c = M.shape
     order = np.lexsort((tie_break.ravel(), -np.round(M.ravel(), 9)))
+    order = order[allowed.ravel()[order]]
+    # Greedy down this order takes an entry iff fewer than C_max of its image
+    # came before it: its rank within its image, computed without the loop.
+    img = order // c if c else order
+    by_img = np.argsort(img, kind="stable")
+    sorted_img = img[by_img]
+    rank = np.empty(len(order), np.int64)
+    rank[by_img] = np.arange(len(order)) - np.searchsorted(sorted_img, sorted_img)
     out = np.zeros((n, c), bool)
-    per_image = np.zeros(n, int)
-    flat_allowed = allowed.ravel()
-    for k in order:
-        if out.sum() >= B:
-            break
-        i = k // c
-        if flat_allowed[k] and per_image[i] < c_max:
-            out.flat[k] = True
-            per_image[i] += 1
+    out.flat[order[rank < c_max][:B]] = True
     return out
 
 
@@ -348,11 +464,15 @@ class _Optimised(_BinaryBase):
         self.lam = lam
 
     def _problem(self, ctx: StrategyContext):
+        """(rows, allowed, G, R, B) over the unlabelled set U, or None when nothing is left to ask or pay for."""
         allowed_all = self._allowed(ctx)
+        b = self._budget(ctx, allowed_all)
+        if b == 0:  # e.g. every pair already asked: U is empty, and so would G and R be
+            return None
         rows = np.flatnonzero(allowed_all.any(axis=1))  # the unlabelled set U
         G = confidence_matrix(presence_probabilities(ctx.probabilities[rows]), self.alpha)
         R = redundancy_matrix(ctx.features[rows])
-        return rows, allowed_all[rows], G, R, self._budget(ctx, allowed_all)
+        return rows, allowed_all[rows], G, R, b
 
     def _emit(self, rows: np.ndarray, sel: np.ndarray) -> list[Query]:
         return [ClassPresence(int(rows[i]), int(j)) for i, j in np.argwhere(sel)]
@@ -360,12 +480,13 @@ class _Optimised(_BinaryBase):
 
 @register_strategy("binary_lp")
 class BinaryLP(_Optimised):
-    """Yes/no queries by the LP relaxation of eq. (8) (HiGHS) and rounding: the binary-feedback paper's method."""
+    """Yes/no queries by the LP relaxation of eq. (8) (closed form or HiGHS) and rounding: the binary-feedback paper's method."""
 
     def propose(self, ctx: StrategyContext) -> list[Query]:
-        rows, allowed, G, R, b = self._problem(ctx)
-        if b == 0:
+        problem = self._problem(ctx)
+        if problem is None:
             return []
+        rows, allowed, G, R, b = problem
         sol = solve_lp(G, R, allowed, b, self.c_max, self.lam)
         # Ties: lower confidence (more uncertain) first, then a seeded shuffle.
         tie = G + 1e-9 * ctx.rng.random(G.shape)
@@ -386,9 +507,10 @@ class BinaryILP(_Optimised):
         self.time_limit = time_limit
 
     def propose(self, ctx: StrategyContext) -> list[Query]:
-        rows, allowed, G, R, b = self._problem(ctx)
-        if b == 0:
+        problem = self._problem(ctx)
+        if problem is None:
             return []
+        rows, allowed, G, R, b = problem
         sol = solve_ilp(G, R, allowed, b, self.c_max, self.lam, time_limit=self.time_limit)
         sel = round_selection(sol.M, b, self.c_max, allowed, G)  # integral already; rounding only guards tolerances
         if sel.sum() < b:

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from alharness.testing import parametrize_with_checks
-from strategies.binary_feedback import (confidence_matrix, integer_objective, presence_probabilities,
-                                        redundancy_matrix, round_selection, solve_ilp, solve_lp)
+from strategies.binary_feedback import (_certified, _restricted, confidence_matrix, integer_objective,
+                                        presence_probabilities, redundancy_matrix, round_selection, solve_ilp,
+                                        solve_lp)
 
 
 def test_confidence_and_redundancy_follow_eq_1_to_3():
@@ -44,12 +45,77 @@ def test_fast_lp_equals_literal_lp(seed, n, c, B, c_max, lam):
     G, R, allowed = _instance(seed, n, c)
     literal = solve_lp(G, R, allowed, B, c_max, lam, lazy=False)
     fast = solve_lp(G, R, allowed, B, c_max, lam, lazy=True)
-    # Usually one solve certifies the v <= 1/2 optimum; with a weak redundancy
-    # term (small lambda, large B) the certificate fails and pair rows are added.
-    assert (fast.rounds == 1) == (lam >= 0.5)
-    assert fast.objective == pytest.approx(literal.objective, abs=1e-7)
+    # Usually the closed form's certificate settles it without HiGHS; with a
+    # weak redundancy term (small lambda, large B) it fails and HiGHS adds pair rows.
+    assert fast.certified == (fast.rounds == 0) == (lam >= 0.5)
+    assert fast.objective == pytest.approx(literal.objective, rel=1e-9)
     assert fast.M.sum() == pytest.approx(B)
     assert (fast.M[~allowed] < 1e-9).all()
+
+
+def _tiny_g_instance(seed, n, c):
+    """G as eq. (2)'s min-max map makes it for a trained model: the picked entries ~1e-8."""
+    rng = np.random.default_rng(seed)
+    G = confidence_matrix(rng.beta(0.5, 2.0, size=(n, c)))
+    R = redundancy_matrix(rng.normal(size=(n, 8)))
+    return G, R, rng.random((n, c)) > 0.1
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_tiny_g_reaches_the_true_optimum_in_relative_terms(seed):
+    G, R, allowed = _tiny_g_instance(seed, 300, 6)
+    B = 40
+    assert np.sort(G[allowed])[2 * B] < 1e-6  # below HiGHS's absolute tolerances
+    literal = solve_lp(G, R, allowed, B, 3, 1.0, lazy=False)  # rescaled: the reference
+    fast = solve_lp(G, R, allowed, B, 3, 1.0)
+    highs = solve_lp(G, R, allowed, B, 3, 1.0, closed_form=False)  # HiGHS's own v <= 1/2 solve, rescaled
+    assert fast.certified and fast.rounds == 0
+    assert fast.objective == pytest.approx(literal.objective, rel=1e-6)
+    assert highs.objective == pytest.approx(literal.objective, rel=1e-6)
+
+
+def test_tiny_g_fallback_to_highs_is_rescaled():
+    # B above half of what v <= 1/2 can place (2 per image here): the closed form cannot
+    # hold, and HiGHS solves the rescaled model with pair rows.
+    G, R, allowed = _tiny_g_instance(7, 30, 4)
+    B = 40
+    assert _restricted(G, allowed, B, 1) is None
+    literal = solve_lp(G, R, allowed, B, 1, 1.0, lazy=False)
+    fast = solve_lp(G, R, allowed, B, 1, 1.0)
+    assert not fast.certified and fast.rounds > 1
+    assert fast.objective == pytest.approx(literal.objective, rel=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_closed_form_and_certificate_against_the_literal_lp(seed):
+    """Many small random instances: a certified closed form is the literal LP's optimum, the fallback too."""
+    rng = np.random.default_rng(100 + seed)
+    for _ in range(25):
+        n, c, c_max = int(rng.integers(2, 16)), int(rng.integers(1, 6)), int(rng.integers(1, 4))
+        G = confidence_matrix(rng.beta(0.5, 2.0, size=(n, c))) if rng.random() < 0.5 else rng.random((n, c))
+        R = redundancy_matrix(rng.normal(size=(n, 4)))
+        allowed = rng.random((n, c)) > rng.uniform(0, 0.5)
+        cap = int(np.minimum(allowed.sum(1), c_max).sum())
+        if cap == 0:
+            continue
+        B, lam = int(rng.integers(1, cap + 1)), float(rng.choice([0.0, 0.05, 0.5, 1.0]))
+        literal = solve_lp(G, R, allowed, B, c_max, lam, lazy=False)
+        fast = solve_lp(G, R, allowed, B, c_max, lam)
+        assert fast.objective == pytest.approx(literal.objective, rel=1e-6, abs=1e-300)
+        picked = _restricted(G, allowed, B, c_max)
+        if picked is not None and 0.5 * G[picked].sum() > literal.objective * (1 + 1e-6) + 1e-12:
+            assert not _certified(G, np.diag(R), lam, *picked, c_max)  # never certifies a suboptimal point
+        assert fast.M.sum() == pytest.approx(B) and (fast.M.sum(1) <= c_max + 1e-9).all()
+
+
+def test_budget_is_clamped_to_what_c_max_and_the_allowed_entries_can_place():
+    G, R, allowed = _instance(0, 6, 4)
+    allowed[:] = False
+    allowed[:, 0] = allowed[0] = True  # 9 allowed entries, but C_max = 2 leaves 2 + 5 placeable
+    sol = solve_lp(G, R, allowed, 12, 2, 1.0)
+    assert sol.M.sum() == pytest.approx(7)
+    literal = solve_lp(G, R, allowed, 12, 2, 1.0, lazy=False)
+    assert sol.objective == pytest.approx(literal.objective, rel=1e-9)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -60,6 +126,27 @@ def test_rounding_respects_budget_cmax_and_answered_pairs(seed):
     assert sel.sum() == 17
     assert (sel.sum(axis=1) <= 3).all()
     assert not (sel & ~allowed).any()
+
+
+def _greedy_rounding(M, B, c_max, allowed, tie_break):
+    """The rounding as a plain loop, the reference for the vectorised one."""
+    n, c = M.shape
+    out = np.zeros((n, c), bool)
+    for k in np.lexsort((tie_break.ravel(), -np.round(M.ravel(), 9))):
+        if out.sum() < B and allowed.flat[k] and out[k // c].sum() < c_max:
+            out.flat[k] = True
+    return out
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_rounding_equals_the_greedy_loop(seed):
+    G, R, allowed = _instance(seed, 40, 6)
+    rng = np.random.default_rng(seed)
+    M = np.round(rng.random(G.shape) * 2) / 2  # many ties at 1/2
+    for B, c_max in [(1, 1), (17, 3), (60, 2), (500, 6)]:
+        tie = G + 1e-9 * rng.random(G.shape)
+        np.testing.assert_array_equal(round_selection(M, B, c_max, allowed, tie),
+                                      _greedy_rounding(M, B, c_max, allowed, tie))
 
 
 def _brute_force(G, R, allowed, B, c_max, lam):
@@ -105,3 +192,20 @@ def test_binary_lp_in_a_campaign_asks_yes_no_questions_only():
     assert per_round == [5, 5]
     diag = __import__("json").loads(res.rows[-1]["diagnostics"])
     assert diag["rounded_objective"] >= diag["lp_objective"] - 1e-9
+
+
+@pytest.mark.parametrize("name", ["binary_lp", "binary_ilp"])
+def test_optimised_strategies_propose_nothing_once_every_pair_is_asked(name):
+    from types import SimpleNamespace
+
+    from alharness.contract import UNKNOWN
+    from alharness.registry import STRATEGIES
+
+    n, c = 5, 3
+    labels = SimpleNamespace(image_labels=np.zeros((n, c), np.int8), has_full_mask=np.zeros(n, bool))
+    assert (labels.image_labels != UNKNOWN).all()  # every (image, class) pair answered
+    ctx = SimpleNamespace(labels=labels, probabilities=np.full((n, c, 4, 4), 1 / c, np.float32),
+                          features=np.ones((n, 8)), budget_left_this_round=100.0, quote=lambda q: 1.0,
+                          rng=np.random.default_rng(0))
+    strategy = STRATEGIES.create(name)  # default parameters: queries_per_round = 200
+    assert strategy.propose(ctx) == []
