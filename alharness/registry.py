@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import inspect
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Iterator, TypeVar
@@ -30,6 +31,7 @@ class Entry(Generic[T]):
     factory: Callable[..., T]
     description: str
     origin: str
+    module: str = ""
 
 
 def _origin(obj: Any) -> str:
@@ -58,6 +60,9 @@ class Registry(Generic[T]):
         self._entries: dict[str, Entry[T]] = {}
         self._loaded = False
         self._lock = threading.RLock()
+        # Entry points that failed to import: "name = value: error", warned about once.
+        self.load_errors: list[str] = []
+        self._types: dict[str, dict[str, Any]] = {}
 
     # -- registration -------------------------------------------------------
     def register(self, name: str, description: str | None = None) -> Callable[[Callable[..., T]], Callable[..., T]]:
@@ -80,7 +85,9 @@ class Registry(Generic[T]):
                     factory=factory,
                     description=description or _first_doc_line(factory),
                     origin=origin,
+                    module=getattr(factory, "__module__", "") or "",
                 )
+                self._types.pop(name, None)
             if hasattr(factory, "__dict__") and inspect.isclass(factory):
                 # Classes learn their registry key, so instances can report it.
                 try:
@@ -105,14 +112,20 @@ class Registry(Generic[T]):
                 try:
                     obj = ep.load()
                 except Exception as exc:  # a broken third-party plugin must not hide the others
-                    raise PluginError(
-                        f"could not load {self.kind} plugin entry point {ep.name!r} = {ep.value!r} "
-                        f"(group {self.group}): {type(exc).__name__}: {exc}"
-                    ) from exc
+                    self._skip(ep, exc)
+                    continue
                 if inspect.ismodule(obj):
                     continue  # importing it ran its @register decorators
                 if ep.name not in self._entries:
                     self.register(ep.name)(obj)
+
+    def _skip(self, ep: Any, exc: BaseException) -> None:
+        """Warn (once: a registry loads once per process) about an entry point
+        that failed to import, and go on with the others."""
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())
+        self.load_errors.append(f"{ep.name} = {ep.value}: {detail}")
+        print(f"warning: skipped {self.kind} plugin entry point {ep.name!r} = {ep.value!r} (group {self.group}): "
+              f"it failed to import: {detail}", file=sys.stderr)
 
     # -- lookup -------------------------------------------------------------
     def names(self) -> list[str]:
@@ -129,9 +142,15 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
+            broken = f" (entry points that failed to import: {'; '.join(self.load_errors)})" if self.load_errors else ""
             raise ConfigError(
-                f"unknown {self.kind} {name!r}; valid choices: {', '.join(self.names()) or '(none)'}"
+                f"unknown {self.kind} {name!r}; valid choices: {', '.join(self.names()) or '(none)'}{broken}"
             ) from None
+
+    def is_builtin(self, name: str) -> bool:
+        """Whether ``name`` comes from one of the core's built-in modules (not from a plugin package)."""
+        module = self.get(name).module
+        return any(module == m or module.startswith(m + ".") for m in self._builtin_modules)
 
     def __contains__(self, name: str) -> bool:
         self._load()
@@ -159,6 +178,21 @@ class Registry(Generic[T]):
                 f"valid parameters: {', '.join(sorted(accepted)) or '(none)'}"
             )
 
+    def check_types(self, name: str, params: dict[str, Any], where: str) -> None:
+        """Raise ConfigError for a parameter whose value does not fit the
+        annotation in the factory's signature (ranges ride along as
+        ``Annotated[int, Field(ge=1)]``). Only checks: values are never
+        converted, so what enters a campaign id is what the file said."""
+        with self._lock:
+            if name not in self._types:
+                self._types[name] = param_types(self.get(name).factory, self.parameters(name))
+            types = self._types[name]
+        for key, value in params.items():
+            if key in types:
+                problem = type_problem(types[key], value)
+                if problem:
+                    raise ConfigError(f"{where}: {key} must be {problem}, got {show(value)}")
+
     def defaults(self, name: str) -> dict[str, Any]:
         return {
             k: p.default for k, p in self.parameters(name).items() if p.default is not inspect.Parameter.empty
@@ -168,6 +202,130 @@ class Registry(Generic[T]):
         """Build the plugin ``name`` with keyword ``params`` (validated first)."""
         self.check_params(name, params, where=f"{self.kind} {name!r}")
         return self.get(name).factory(**params)
+
+
+# -- typed parameters ------------------------------------------------------------
+# A plugin declares its parameters' types (and ranges, as
+# ``Annotated[int, Field(ge=1)]``) in its signature; they are checked with
+# pydantic in strict JSON mode: no str -> int, float -> int or bool -> number
+# coercion, NaN and infinities refused, a TOML list fits a tuple. pydantic is
+# imported on first use, so importing the registry stays cheap.
+
+def _resolve(annotation: Any, namespace: dict[str, Any]) -> Any:
+    """An annotation object (PEP 563 strings evaluated in the plugin's module); Any if unknown."""
+    if annotation is inspect.Parameter.empty:
+        return Any
+    if isinstance(annotation, str):
+        try:
+            return eval(annotation, namespace)  # what typing.get_type_hints does
+        except Exception:
+            return Any
+    return annotation
+
+
+def param_types(factory: Any, params: dict[str, inspect.Parameter]) -> dict[str, Any]:
+    """``{parameter: (annotation, TypeAdapter)}`` for the annotated parameters pydantic can check."""
+    from pydantic import ConfigDict, TypeAdapter
+
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    namespace = dict(vars(sys.modules[factory.__module__])) if factory.__module__ in sys.modules else {}
+    namespace.update(getattr(target, "__globals__", {}))
+    out = {}
+    for key, p in params.items():
+        annotation = _resolve(p.annotation, namespace)
+        if annotation is Any:
+            continue
+        try:
+            out[key] = (annotation, TypeAdapter(annotation, config=ConfigDict(allow_inf_nan=False)))
+        except Exception:  # a type pydantic cannot check (an arbitrary class): the plugin checks it
+            continue
+    return out
+
+
+def type_problem(typed: tuple[Any, Any], value: Any) -> str | None:
+    """None if ``value`` fits; else what was expected, in words."""
+    import json
+
+    from pydantic import ValidationError
+
+    annotation, adapter = typed
+    try:
+        adapter.validate_json(json.dumps(value), strict=True)
+    except (TypeError, ValueError, ValidationError):  # json refuses dates and times: no parameter takes them
+        return describe_type(annotation)
+    return None
+
+
+def show(value: Any, limit: int = 60) -> str:
+    """``repr`` of a value, cut to one short line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+_NOUNS = {int: ("an integer", "integers"), float: ("a finite number", "finite numbers"), bool: ("true or false", "booleans"),
+          str: ("a string", "strings"), dict: ("a table", "tables"), list: ("a list", "lists"),
+          tuple: ("a list", "lists")}
+
+
+def _bounds(meta: list[Any]) -> str:
+    """Constraints from ``Annotated`` metadata (annotated_types objects, or a
+    pydantic ``Field`` holding them) in words: " >= 1", " in [0, 1]"."""
+    keys = ("ge", "gt", "le", "lt", "min_length")
+    found: dict[str, Any] = {}
+    for m in meta:
+        for c in [m, *(getattr(m, "metadata", None) or ())]:
+            found.update({k: getattr(c, k) for k in keys if getattr(c, k, None) is not None})
+    num = {k: str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else f"{v:g}" for k, v in found.items()}
+    lo = f"[{num['ge']}" if "ge" in found else f"({num['gt']}" if "gt" in found else ""
+    hi = f"{num['le']}]" if "le" in found else f"{num['lt']})" if "lt" in found else ""
+    if lo and hi:
+        text = f" in {lo}, {hi}"
+    elif lo:
+        text = f" {'>=' if lo[0] == '[' else '>'} {lo[1:]}"
+    elif hi:
+        text = f" {'<=' if hi[-1] == ']' else '<'} {hi[:-1]}"
+    else:
+        text = ""
+    if "min_length" in found:
+        text += f" (at least {found['min_length']})"
+    return text
+
+
+def _bare(annotation: Any) -> Any:
+    """The type under ``Annotated`` (its metadata dropped)."""
+    import typing
+
+    return typing.get_args(annotation)[0] if typing.get_origin(annotation) is typing.Annotated else annotation
+
+
+def describe_type(annotation: Any, plural: bool = False) -> str:
+    """An annotation in words: ``Annotated[int, Field(ge=1)]`` -> "an integer >= 1"."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return describe_type(args[0], plural) + _bounds(list(args[1:]))
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 2 and typing.get_origin(_bare(options[1])) is list and typing.get_args(_bare(options[1]))[0] == options[0]:
+            return f"{describe_type(options[0], plural)} or a non-empty list of them"  # a value or a grid axis
+        return " or ".join(describe_type(a, plural) for a in options)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(repr, args))
+    if origin in (list, tuple, set, frozenset) or (origin is not None and getattr(origin, "__name__", "") == "Sequence"):
+        items = [a for a in args if a is not Ellipsis]
+        if origin is tuple and items and Ellipsis not in args:
+            kinds = {describe_type(a, plural=True) for a in items}
+            inner = f"{len(items)} {kinds.pop()}" if len(kinds) == 1 else ", ".join(describe_type(a) for a in items)
+            return f"lists of {inner}" if plural else f"a list of {inner}"
+        inner = describe_type(items[0], plural=True) if items else "values"
+        return f"lists of {inner}" if plural else f"a list of {inner}"
+    if origin is dict:
+        inner = describe_type(args[1], plural=True) if len(args) == 2 else "values"
+        return f"tables of {inner}" if plural else f"a table of {inner}"
+    singular, many = _NOUNS.get(origin or annotation, (getattr(annotation, "__name__", str(annotation)),) * 2)
+    return many if plural else singular
 
 
 def _validate_strategy(name: str, obj: Any) -> None:

@@ -41,8 +41,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from typing import Annotated
+
 import highspy
 import numpy as np
+from pydantic import Field
 
 from alharness.contract import UNKNOWN, ClassPresence, Query, Strategy, StrategyContext
 from alharness.errors import ConfigError
@@ -380,7 +383,8 @@ def round_selection(M: np.ndarray, B: int, c_max: int, allowed: np.ndarray, tie_
 class _BinaryBase(Strategy):
     """Shared parameters and candidate set for yes/no strategies."""
 
-    def __init__(self, queries_per_round: int = 200, c_max: int = 5, query_background: bool = False):
+    def __init__(self, queries_per_round: Annotated[int, Field(ge=1)] = 200, c_max: Annotated[int, Field(ge=1)] = 5,
+                 query_background: bool = False):
         if queries_per_round < 1 or c_max < 1:
             raise ConfigError(f"{type(self).__name__}: queries_per_round and c_max must be >= 1")
         self.queries_per_round = queries_per_round
@@ -455,8 +459,9 @@ class BinaryEE(_BinaryBase):
 class _Optimised(_BinaryBase):
     needs = frozenset({"probabilities", "features"})
 
-    def __init__(self, queries_per_round: int = 200, c_max: int = 5, query_background: bool = False,
-                 alpha: float = 1.0, lam: float = 1.0):
+    def __init__(self, queries_per_round: Annotated[int, Field(ge=1)] = 200, c_max: Annotated[int, Field(ge=1)] = 5,
+                 query_background: bool = False, alpha: Annotated[float, Field(gt=0)] = 1.0,
+                 lam: Annotated[float, Field(ge=0)] = 1.0):
         super().__init__(queries_per_round, c_max, query_background)
         if alpha <= 0 or lam < 0:
             raise ConfigError(f"{type(self).__name__}: alpha must be > 0 and lam >= 0")
@@ -501,8 +506,9 @@ class BinaryLP(_Optimised):
 class BinaryILP(_Optimised):
     """Yes/no queries by eq. (8) solved exactly as a MIP (HiGHS, time limit); reports the gap reached."""
 
-    def __init__(self, queries_per_round: int = 200, c_max: int = 5, query_background: bool = False,
-                 alpha: float = 1.0, lam: float = 1.0, time_limit: float = 10.0):
+    def __init__(self, queries_per_round: Annotated[int, Field(ge=1)] = 200, c_max: Annotated[int, Field(ge=1)] = 5,
+                 query_background: bool = False, alpha: Annotated[float, Field(gt=0)] = 1.0,
+                 lam: Annotated[float, Field(ge=0)] = 1.0, time_limit: Annotated[float, Field(gt=0)] = 10.0):
         super().__init__(queries_per_round, c_max, query_background, alpha, lam)
         self.time_limit = time_limit
 

@@ -15,9 +15,10 @@ goes to masks and how much to image labels.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import Field
 
 from alharness.contract import FullMask, ImageLabels, Query, Strategy, StrategyContext, check_fraction
 from alharness.errors import ConfigError
@@ -31,7 +32,8 @@ PAPER_PROPORTIONS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 class FixedProportion(Strategy):
     """A fixed share of each round's budget on masks for random images, the rest on image labels."""
 
-    def __init__(self, mask_fraction: float = 0.5, initial_fraction: float = 0.0):
+    def __init__(self, mask_fraction: Annotated[float, Field(ge=0, le=1)] = 0.5,
+                 initial_fraction: Annotated[float, Field(ge=0, le=1)] = 0.0):
         if not 0.0 <= mask_fraction <= 1.0:
             raise ConfigError(f"fixed_proportion: mask_fraction must be in [0, 1], got {mask_fraction}")
         if not 0.0 <= initial_fraction <= 1.0:
@@ -100,8 +102,8 @@ class FullOrWeakGP(Strategy):
     needs = frozenset({"train_and_score"})
     paces_itself = True  # eq. (7) chooses each installment's size
 
-    def __init__(self, initial_fraction: float = 0.08, samples: int = 8, gp_iters: int = 100,
-                 score_steps: int = 0):
+    def __init__(self, initial_fraction: Annotated[float, Field(gt=0, le=1)] = 0.08, samples: Annotated[int, Field(ge=1)] = 8,
+                 gp_iters: Annotated[int, Field(ge=1)] = 100, score_steps: Annotated[int, Field(ge=0)] = 0):
         check_fraction("full_or_weak_gp", "initial_fraction", initial_fraction, include_zero=False)
         if not isinstance(samples, int) or samples < 1:
             raise ConfigError(f"full_or_weak_gp: samples (M per round, Alg. 1) must be an integer >= 1, got {samples!r}")
@@ -170,8 +172,9 @@ class EstimatedBestFixed(Strategy):
 
     needs = frozenset({"train_and_score"})
 
-    def __init__(self, initial_fraction: float = 0.08, proportions: tuple[float, ...] = PAPER_PROPORTIONS,
-                 repeats: int = 1, score_steps: int = 0):
+    def __init__(self, initial_fraction: Annotated[float, Field(gt=0, le=1)] = 0.08,
+                 proportions: Annotated[tuple[Annotated[float, Field(ge=0, le=1)], ...], Field(min_length=1)] = PAPER_PROPORTIONS,
+                 repeats: Annotated[int, Field(ge=1)] = 1, score_steps: Annotated[int, Field(ge=0)] = 0):
         check_fraction("estimated_best_fixed", "initial_fraction", initial_fraction, include_zero=False)
         props = tuple(float(p) for p in proportions)
         if not props or any(not 0.0 <= p <= 1.0 for p in props):
@@ -233,7 +236,7 @@ class AllocationPoint(Strategy):
     """Buys exactly ``labels`` image-label sets and ``masks`` masks on random images in round 0, then nothing:
     one point (C, S) of the budget-performance surface (Fig. 6; ``alharness surface``)."""
 
-    def __init__(self, labels: int = 0, masks: int = 0):
+    def __init__(self, labels: Annotated[int, Field(ge=0)] = 0, masks: Annotated[int, Field(ge=0)] = 0):
         for name, v in (("labels", labels), ("masks", masks)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ConfigError(f"allocation_point: {name} must be an integer >= 0, got {v!r}")

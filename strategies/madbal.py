@@ -42,10 +42,11 @@ loss predictor read the maturity heads.
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
+from pydantic import Field
 from sklearn.cluster import KMeans
 
 from alharness.contract import Pixels, Query, Strategy, StrategyContext, check_int
@@ -194,8 +195,9 @@ class Madbal(Strategy):
 
     needs = _needs("madbal", "clusters")
 
-    def __init__(self, pixels_per_image: int = 10, initial_pixels: int = 10, n_clusters: int = 10,
-                 superpixel_size: int = 16, superpixel_method: str = "slic", patch_size: int = 16,
+    def __init__(self, pixels_per_image: Annotated[int, Field(ge=1)] = 10, initial_pixels: Annotated[int, Field(ge=0)] = 10,
+                 n_clusters: Annotated[int, Field(ge=1)] = 10, superpixel_size: Annotated[int, Field(ge=2)] = 16,
+                 superpixel_method: str = "slic", patch_size: Annotated[int, Field(ge=2)] = 16,
                  uncertainty: str = "madbal", breakdown: str = "clusters"):
         if uncertainty not in UNCERTAINTIES:
             raise ConfigError(f"madbal: unknown uncertainty {uncertainty!r}; valid choices: {', '.join(UNCERTAINTIES)}")

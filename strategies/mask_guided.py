@@ -31,9 +31,10 @@ buys).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import Field
 
 from alharness.contract import FullMask, LabelsWithCounts, Query, Strategy, StrategyContext
 from alharness.errors import ConfigError
@@ -44,7 +45,8 @@ from alharness.toolkit import within_budget
 class _BetaSelection(Strategy):
     """Shared protocol: initial random masks (+ IL+C for the rest), then masks in ``_order``."""
 
-    def __init__(self, beta: float = 0.5, images_per_round: int = 0, weak_labels: bool = True):
+    def __init__(self, beta: Annotated[float, Field(ge=0, le=1)] = 0.5, images_per_round: Annotated[int, Field(ge=0)] = 0,
+                 weak_labels: bool = True):
         if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= beta <= 1.0:
             raise ConfigError(f"{self.name}: beta must be a number in [0, 1] (an IoU score), got {beta!r}")
         if isinstance(images_per_round, bool) or not isinstance(images_per_round, int) or images_per_round < 0:
@@ -125,7 +127,7 @@ class MaskGuidedOracle(_BetaSelection):
 class MaskGuidedRandom(_BetaSelection):
     """The paper's "Random subset" baseline in the mask-guided protocol (random images, same weak labels)."""
 
-    def __init__(self, images_per_round: int = 0, weak_labels: bool = True):
+    def __init__(self, images_per_round: Annotated[int, Field(ge=0)] = 0, weak_labels: bool = True):
         super().__init__(0.5, images_per_round, weak_labels)
 
     def _scores(self, ctx: StrategyContext) -> None:

@@ -31,8 +31,10 @@ not entirely labelled, eq. (8).
 from __future__ import annotations
 
 import heapq
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 from sklearn.ensemble import GradientBoostingRegressor
 
 from alharness.contract import FullMask, Query, Region, Strategy, StrategyContext
@@ -103,10 +105,13 @@ def select_boxes(scores: list[np.ndarray] | np.ndarray, k: int, b: int) -> list[
 
 # -- strategies (MetaSeg's segment metrics: alharness.toolkit.metaseg) ------------
 
+Count = Annotated[int, Field(ge=1)]  # box size, boxes per round, meta images, estimators, depth
+
+
 class _BoxStrategy(Strategy):
     """Shared box machinery: initial images, priority → boxes, budget."""
 
-    def __init__(self, box_size: int = 8, boxes_per_round: int = 10, initial_images: int = 2):
+    def __init__(self, box_size: Count = 8, boxes_per_round: Count = 10, initial_images: Annotated[int, Field(ge=0)] = 2):
         if box_size < 1 or boxes_per_round < 1 or initial_images < 0:
             raise ConfigError(f"{type(self).__name__}: box_size and boxes_per_round must be >= 1, initial_images >= 0")
         self.box_size = box_size
@@ -204,7 +209,8 @@ class _TrueCostMixin:
 class EntropyBoxPlus(_PlusMixin, EntropyBox):
     """Entropy × estimated-click priority, eq. (9) (EntropyBox+)."""
 
-    def __init__(self, box_size: int = 8, boxes_per_round: int = 10, initial_images: int = 2, epsilon: float = 1.0):
+    def __init__(self, box_size: Count = 8, boxes_per_round: Count = 10, initial_images: Annotated[int, Field(ge=0)] = 2,
+                 epsilon: Annotated[float, Field(ge=0)] = 1.0):
         super().__init__(box_size, boxes_per_round, initial_images)
         self.epsilon = epsilon
 
@@ -218,8 +224,9 @@ class MetaBox(_BoxStrategy):
 
     needs = frozenset({"probabilities"})
 
-    def __init__(self, box_size: int = 8, boxes_per_round: int = 10, initial_images: int = 2, meta_images: int = 2,
-                 n_estimators: int = 100, max_depth: int = 4, learning_rate: float = 0.1):
+    def __init__(self, box_size: Count = 8, boxes_per_round: Count = 10, initial_images: Annotated[int, Field(ge=0)] = 2,
+                 meta_images: Count = 2, n_estimators: Count = 100, max_depth: Count = 4,
+                 learning_rate: Annotated[float, Field(gt=0)] = 0.1):
         super().__init__(box_size, boxes_per_round, initial_images)
         if meta_images < 1:
             raise ConfigError(f"{type(self).__name__}: meta_images must be >= 1 (MetaSeg needs labelled data)")
@@ -273,8 +280,9 @@ class MetaBox(_BoxStrategy):
 class MetaBoxPlus(_PlusMixin, MetaBox):
     """MetaSeg × estimated-click priority, eq. (9) (MetaBox+)."""
 
-    def __init__(self, box_size: int = 8, boxes_per_round: int = 10, initial_images: int = 2, meta_images: int = 2,
-                 n_estimators: int = 100, max_depth: int = 4, learning_rate: float = 0.1, epsilon: float = 1.0):
+    def __init__(self, box_size: Count = 8, boxes_per_round: Count = 10, initial_images: Annotated[int, Field(ge=0)] = 2,
+                 meta_images: Count = 2, n_estimators: Count = 100, max_depth: Count = 4,
+                 learning_rate: Annotated[float, Field(gt=0)] = 0.1, epsilon: Annotated[float, Field(ge=0)] = 1.0):
         super().__init__(box_size, boxes_per_round, initial_images, meta_images, n_estimators, max_depth, learning_rate)
         self.epsilon = epsilon
 
@@ -288,7 +296,7 @@ class EntropyBoxTrueCost(_TrueCostMixin, EntropyBoxPlus):
 
     needs = frozenset({"probabilities", "true_click_vertices"})
 
-    def __init__(self, box_size: int = 8, boxes_per_round: int = 10, initial_images: int = 2):
+    def __init__(self, box_size: Count = 8, boxes_per_round: Count = 10, initial_images: Annotated[int, Field(ge=0)] = 2):
         _BoxStrategy.__init__(self, box_size, boxes_per_round, initial_images)  # no ε: the truth's vertices are used
 
 
@@ -298,6 +306,7 @@ class MetaBoxTrueCost(_TrueCostMixin, MetaBoxPlus):
 
     needs = frozenset({"probabilities", "true_click_vertices"})
 
-    def __init__(self, box_size: int = 8, boxes_per_round: int = 10, initial_images: int = 2, meta_images: int = 2,
-                 n_estimators: int = 100, max_depth: int = 4, learning_rate: float = 0.1):
+    def __init__(self, box_size: Count = 8, boxes_per_round: Count = 10, initial_images: Annotated[int, Field(ge=0)] = 2,
+                 meta_images: Count = 2, n_estimators: Count = 100, max_depth: Count = 4,
+                 learning_rate: Annotated[float, Field(gt=0)] = 0.1):
         MetaBox.__init__(self, box_size, boxes_per_round, initial_images, meta_images, n_estimators, max_depth, learning_rate)

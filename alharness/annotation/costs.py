@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from alharness.errors import ConfigError, PluginError
 from alharness.contract.queries import QUERY_TYPES, Query
@@ -104,7 +106,8 @@ class LabelEquivalents(CostModel):
 
     unit = "label equivalents"
 
-    def __init__(self, alpha_c: float = 1.0, alpha_s: float = 12.0, prices: dict[str, float] | None = None):
+    def __init__(self, alpha_c: Annotated[float, Field(gt=0)] = 1.0, alpha_s: Annotated[float, Field(gt=0)] = 12.0,
+                 prices: dict[str, Annotated[float, Field(ge=0)]] | None = None):
         super().__init__()
         if alpha_c <= 0 or alpha_s <= 0:
             raise ConfigError(f"label_equivalents: alpha_c and alpha_s must be > 0, got {alpha_c}, {alpha_s}")
@@ -167,13 +170,13 @@ class Seconds(CostModel):
     def __init__(
         self,
         preset: str = "mask_guided",
-        seconds_per_class: float = 1.0,
-        seconds_per_count: float = 1.48,
-        seconds_per_mask: float = 79.0,
-        seconds_per_box: float = 7.0,
-        seconds_per_click: float = 1.0,
-        full_mask_class_checks: float | None = None,
-        prices: dict[str, float] | None = None,
+        seconds_per_class: Annotated[float, Field(ge=0)] = 1.0,
+        seconds_per_count: Annotated[float, Field(ge=0)] = 1.48,
+        seconds_per_mask: Annotated[float, Field(ge=0)] = 79.0,
+        seconds_per_box: Annotated[float, Field(ge=0)] = 7.0,
+        seconds_per_click: Annotated[float, Field(ge=0)] = 1.0,
+        full_mask_class_checks: Annotated[float, Field(ge=0)] | None = None,
+        prices: dict[str, Annotated[float, Field(ge=0)]] | None = None,
     ):
         super().__init__()
         if preset not in SECONDS_PRESETS:
@@ -243,7 +246,8 @@ class _ClickCost(CostModel):
 
     unit = "clicks"
 
-    def __init__(self, epsilon: float = 1.0, box_clicks: int = 4, true_polygons: bool = True):
+    def __init__(self, epsilon: Annotated[float, Field(ge=0)] = 1.0, box_clicks: Annotated[int, Field(ge=0)] = 4,
+                 true_polygons: bool = True):
         super().__init__()
         if epsilon < 0:
             raise ConfigError(f"{self.name}: epsilon (RDP tolerance, pixels) must be >= 0, got {epsilon}")

@@ -17,6 +17,10 @@ from alharness.contract.queries import Query
 from alharness.annotation.truth import ImageTruth
 
 
+# A shift of more pixels than any image is wide is a typo (and would dilate for ever).
+MAX_BOUNDARY_PX = 256
+
+
 @dataclass(frozen=True)
 class NoiseConfig:
     """Rates of annotator mistakes; all zero means a perfect annotator.
@@ -42,8 +46,9 @@ class NoiseConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
                 raise ConfigError(f"noise.{name} must be a number in [0, 1], got {v!r}")
-        if isinstance(self.boundary_px, bool) or not isinstance(self.boundary_px, int) or self.boundary_px < 0:
-            raise ConfigError(f"noise.boundary_px must be an integer >= 0, got {self.boundary_px!r}")
+        px = self.boundary_px
+        if isinstance(px, bool) or not isinstance(px, int) or not 0 <= px <= MAX_BOUNDARY_PX:
+            raise ConfigError(f"noise.boundary_px must be an integer in 0..{MAX_BOUNDARY_PX}, got {px!r}")
 
     @property
     def active(self) -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +14,7 @@ from alharness.campaign.reference import REFERENCE_BUDGET, REFERENCE_STRATEGY
 from alharness.errors import ConfigError
 from alharness.learner import LearnerConfig
 from alharness.annotation.noise import NoiseConfig
-from alharness.registry import COSTS, DATASETS, STRATEGIES, Registry
+from alharness.registry import COSTS, DATASETS, STRATEGIES, Registry, show
 
 
 def _jsonable(v: Any) -> Any:
@@ -26,8 +28,10 @@ def _jsonable(v: Any) -> Any:
 
 
 def effective_params(registry: Registry, name: str, params: dict[str, Any], where: str) -> dict[str, Any]:
-    """Defaults of the plugin overlaid with ``params`` (unknown keys are an error)."""
+    """Defaults of the plugin overlaid with ``params`` (unknown keys, and values
+    that do not fit the parameter's annotation, are an error)."""
     registry.check_params(name, params, where=where)
+    registry.check_types(name, params, where=f"{where} {name!r}")
     merged = {**registry.defaults(name), **params}
     missing = [k for k, p in registry.parameters(name).items() if k not in merged]
     if missing:
@@ -36,7 +40,53 @@ def effective_params(registry: Registry, name: str, params: dict[str, Any], wher
 
 
 VALIDATION_CHOICES = ("none", "charged", "free")
+# The smallest budget a campaign may have: below it nothing is affordable in
+# any built-in metric of a realistic pool (a budget of 1e-9 is a typo).
+MIN_BUDGET = 1e-6
+# Resources a campaign may ask for: more than this per campaign is a typo.
+MAX_CPUS = MAX_GPUS = 1024
+# The spec's fields that say where and how a campaign runs ([resources] in a
+# benchmark file); they are not part of the campaign id.
+RESOURCE_FIELDS = ("num_cpus", "num_gpus")
 
+
+def check_number(where: str, name: str, value: Any, *, integer: bool = False, lo: float | None = None,
+                 lo_open: bool = False, hi: float | None = None) -> None:
+    """Raise a one-line ConfigError unless ``value`` is a finite number
+    (an integer with ``integer``; never a bool) within the bounds."""
+    kind = numbers.Integral if integer else numbers.Real
+    ok = isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and lo is not None:
+        ok = value > lo if lo_open else value >= lo
+    if ok and hi is not None:
+        ok = value <= hi
+    if not ok:
+        bounds = [f"{'>' if lo_open else '>='} {lo:g}"] if lo is not None else []
+        bounds += [f"<= {hi:g}"] if hi is not None else []
+        what = ("an integer" if integer else "a finite number") + (" " + " and ".join(bounds) if bounds else "")
+        raise ConfigError(f"{where}: {name} must be {what}, got {show(value)}")
+
+
+def check_gpus(where: str, value: Any) -> None:
+    """``num_gpus``: 0, a fraction in (0, 1] (packs campaigns on one GPU) or whole GPUs."""
+    check_number(where, "num_gpus", value, lo=0, hi=MAX_GPUS)
+    if value > 1 and not float(value).is_integer():
+        raise ConfigError(f"{where}: num_gpus must be 0, a fraction in (0, 1] or a whole number of GPUs, got {show(value)}")
+
+
+
+def _build_cost_models(costs: dict[str, dict[str, Any]], where: str) -> dict[str, Any]:
+    """Build every recorded cost model once, so that bad values (not only bad
+    names) fail here, before anything is scheduled."""
+    models = {}
+    for m, params in costs.items():
+        try:
+            models[m] = COSTS.create(m, **params)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: costs.{m}: {exc}") from None
+        except Exception as exc:  # a plugin's own check that is not a ConfigError: still one line
+            raise ConfigError(f"{where}: costs.{m}: {' '.join(f'{type(exc).__name__}: {exc}'.split())}") from None
+    return models
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,34 +122,18 @@ class CampaignSpec:
         unknown = sorted(set(self.costs) - set(COSTS.names()))
         if unknown:
             raise ConfigError(f"{where}: unknown cost model(s) {', '.join(unknown)}; valid choices: {', '.join(COSTS.names())}")
-        costs = {m: effective_params(COSTS, m, dict(self.costs.get(m, {})), f"{where}: costs.{m}") for m in COSTS.names()}
+        if not isinstance(self.budget_metric, str) or self.budget_metric not in COSTS:
+            raise ConfigError(f"{where}: unknown budget_metric {show(self.budget_metric)}; valid choices: {', '.join(COSTS.names())}")
+        costs = {m: effective_params(COSTS, m, dict(self.costs.get(m, {})), f"{where}: costs.{m}") for m in self.recorded_metrics()}
         object.__setattr__(self, "costs", costs)
-        if self.budget_metric not in COSTS:
-            raise ConfigError(f"{where}: unknown budget_metric {self.budget_metric!r}; valid choices: {', '.join(COSTS.names())}")
-        # Build every cost model once so that bad values (not only bad names)
-        # fail here, before anything is scheduled.
-        models = {}
-        for m in COSTS.names():
-            try:
-                models[m] = COSTS.create(m, **costs[m])
-            except ConfigError as exc:
-                raise ConfigError(f"{where}: costs.{m}: {exc}") from None
+        models = _build_cost_models(costs, where)
         if not models[self.budget_metric].priced_in_advance:
             advance = [m for m, model in models.items() if model.priced_in_advance]
             raise ConfigError(
                 f"{where}: budget_metric {self.budget_metric!r} is priced only after answering, so an overdraft "
                 f"could not be refused in advance; enforce one of: {', '.join(advance)} (it is still recorded)"
             )
-        if not (isinstance(self.budget, (int, float)) and self.budget > 0):
-            raise ConfigError(f"{where}: budget must be a positive number, got {self.budget!r}")
-        if not isinstance(self.rounds, int) or self.rounds < 1:
-            raise ConfigError(f"{where}: rounds must be an integer >= 1, got {self.rounds!r}")
-        if not isinstance(self.initial_masks, int) or self.initial_masks < 0:
-            raise ConfigError(f"{where}: initial_masks must be an integer >= 0, got {self.initial_masks!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"{where}: seed must be an integer >= 0, got {self.seed!r}")
-        if self.num_cpus <= 0 or self.num_gpus < 0:
-            raise ConfigError(f"{where}: num_cpus must be > 0 and num_gpus >= 0")
+        self._check_numbers(where)
         object.__setattr__(self, "budget", float(self.budget))
         if isinstance(self.learner, dict):
             object.__setattr__(self, "learner", LearnerConfig(**self.learner))
@@ -114,6 +148,22 @@ class CampaignSpec:
                 raise ConfigError(f"{where}: noise: unknown key(s) {', '.join(map(repr, unknown))}; "
                                   f"valid keys: {', '.join(NoiseConfig.__dataclass_fields__)}")
             object.__setattr__(self, "noise", NoiseConfig(**self.noise))
+
+    def recorded_metrics(self) -> list[str]:
+        """The cost metrics this campaign records (and its id covers): every
+        built-in metric, as always, plus the enforced one and those the
+        benchmark names. A third-party cost model that is installed but not
+        named is not one of them, so installing it changes no campaign id."""
+        named = set(self.costs) | {self.budget_metric}
+        return [m for m in COSTS.names() if COSTS.is_builtin(m) or m in named]
+
+    def _check_numbers(self, where: str) -> None:
+        check_number(where, "budget", self.budget, lo=MIN_BUDGET, hi=REFERENCE_BUDGET)
+        check_number(where, "rounds", self.rounds, integer=True, lo=1)
+        check_number(where, "initial_masks", self.initial_masks, integer=True, lo=0)
+        check_number(where, "seed", self.seed, integer=True, lo=0)
+        check_number(where, "num_cpus", self.num_cpus, lo=0, lo_open=True, hi=MAX_CPUS)
+        check_gpus(where, self.num_gpus)
 
     def canonical(self) -> dict[str, Any]:
         """What determines the results (resources and benchmark name excluded)."""

@@ -20,15 +20,16 @@ from __future__ import annotations
 
 import importlib.metadata
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import Field
 
 from alharness.datasets.base import SegmentationDataset
 from alharness.datasets.cache import CacheWriter, cached_dataset
 from alharness.datasets.info import describe
 from alharness.datasets.layout import relabel_instances
-from alharness.datasets.splits import check_fraction, random_splits, split_order
+from alharness.datasets.splits import Fraction, Seed, check_fraction, random_splits, split_order
 from alharness.errors import ConfigError
 from alharness.registry import register_dataset
 
@@ -109,10 +110,10 @@ _STARDIST_HW = (512, 512)
     size="64 × 64² tiles", classes=2, instances=True, true_clicks=False,
     text="Fluorescence nuclei (DSB 2018) from the stardist wheel" + _install_note(*STARDIST)))
 def dsb2018_nuclei(
-    tile: int = 64,
-    val_fraction: float = 0.125,
-    test_fraction: float = 0.25,
-    seed: int = 0,
+    tile: Annotated[int, Field(ge=16, le=512)] = 64,
+    val_fraction: Fraction = 0.125,
+    test_fraction: Fraction = 0.25,
+    seed: Seed = 0,
 ) -> SegmentationDataset:
     """Nuclei tiles (background / nucleus, instance ids) of the 2018 Data Science Bowl image shipped with stardist."""
     where = "dataset 'dsb2018_nuclei'"
@@ -148,6 +149,7 @@ def dsb2018_nuclei(
 _NDEV_FILE = "ndev_sampledata/samples/scratch-assay-labeled-10T-2Ch.tiff"
 _CHANNELS = ("both", "nuclear")
 _TARGETS = {"nuclei+cytoplasm": ("background", "cytoplasm", "nucleus"), "nuclei": ("background", "nucleus")}
+Frame = Annotated[int, Field(ge=0, le=9)]  # the sample's 10 time points
 
 
 def _frame_splits(n_frames: int, val_frames: list[int], test_frames: list[int], where: str) -> dict[str, list[int]]:
@@ -166,11 +168,11 @@ def _frame_splits(n_frames: int, val_frames: list[int], test_frames: list[int], 
     size="270 × 64² tiles", classes=3, instances=True, true_clicks=False,
     text="Scratch-assay nuclei + cytoplasm, 10 frames, from the ndev-sampledata wheel" + _install_note(*NDEV)))
 def scratch_assay(
-    tile: int = 64,
-    channels: str = "both",
-    targets: str = "nuclei+cytoplasm",
-    val_frames: list[int] = (7,),
-    test_frames: list[int] = (8, 9),
+    tile: Annotated[int, Field(ge=16, le=210)] = 64,
+    channels: Literal[_CHANNELS] = "both",
+    targets: Literal[tuple(_TARGETS)] = "nuclei+cytoplasm",
+    val_frames: list[Frame] = (7,),
+    test_frames: list[Frame] = (8, 9),
 ) -> SegmentationDataset:
     """Scratch-assay tiles (background / cytoplasm / nucleus, cell instance ids) from ndev-sampledata; split by frame."""
     where = "dataset 'scratch_assay'"

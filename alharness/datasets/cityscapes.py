@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from alharness.datasets.base import IGNORE_INDEX, SegmentationDataset
-from alharness.datasets.imaging import Fit, check_resize_mode, parse_size
+from alharness.datasets.imaging import Fit, ResizeMode, Size, check_resize_mode, parse_size
 from alharness.datasets.info import describe
 from alharness.datasets.layout import Record, load_layout
 from alharness.datasets.polygons import PolygonCollector
-from alharness.datasets.splits import carve, check_fraction, check_limit, limit
+from alharness.datasets.splits import Fraction, Limit, Seed, carve, check_fraction, check_limit, limit
 from alharness.errors import ConfigError
 from alharness.registry import register_dataset
 
@@ -112,14 +112,14 @@ def _read_polygons(image: int, path: Path, fit: Fit, out: PolygonCollector) -> N
     text="Cityscapes fine, 19 train ids, instance ids, polygon clicks; test = val"))
 def cityscapes(
     root: str,
-    size: int | list[int] = (256, 512),
-    resize: str = "resize",
+    size: Size = (256, 512),
+    resize: ResizeMode = "resize",
     instances: bool = True,
     polygons: bool = True,
-    val_fraction: float = 0.1,
-    max_train: int | None = None,
-    max_test: int | None = None,
-    seed: int = 0,
+    val_fraction: Fraction = 0.1,
+    max_train: Limit = None,
+    max_test: Limit = None,
+    seed: Seed = 0,
 ) -> SegmentationDataset:
     """Cityscapes fine: 19 train-id classes, instance ids and annotation polygons from ``root``."""
     out_hw = parse_size(list(size) if isinstance(size, tuple) else size, _WHERE)

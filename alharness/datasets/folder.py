@@ -16,14 +16,16 @@ and ``test_fraction``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 
 from alharness.datasets.base import IGNORE_INDEX, SPLITS, SegmentationDataset
-from alharness.datasets.imaging import check_resize_mode, parse_size
+from alharness.datasets.imaging import ResizeMode, Size, check_resize_mode, parse_size
 from alharness.datasets.info import describe
 from alharness.datasets.layout import Record, load_layout
-from alharness.datasets.splits import check_fraction, random_splits
+from alharness.datasets.splits import Fraction, Seed, check_fraction, random_splits
 from alharness.errors import ConfigError
 from alharness.registry import register_dataset
 
@@ -79,13 +81,13 @@ def _declared_splits(root: Path, stems: list[str]) -> dict[str, np.ndarray] | No
     text="Your images/ and masks/ PNGs with a class list"))
 def folder(
     root: str,
-    classes: list[str] | None = None,
-    size: int | list[int] = 256,
-    resize: str = "crop",
-    ignore_value: int = IGNORE_INDEX,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.2,
-    seed: int = 0,
+    classes: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=2)] | None = None,
+    size: Size = 256,
+    resize: ResizeMode = "crop",
+    ignore_value: Annotated[int, Field(ge=0, le=65535)] = IGNORE_INDEX,
+    val_fraction: Fraction = 0.1,
+    test_fraction: Fraction = 0.2,
+    seed: Seed = 0,
 ) -> SegmentationDataset:
     """Images and PNG masks from ``root`` (images/, masks/, optional instances/, classes.txt, splits/)."""
     out_hw = parse_size(size, _WHERE)

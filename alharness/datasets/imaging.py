@@ -12,13 +12,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import Field
 
 from alharness.errors import ConfigError
 
 RESIZE_MODES = ("resize", "crop")
+MAX_SIDE = 8192
+
+# Parameter types of the loaders: an output side, or [height, width].
+Side = Annotated[int, Field(ge=8, le=MAX_SIDE)]
+Size = Side | Annotated[list[Side], Field(min_length=2, max_length=2)]
+ResizeMode = Literal[RESIZE_MODES]
 
 
 def parse_size(size: Any, where: str) -> tuple[int, int]:

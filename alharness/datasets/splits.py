@@ -8,13 +8,19 @@ of train. Every choice is drawn from a generator derived from the dataset's
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import Field
 
 from alharness.datasets.base import SPLITS
 from alharness.errors import ConfigError
 from alharness.seeding import derive_rng
+
+# Parameter types of the loaders (checked at benchmark load, see Registry.check_types).
+Fraction = Annotated[float, Field(ge=0, lt=1)]
+Limit = Annotated[int, Field(ge=1)] | None
+Seed = Annotated[int, Field(ge=0)]
 
 
 def check_fraction(value: Any, name: str, where: str, upper: float = 1.0) -> float:

@@ -31,9 +31,10 @@ A configuration is generated once and cached as memory-mapped arrays (see
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import Field
 from skimage import draw
 
 from alharness.datasets.base import SegmentationDataset
@@ -57,6 +58,25 @@ _COMMON: dict[str, Any] = dict(
     count_distribution="uniform", size_distribution="uniform", imbalance=1.0, occlusion=1.0,
     texture_similarity=0.0, distractors=(0, 0), instances=True,
 )
+# Their types and ranges, checked at benchmark load (Registry.check_types);
+# the cross-parameter rules (min <= max, street's classes) are _validate's.
+_Count = Annotated[int, Field(ge=0)]
+_Share = Annotated[float, Field(ge=0, le=1)]
+MAX_IMAGES, MAX_SIZE = 1_000_000, 4096
+_TYPES: dict[str, Any] = dict(
+    n_train=Annotated[int, Field(ge=1, le=MAX_IMAGES)], n_val=Annotated[int, Field(ge=0, le=MAX_IMAGES)],
+    n_test=Annotated[int, Field(ge=1, le=MAX_IMAGES)], size=Annotated[int, Field(ge=8, le=MAX_SIZE)],
+    num_classes=Annotated[int, Field(ge=2, le=255)], objects=tuple[_Count, _Count],
+    object_size=tuple[Annotated[float, Field(gt=0, le=1)], Annotated[float, Field(gt=0, le=1)]],
+    noise=Annotated[float, Field(ge=0)], class_similarity=_Share, seed=Annotated[int, Field(ge=0)],
+    count_distribution=Literal[DISTRIBUTIONS["count_distribution"]],
+    size_distribution=Literal[DISTRIBUTIONS["size_distribution"]],
+    imbalance=Annotated[float, Field(ge=1)], occlusion=_Share, texture_similarity=_Share,
+    distractors=tuple[_Count, _Count], instances=bool,
+)
+# A generated dataset is stored whole (images, masks, instance ids: 8 bytes
+# a pixel): beyond this it is a typo, not a benchmark.
+MAX_BYTES = 64 * 2**30
 
 
 def _class_styles(num_classes: int, similarity: float, texture_similarity: float, rng: np.random.Generator) -> list[dict]:
@@ -325,8 +345,12 @@ def _validate(name: str, layout: str, p: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"{where}: num_classes must be >= {min_classes} ({what}) and <= 255, got {q['num_classes']}")
     if not isinstance(q["size"], int) or q["size"] < 8:
         raise ConfigError(f"{where}: size must be >= 8, got {q['size']}")
-    if min(q["n_train"], q["n_test"]) < 1 or q["n_val"] < 0:
-        raise ConfigError(f"{where}: n_train and n_test must be >= 1, n_val >= 0")
+    counts = [q[k] for k in ("n_train", "n_val", "n_test")]
+    if any(isinstance(v, bool) or not isinstance(v, int) for v in counts) or min(q["n_train"], q["n_test"]) < 1 or q["n_val"] < 0:
+        raise ConfigError(f"{where}: n_train and n_test must be integers >= 1, n_val >= 0, got {counts}")
+    if sum(counts) * q["size"] ** 2 * 8 > MAX_BYTES:
+        raise ConfigError(f"{where}: {sum(counts)} images of {q['size']}x{q['size']} would take "
+                          f"{sum(counts) * q['size'] ** 2 * 8 / 2**30:.0f} GiB; at most {MAX_BYTES // 2**30} GiB")
     q["objects"] = _pair(q["objects"], "objects", int, where, 0, None)
     q["distractors"] = _pair(q["distractors"], "distractors", int, where, 0, None)
     q["object_size"] = _pair(q["object_size"], "object_size", float, where, 1e-3, 1.0)
@@ -372,7 +396,7 @@ def _preset(name: str, layout: str, doc: str, **overrides: Any):
         return _synthetic(name, layout, {**defaults, **params})
 
     factory.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in defaults.items()]
+        [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v, annotation=_TYPES[k]) for k, v in defaults.items()]
     )
     factory.__name__ = factory.__qualname__ = name
     factory.__doc__ = doc

@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from alharness.datasets.base import IGNORE_INDEX, SegmentationDataset
-from alharness.datasets.imaging import check_resize_mode, parse_size
+from alharness.datasets.imaging import ResizeMode, Size, check_resize_mode, parse_size
 from alharness.datasets.info import describe
 from alharness.datasets.layout import Record, load_layout
-from alharness.datasets.splits import carve, check_fraction, check_limit, limit
+from alharness.datasets.splits import Fraction, Limit, Seed, carve, check_fraction, check_limit, limit
 from alharness.errors import ConfigError
 from alharness.registry import register_dataset
 
@@ -127,14 +127,14 @@ def _voc_instances(raw: np.ndarray) -> np.ndarray:
     text="Pascal VOC 2012 (+ SBD augmented train) from a local copy; test = VOC val"))
 def voc2012(
     root: str,
-    size: int | list[int] = 256,
-    resize: str = "crop",
+    size: Size = 256,
+    resize: ResizeMode = "crop",
     augmented: bool = False,
     sbd_root: str | None = None,
-    val_fraction: float = 0.1,
-    max_train: int | None = None,
-    max_test: int | None = None,
-    seed: int = 0,
+    val_fraction: Fraction = 0.1,
+    max_train: Limit = None,
+    max_test: Limit = None,
+    seed: Seed = 0,
 ) -> SegmentationDataset:
     """Pascal VOC 2012 segmentation (21 classes, void = 255) from ``root``."""
     out_hw = parse_size(size, _WHERE)

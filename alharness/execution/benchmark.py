@@ -1,7 +1,9 @@
 """Benchmark files (TOML) → validated grid of CampaignSpecs.
 
-Every key is checked before anything is scheduled: a typo is an error that
-names the file, the table and the valid keys.
+Every key is checked before anything is scheduled (the schema in
+``schema.py``, plugin parameters against their annotated signatures, each
+strategy built and each dataset opened once): an error is one line that
+names the file, the table, the key, the value and what was expected.
 
 Plugin tables (``[[datasets]]``, ``[[strategies]]``, ``[costs.<metric>]``)
 hold the plugin's parameters directly, and an optional ``grid`` sub-table
@@ -11,19 +13,18 @@ whose lists are expanded as a Cartesian product.
 from __future__ import annotations
 
 import itertools
+import json
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from alharness.errors import ConfigError
+from alharness.annotation.noise import NoiseConfig
 from alharness.learner import LearnerConfig
-from alharness.campaign.spec import CampaignSpec
-
-_TOP = {"benchmark", "resources", "datasets", "strategies", "costs", "learner", "noise"}
-_BENCH = {"name", "description", "seeds", "budget", "budget_metric", "rounds", "initial_masks", "validation", "reference"}
-_RESOURCES = {"num_cpus", "num_gpus"}
-_LEARNER = set(LearnerConfig.__dataclass_fields__)
+from alharness.campaign.spec import RESOURCE_FIELDS, CampaignSpec
+from alharness.execution.schema import check_file
+from alharness.registry import COSTS, DATASETS, STRATEGIES, Registry
 
 
 @dataclass(frozen=True)
@@ -34,137 +35,165 @@ class Benchmark:
     source: str = ""
 
 
-def _check_keys(table: dict, allowed: set[str], where: str) -> None:
-    unknown = sorted(set(table) - allowed)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(sorted(allowed))}")
+def _as_list(value: Any) -> list:
+    return value if isinstance(value, list) else [value]
 
 
-def _as_list(value: Any, where: str, kind: type | tuple[type, ...]) -> list:
-    values = value if isinstance(value, list) else [value]
-    if not values:
-        raise ConfigError(f"{where}: must not be empty")
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, kind):
-            raise ConfigError(f"{where}: expected {getattr(kind, '__name__', kind)} or a list of them, got {v!r}")
-    return values
+def _one_line(exc: BaseException) -> str:
+    """An exception as one line (a plugin's message may hold newlines)."""
+    text = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())
 
 
 def _expand(entry: dict, where: str) -> list[dict]:
-    """Plain params × the Cartesian product of ``grid`` lists."""
+    """Plain params × the Cartesian product of ``grid`` lists (shapes checked by the schema)."""
     params = {k: v for k, v in entry.items() if k not in ("name", "grid")}
     grid = entry.get("grid", {})
-    if not isinstance(grid, dict):
-        raise ConfigError(f"{where}.grid: must be a table of lists")
-    for k, v in grid.items():
-        if not isinstance(v, list) or not v:
-            raise ConfigError(f"{where}.grid.{k}: must be a non-empty list of values")
+    for k in grid:
         if k in params:
             raise ConfigError(f"{where}: {k!r} is given both as a parameter and in grid")
     keys = sorted(grid)
     return [{**params, **dict(zip(keys, combo))} for combo in itertools.product(*(grid[k] for k in keys))]
 
 
-def _plugins(doc: dict, key: str, where: str) -> list[tuple[str, dict]]:
-    entries = doc.get(key)
-    if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
-        raise ConfigError(f"{where}: needs at least one [[{key}]] table with a 'name'")
+def _plugin(registry: Registry, name: str, entry: dict, at: str) -> list[tuple[str, dict]]:
+    """(name, parameters) of each expansion of one plugin table, checked
+    against the plugin's signature, so the error names the table ``at``."""
+    try:
+        registry.get(name)
+    except ConfigError as exc:
+        raise ConfigError(f"{at}: {exc}") from None
     out = []
-    for i, e in enumerate(entries):
-        if "name" not in e or not isinstance(e["name"], str):
-            raise ConfigError(f"{where}: [[{key}]] entry {i + 1} has no 'name'")
-        out += [(e["name"], p) for p in _expand(e, f"{where}: [[{key}]] {e['name']!r}")]
+    for params in _expand(entry, at):
+        registry.check_params(name, params, where=at)
+        registry.check_types(name, params, where=at)
+        if registry is COSTS:  # cheap to build: its own checks (prices, presets) name the table too
+            try:
+                registry.create(name, **params)
+            except Exception as exc:
+                raise ConfigError(f"{at}: {_one_line(exc)}") from None
+        out.append((name, params))
     return out
 
 
-def parse_benchmark(doc: dict, source: str = "<benchmark>") -> Benchmark:
-    """Validate a parsed benchmark document and expand it into campaign specs."""
-    where = source
-    _check_keys(doc, _TOP, where)
-    bench = doc.get("benchmark")
-    if not isinstance(bench, dict):
-        raise ConfigError(f"{where}: missing [benchmark] table")
-    _check_keys(bench, _BENCH, f"{where}: [benchmark]")
-    for required in ("name", "budget", "budget_metric", "rounds"):
-        if required not in bench:
-            raise ConfigError(f"{where}: [benchmark] needs {required!r}")
-    name = bench["name"]
-    if not isinstance(name, str) or not name or any(c in name for c in "/\\ ") or name.startswith("."):
-        raise ConfigError(f"{where}: [benchmark] name must be a non-empty string without '/', '\\' or spaces, got {name!r}")
-    seeds = _as_list(bench.get("seeds", [0]), f"{where}: [benchmark] seeds", int)
-    budgets = _as_list(bench["budget"], f"{where}: [benchmark] budget", (int, float))
+def _entries(doc: dict, key: str, where: str) -> list[tuple[str, dict]]:
+    registry = DATASETS if key == "datasets" else STRATEGIES
+    return [p for e in doc[key] for p in _plugin(registry, e["name"], e, f"{where}: [[{key}]] {e['name']!r}")]
 
-    resources = doc.get("resources", {})
-    _check_keys(resources, _RESOURCES, f"{where}: [resources]")
-    learner_doc = doc.get("learner", {})
-    _check_keys(learner_doc, _LEARNER, f"{where}: [learner]")
+
+def _config(cls: type, key: str, table: dict[str, Any], where: str) -> Any:
+    """``[learner]`` / ``[noise]`` as their config dataclass, which checks its fields."""
+    unknown = sorted(set(table) - set(cls.__dataclass_fields__))
+    if unknown:
+        raise ConfigError(f"{where}: [{key}]: unknown key(s) {', '.join(map(repr, unknown))}; "
+                          f"valid keys: {', '.join(sorted(cls.__dataclass_fields__))}")
     try:
-        learner = LearnerConfig(**learner_doc)
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: [learner] {exc}") from None
+        return cls(**table)
+    except ConfigError as exc:  # "learner.lr must be ...", "learner: ...": the table is named once
+        raise ConfigError(f"{where}: [{key}] {_one_line(exc).removeprefix(key + '.').removeprefix(key + ': ')}") from None
 
-    datasets = _plugins(doc, "datasets", where)
-    strategies = _plugins(doc, "strategies", where)
-    costs_doc = doc.get("costs", {})
-    if not isinstance(costs_doc, dict):
-        raise ConfigError(f"{where}: [costs] must be a table of [costs.<metric>] tables")
-    cost_axes = [[(m, p) for p in _expand(t, f"{where}: [costs.{m}]")] for m, t in sorted(costs_doc.items())]
 
+def _specs(doc: dict, where: str) -> list[CampaignSpec]:
+    """Every (dataset × strategy × cost parameters × budget × seed) campaign, checked."""
+    bench = doc["benchmark"]
+    if bench["budget_metric"] not in COSTS:
+        raise ConfigError(f"{where}: [benchmark] unknown budget_metric {bench['budget_metric']!r}; "
+                          f"valid choices: {', '.join(COSTS.names())}")
+    learner = _config(LearnerConfig, "learner", doc.get("learner", {}), where)
+    noise = _config(NoiseConfig, "noise", doc.get("noise", {}), where)
+    resources = {k: v for k, v in doc.get("resources", {}).items() if k in RESOURCE_FIELDS}
+    cost_axes = [_plugin(COSTS, m, t, f"{where}: [costs.{m}]") for m, t in sorted(doc.get("costs", {}).items())]
     specs: list[CampaignSpec] = []
-    seen: dict[str, CampaignSpec] = {}
+    seen: set[str] = set()
     for (ds, dsp), (st, stp), cost_combo, budget, seed in itertools.product(
-        datasets, strategies, list(itertools.product(*cost_axes)), budgets, seeds
+        _entries(doc, "datasets", where), _entries(doc, "strategies", where),
+        list(itertools.product(*cost_axes)), _as_list(bench["budget"]), _as_list(bench.get("seeds", [0])),
     ):
         try:
             spec = CampaignSpec(
-                benchmark=name,
-                dataset=ds,
-                dataset_params=dsp,
-                strategy=st,
-                strategy_params=stp,
-                costs=dict(cost_combo),
-                budget_metric=bench["budget_metric"],
-                budget=budget,
-                rounds=bench["rounds"],
-                initial_masks=bench.get("initial_masks", 0),
-                seed=seed,
-                learner=learner,
-                noise=dict(doc.get("noise", {})),
-                validation=bench.get("validation", "none"),
-                num_cpus=resources.get("num_cpus", 1),
-                num_gpus=resources.get("num_gpus", 0),
+                benchmark=bench["name"], dataset=ds, dataset_params=dsp, strategy=st, strategy_params=stp,
+                costs=dict(cost_combo), budget_metric=bench["budget_metric"], budget=budget, rounds=bench["rounds"],
+                initial_masks=bench.get("initial_masks", 0), seed=seed, learner=learner,
+                noise=noise, validation=bench.get("validation", "none"), **resources,
             )
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
-        except TypeError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
+        except (ConfigError, TypeError) as exc:
+            raise ConfigError(f"{where}: {_one_line(exc)}") from None
         if spec.campaign_id in seen:
             raise ConfigError(f"{where}: two grid entries give the same campaign ({st} on {ds}, seed {seed}); remove the duplicate")
-        seen[spec.campaign_id] = spec
+        seen.add(spec.campaign_id)
         specs.append(spec)
-    reference = bench.get("reference", False)
-    if not isinstance(reference, bool):
-        raise ConfigError(f"{where}: [benchmark] reference must be true or false, got {reference!r}")
-    if reference:
+    return specs
+
+
+def _distinct(specs: list[CampaignSpec], kind: str) -> dict[str, tuple[str, dict[str, Any]]]:
+    """One (name, effective parameters) per distinct plugin configuration."""
+    out = {}
+    for s in specs:
+        name, params = (s.strategy, s.strategy_params) if kind == "strategies" else (s.dataset, s.dataset_params)
+        out.setdefault(json.dumps([name, params], sort_keys=True), (name, params))
+    return out
+
+
+def _construct_strategies(specs: list[CampaignSpec], where: str) -> None:
+    """Build each distinct strategy once, so that its own checks run before anything is scheduled."""
+    for name, params in _distinct(specs, "strategies").values():
+        try:
+            STRATEGIES.create(name, **params)
+        except Exception as exc:  # whatever a plugin raises, the user gets one line
+            raise ConfigError(f"{where}: [[strategies]] {name!r}: {_one_line(exc)}") from None
+
+
+def _open_datasets(specs: list[CampaignSpec], where: str) -> None:
+    """Open each distinct dataset once: a missing file, a size mismatch or a
+    colour label image is an error now, not in every campaign after
+    scheduling. Cheap after the first time: datasets are cached on disk."""
+    for name, params in _distinct(specs, "datasets").values():
+        try:
+            ds = DATASETS.create(name, **params)
+        except Exception as exc:  # a loader's ConfigError, or what a decoder raised
+            raise ConfigError(f"{where}: [[datasets]] {name!r}: {_one_line(exc)}") from None
+        validation = {s.validation for s in specs if s.dataset == name and s.dataset_params == params} - {"none"}
+        if validation and len(ds.splits["val"]) == 0:
+            raise ConfigError(f"{where}: [benchmark] validation = {sorted(validation)[0]!r}, but dataset {name!r} "
+                              f"has an empty val split (give it one, e.g. n_val, val_fraction)")
+
+
+def parse_benchmark(doc: dict, source: str = "<benchmark>", *, open_datasets: bool = True) -> Benchmark:
+    """Validate a parsed benchmark document and expand it into campaign specs.
+
+    Everything is checked before anything can be scheduled: the file's
+    schema, every plugin parameter against its annotated signature, each
+    distinct strategy built once, and (``open_datasets``) each distinct
+    dataset opened once.
+    """
+    where = source
+    check_file(doc, where)
+    bench = doc["benchmark"]
+    specs = _specs(doc, where)
+    _construct_strategies(specs, where)
+    if open_datasets:
+        _open_datasets(specs, where)
+    if bench.get("reference", False):
         # One full-supervision campaign per (dataset, learner, costs, seed):
         # strategies and budgets share it (spec.reference() drops them).
+        seen = {s.campaign_id for s in specs}
         for spec in list(specs):
             ref = spec.reference()
             if ref.campaign_id not in seen:
-                seen[ref.campaign_id] = ref
+                seen.add(ref.campaign_id)
                 specs.append(ref)
-    return Benchmark(name=name, description=str(bench.get("description", "")), specs=tuple(specs), source=source)
+    return Benchmark(name=bench["name"], description=bench.get("description", ""), specs=tuple(specs), source=source)
 
 
-def load_benchmark(path: str | Path) -> Benchmark:
-    """Read and validate a benchmark TOML file."""
+def load_benchmark(path: str | Path, *, open_datasets: bool = True) -> Benchmark:
+    """Read and validate a benchmark TOML file (see ``parse_benchmark``)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such benchmark file")
     try:
         doc = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        raise ConfigError(f"{path}: invalid TOML: {' '.join(str(exc).split())}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file") from None
-    return parse_benchmark(doc, str(path))
+    return parse_benchmark(doc, str(path), open_datasets=open_datasets)

@@ -7,15 +7,18 @@ reproduce the first learner exactly (cross-entropy on pixel labels only).
 
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field
 
 from alharness.errors import ConfigError
 from alharness.learner.heads import HEADS
 from alharness.learner.losses import PIXEL_LOSSES
-from alharness.registry import MODELS, PIPELINES
+from alharness.registry import MODELS, PIPELINES, param_types, show, type_problem
 
 _HARNESS_SET = ("num_classes", "in_channels")
 IMAGE_LABEL_LOSSES = ("none", "pooled", "head")
@@ -31,6 +34,7 @@ def _model_params(model: str, params: dict[str, Any]) -> dict[str, Any]:
     harness-set parameters are left out (the dataset decides them)."""
     where = "learner.model_params"
     MODELS.check_params(model, params, where=where)
+    MODELS.check_types(model, params, where=where)
     accepted = [k for k in MODELS.parameters(model) if k not in _HARNESS_SET]
     merged = {**{k: v for k, v in MODELS.defaults(model).items() if k in accepted}, **params}
     missing = sorted(set(accepted) - set(merged))
@@ -69,62 +73,49 @@ class LearnerConfig:
     changed default is a different campaign id.
     """
 
+    # Types and ranges are checked when the config is built (_check_types).
     model: str = "tiny_unet"
     model_params: dict[str, Any] = field(default_factory=dict)
-    steps: int = 150
-    batch_size: int = 8
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
+    steps: Annotated[int, Field(ge=0)] = 150
+    batch_size: Annotated[int, Field(ge=1)] = 8
+    lr: Annotated[float, Field(gt=0)] = 3e-3
+    weight_decay: Annotated[float, Field(ge=0)] = 1e-4
     flip: bool = True
     device: str = "auto"
-    eval_batch_size: int = 32
+    eval_batch_size: Annotated[int, Field(ge=1)] = 32
     loss: str = "ce"
     # Trains on every image-level label and yes/no answer a campaign bought:
     # spend the learner ignored would make weak-label strategies look worse than they are.
     image_label_loss: str = "pooled"
-    weak_weight: float = 1.0
-    lse_r: float = 5.0
+    weak_weight: Annotated[float, Field(ge=0)] = 1.0
+    lse_r: Annotated[float, Field(gt=0)] = 5.0
     labels_then_masks: bool = False
-    weak_steps: int = 0
-    epochs: int = 0
+    weak_steps: Annotated[int, Field(ge=0)] = 0
+    epochs: Annotated[int, Field(ge=0)] = 0
     warm_start: bool = False
-    pseudo_label_threshold: float = 0.0
-    heads: tuple[str, ...] = ()
-    head_steps: int = 50
+    pseudo_label_threshold: Annotated[float, Field(ge=0, le=1)] = 0.0
+    heads: tuple[str, ...] | str = ()
+    head_steps: Annotated[int, Field(ge=0)] = 50
     # MADBAL's weight prediction block (Fig. 1); false gives uniform 1/K
     # weights, the "Averaging" ablation (Fig. 6).
     weight_prediction: bool = True
     weights_path: str = ""
-    patience: int = 0
-    val_every: int = 25
+    patience: Annotated[int, Field(ge=0)] = 0
+    val_every: Annotated[int, Field(ge=1)] = 25
     amp: bool = True
     pipeline: str = "single"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.model, str):
+            raise ConfigError(f"learner.model must be a string (a registered model), got {show(self.model)}")
         MODELS.get(self.model)  # unknown model -> ConfigError listing the choices
         if not isinstance(self.model_params, dict):
-            raise ConfigError(f"learner.model_params must be a table of the model's parameters, got {self.model_params!r}")
+            raise ConfigError(f"learner.model_params must be a table of the model's parameters, got {show(self.model_params)}")
         for k in _HARNESS_SET:
             if k in self.model_params:
                 raise ConfigError(f"learner.model_params: {k!r} is set by the harness from the dataset")
         object.__setattr__(self, "model_params", _model_params(self.model, self.model_params))
-        for name in ("steps", "batch_size", "eval_batch_size", "weak_steps", "epochs", "head_steps", "patience", "val_every"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool):
-                raise ConfigError(f"learner.{name} must be an integer, got {v!r}")
-        for name in ("flip", "labels_then_masks", "warm_start", "amp", "weight_prediction"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"learner.{name} must be true or false, got {getattr(self, name)!r}")
-        if self.steps < 0 or self.weak_steps < 0 or self.epochs < 0 or self.head_steps < 0 or self.patience < 0:
-            raise ConfigError("learner: steps, weak_steps, epochs, head_steps and patience must be >= 0")
-        if self.batch_size < 1 or self.eval_batch_size < 1 or self.val_every < 1:
-            raise ConfigError("learner: batch_size, eval_batch_size and val_every must be >= 1")
-        if self.lr <= 0:
-            raise ConfigError(f"learner: lr must be > 0, got {self.lr}")
-        if self.weak_weight < 0 or self.lse_r <= 0:
-            raise ConfigError(f"learner: weak_weight must be >= 0 and lse_r > 0, got {self.weak_weight}, {self.lse_r}")
-        if not 0.0 <= self.pseudo_label_threshold <= 1.0:
-            raise ConfigError(f"learner.pseudo_label_threshold must be in [0, 1], got {self.pseudo_label_threshold}")
+        self._check_types()
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"learner: device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
         _choice("loss", self.loss, PIXEL_LOSSES)
@@ -138,6 +129,14 @@ class LearnerConfig:
             raise ConfigError("learner.labels_then_masks needs image_label_loss = 'pooled' or 'head' (the loss of the first phase)")
         if not isinstance(self.weights_path, str):
             raise ConfigError(f"learner.weights_path must be a path string ('' for random init), got {self.weights_path!r}")
+
+    def _check_types(self) -> None:
+        """Every field against its annotation (strict: no bool for a number,
+        no float for an integer, no NaN or infinity)."""
+        for name, typed in _field_types().items():
+            problem = type_problem(typed, getattr(self, name))
+            if problem:
+                raise ConfigError(f"learner.{name} must be {problem}, got {show(getattr(self, name))}")
 
     @property
     def model_heads(self) -> tuple[str, ...]:
@@ -154,6 +153,13 @@ class LearnerConfig:
         if d["weight_prediction"]:  # likewise (MADBAL's "Averaging" ablation switch)
             del d["weight_prediction"]
         return d
+
+
+@functools.cache
+def _field_types() -> dict[str, Any]:
+    types = param_types(LearnerConfig, dict(inspect.signature(LearnerConfig).parameters))
+    types.pop("model_params", None)  # checked against the model's own signature
+    return types
 
 
 def resolve_device(name: str) -> torch.device:

@@ -1,0 +1,177 @@
+"""The benchmark file's schema: its tables, their keys, types and ranges (pydantic).
+
+``check_file`` validates a parsed TOML document in pydantic's strict mode:
+no coercion (``"5"`` is no integer, ``true`` is no number, ``1.5`` is no
+integer), NaN and infinities refused, unknown keys refused. It only checks;
+the loader (``benchmark.py``) goes on with the document's own values, so a
+campaign id never depends on how a value was converted. Plugin tables
+(``[[datasets]]``, ``[[strategies]]``, ``[costs.<metric>]``) are checked
+here for their shape; their parameters are checked against the plugin's
+annotated signature when the campaigns are built (``Registry.check_types``).
+
+Every error is one line naming the file, the table, the key, the value and
+what was expected.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from alharness.campaign.reference import REFERENCE_BUDGET
+from alharness.campaign.spec import MAX_CPUS, MAX_GPUS, MIN_BUDGET, RESOURCE_FIELDS, VALIDATION_CHOICES, check_gpus
+from alharness.errors import ConfigError
+from alharness.registry import describe_type, show
+
+# Names that become paths (results/<benchmark name>): letters, digits, '.',
+# '_' and '-', starting with a letter or digit (no '..', no hidden file, no
+# NUL, newline or separator).
+SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+SAFE_NAME_TEXT = "a name of at most 100 letters, digits, '.', '_' or '-', starting with a letter or digit"
+MAX_ROUNDS = 10_000
+
+Seed = Annotated[int, Field(ge=0)]
+Budget = Annotated[float, Field(ge=MIN_BUDGET, le=REFERENCE_BUDGET)]
+NonEmpty = Field(min_length=1)
+
+
+class _Table(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+
+
+class BenchmarkTable(_Table):
+    """``[benchmark]``."""
+
+    name: Annotated[str, Field(pattern=SAFE_NAME)]
+    description: str = ""
+    seeds: Seed | Annotated[list[Seed], NonEmpty] = [0]
+    budget: Budget | Annotated[list[Budget], NonEmpty]
+    budget_metric: str
+    rounds: Annotated[int, Field(ge=1, le=MAX_ROUNDS)]
+    initial_masks: Annotated[int, Field(ge=0)] = 0
+    validation: Literal[VALIDATION_CHOICES] = "none"  # type: ignore[valid-type]
+    reference: bool = False
+
+
+class ResourcesTable(_Table):
+    """``[resources]``: per campaign. Other resource fields of the spec
+    (``RESOURCE_FIELDS``) pass through, checked by the spec."""
+
+    model_config = ConfigDict(strict=True, extra="allow", allow_inf_nan=False)
+    num_cpus: Annotated[float, Field(gt=0, le=MAX_CPUS)] = 1
+    # Above 1 only whole GPUs (checked after the schema, see check_file).
+    num_gpus: Annotated[float, Field(ge=0, le=MAX_GPUS)] = 0
+
+
+Grid = dict[str, Annotated[list[Any], NonEmpty]]
+
+
+class PluginTable(BaseModel):
+    """One ``[[datasets]]`` / ``[[strategies]]`` entry: its name, its parameters, a grid."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+    name: str
+    grid: Grid = {}
+
+
+class CostTable(BaseModel):
+    """``[costs.<metric>]``: the cost model's parameters and a grid."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+    grid: Grid = {}
+
+
+class BenchmarkFile(_Table):
+    """The whole file."""
+
+    benchmark: BenchmarkTable
+    resources: ResourcesTable = ResourcesTable()
+    datasets: Annotated[list[PluginTable], NonEmpty]
+    strategies: Annotated[list[PluginTable], NonEmpty]
+    costs: dict[str, CostTable] = {}
+    learner: dict[str, Any] = {}  # LearnerConfig checks its fields
+    noise: dict[str, Any] = {}  # NoiseConfig checks its fields
+
+
+_TABLES = {"benchmark": BenchmarkTable, "resources": ResourcesTable}
+_PLUGIN_TABLES = {"datasets": PluginTable, "strategies": PluginTable}
+_EXPECTED = {
+    ("benchmark", "name"): SAFE_NAME_TEXT,
+    "grid": "a table of non-empty lists (grid = { parameter = [value, ...] })",
+    "datasets": "at least one [[datasets]] table with a 'name'",
+    "strategies": "at least one [[strategies]] table with a 'name'",
+    "costs": "a table of [costs.<metric>] tables",
+}
+
+
+def check_file(doc: dict[str, Any], where: str) -> BenchmarkFile:
+    """Validate the document's structure and scalar values; raise one ConfigError line."""
+    unknown = sorted(set(doc.get("resources", {}) if isinstance(doc.get("resources"), dict) else ())
+                     - set(ResourcesTable.model_fields) - set(RESOURCE_FIELDS))
+    if unknown:
+        raise ConfigError(_unknown(where, "[resources]", unknown, set(ResourcesTable.model_fields) | set(RESOURCE_FIELDS)))
+    try:
+        checked = BenchmarkFile.model_validate(doc)
+    except ValidationError as exc:
+        raise ConfigError(_message(exc, doc, where)) from None
+    check_gpus(f"{where}: [resources]", checked.resources.num_gpus)
+    return checked
+
+
+def _unknown(where: str, table: str, keys: list[str], valid: set[str]) -> str:
+    prefix = f"{where}: {table}:" if table else f"{where}:"
+    return f"{prefix} unknown key(s) {', '.join(map(repr, keys))}; valid keys: {', '.join(sorted(valid))}"
+
+
+def _locate(loc: tuple, doc: dict[str, Any]) -> tuple[str, str | None, Any, Any]:
+    """(table in words, key or None, the document's value there, its model or annotation)."""
+    top = loc[0]
+    if top in _TABLES:
+        model = _TABLES[top]
+        if len(loc) == 1:
+            return f"[{top}]", None, doc.get(top), model
+        key = loc[1]
+        return f"[{top}]", str(key), doc[top].get(key), model.model_fields.get(key)
+    if top in _PLUGIN_TABLES and len(loc) == 2 and isinstance(loc[1], int):
+        return f"[[{top}]] entry {loc[1] + 1}", None, doc[top][loc[1]], PluginTable
+    if top in _PLUGIN_TABLES and len(loc) >= 3 and isinstance(loc[1], int):
+        entry = doc[top][loc[1]]
+        label = f"{entry['name']!r}" if isinstance(entry.get("name"), str) else f"entry {loc[1] + 1}"
+        return f"[[{top}]] {label}", str(loc[2]), entry.get(loc[2]), PluginTable.model_fields.get(loc[2])
+    if top == "costs" and len(loc) >= 3:
+        return f"[costs.{loc[1]}]", str(loc[2]), doc[top][loc[1]].get(loc[2]), CostTable.model_fields.get(loc[2])
+    if top == "costs" and len(loc) == 2:
+        return f"[costs.{loc[1]}]", None, doc[top][loc[1]], CostTable
+    return f"[{top}]" if top in doc else str(top), None, doc.get(top), BenchmarkFile.model_fields.get(top)
+
+
+def _message(exc: ValidationError, doc: dict[str, Any], where: str) -> str:
+    errors = exc.errors()
+    extra = [e for e in errors if e["type"] == "extra_forbidden"]
+    if extra:
+        loc = extra[0]["loc"][:-1]
+        keys = sorted(str(e["loc"][-1]) for e in extra if e["loc"][:-1] == loc)
+        model = _TABLES.get(loc[0]) if loc else BenchmarkFile
+        return _unknown(where, f"[{loc[0]}]" if loc else "", keys, set((model or BenchmarkFile).model_fields))
+    loc = errors[0]["loc"]
+    table, key, value, field = _locate(loc, doc)
+    if errors[0]["type"] == "missing":
+        if key:
+            return f"{where}: {table} needs {key!r}"
+        return f"{where}: needs {_EXPECTED[loc[0]]}" if loc[0] in _EXPECTED else f"{where}: missing [{loc[0]}] table"
+    return f"{where}: {table}{' ' + key if key else ''} must be {_expected(loc[0], key, field, table)}, got {show(value)}"
+
+
+def _expected(top: str, key: str | None, field: Any, table: str = "") -> str:
+    """What a key (or, with no key, a whole table) should have been, in words."""
+    if key is None and table.startswith("[costs."):
+        return "a table of the cost model's parameters"
+    if key is None and table.startswith("[["):
+        return "a table with a 'name' and the plugin's parameters"
+    for k in ((top, key), key, top if key is None else None):
+        if k in _EXPECTED:
+            return _EXPECTED[k]
+    if key is None or field is None:
+        return "a table"
+    return describe_type(Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation)
