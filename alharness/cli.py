@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import io
+import os
 import sys
 from pathlib import Path
 
 from alharness.errors import AlharnessError
 
 EXIT_OK, EXIT_FAILED_CAMPAIGNS, EXIT_USAGE = 0, 1, 2
+EXIT_BROKEN_PIPE = 128 + 13  # as if killed by SIGPIPE
 
 
 def _print_problems(problems: list[str]) -> None:
@@ -19,7 +22,7 @@ def _print_problems(problems: list[str]) -> None:
 def cmd_bench(args: argparse.Namespace) -> int:
     from alharness.execution.benchmark import load_benchmark
 
-    bench = load_benchmark(args.file)  # validated before anything starts
+    bench = load_benchmark(args.file, open_datasets=not args.no_data_check)  # validated before anything starts
     # A URI (s3://bucket/prefix, file:///...) is any pyarrow file system every node can write.
     out = (args.out if "://" in args.out else Path(args.out)) if args.out else Path("results") / bench.name
     print(f"benchmark {bench.name!r}: {len(bench.specs)} campaigns -> {out}", file=sys.stderr)
@@ -192,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("file", help="benchmark TOML, e.g. benchmarks/quickstart.toml")
     b.add_argument("--out", help="results directory (default: results/<benchmark name>)")
     b.add_argument("--no-resume", action="store_true", help="rerun campaigns that already finished")
+    b.add_argument("--no-data-check", action="store_true",
+                   help="do not open each dataset here before scheduling (its files exist only on the cluster's nodes)")
     b.add_argument("--retries", type=int, default=2, help="reruns of a campaign whose worker or node died (default: 2)")
     b.add_argument("--attempts", type=int, default=1,
                    help="runs in all of a campaign that raises, before it is recorded as failed (default: 1)")
@@ -252,10 +257,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _reader_went_away() -> int:
+    """stdout's reader closed the pipe (``alharness list | head``): stop
+    quietly, as shell tools do, with SIGPIPE's conventional status."""
+    try:  # later writes, and the flush at exit, go nowhere instead of raising again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass
+    return EXIT_BROKEN_PIPE
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        rc = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not as a traceback at exit
+        return rc
+    except BrokenPipeError:
+        return _reader_went_away()
     except AlharnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -114,3 +114,28 @@ def test_cli_list(capsys):
     out = capsys.readouterr().out
     for section in ("# strategies", "# datasets", "# costs", "# models", "# pipelines", "basis", "tiny_unet", "synthetic_shapes", "label_equivalents"):
         assert section in out
+
+
+def test_a_closed_pipe_ends_the_listing_quietly():
+    """`alharness list | head`: the reader goes away before the output is written."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "alharness.cli", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # nobody reads: every write to stdout meets a closed pipe
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 141
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def test_a_local_ray_starts_without_the_dashboard(monkeypatch):
+    """No web UI; the API server Ray starts anyway listens on loopback (see init_ray)."""
+    import ray
+
+    from alharness.execution.backends import ray as backend
+
+    calls = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw))
+    assert backend.init_ray(num_cpus=1) is True
+    assert calls[0]["include_dashboard"] is False and calls[0]["dashboard_host"] == "127.0.0.1"

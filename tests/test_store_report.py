@@ -11,11 +11,11 @@ from alharness.cli import main
 from alharness.errors import ResultsError
 
 
-def _rows(cid, label, seed, points, budget=100.0, dataset="d"):
+def _rows(cid, label, seed, points, budget=100.0, dataset="d", params=None):
     return [
         {"campaign_id": cid, "dataset": dataset, "strategy": label, "strategy_label": label, "budget_metric": "label_equivalents",
          "budget": budget, "seed": seed, "round": i, "spent_label_equivalents": float(x), "spent_seconds": float(10 * x),
-         "miou": float(y), "per_class_iou": [float(y)]}
+         "miou": float(y), "per_class_iou": [float(y)], **{f"p_dataset_{k}": v for k, v in (params or {}).items()}}
         for i, (x, y) in enumerate(points)
     ]
 
@@ -53,6 +53,24 @@ def test_leaderboard_metrics_on_known_curves(tmp_path):
     assert lb_s["A"]["auc_mean"] == pytest.approx(0.55)
     with pytest.raises(ResultsError, match="recorded metrics: label_equivalents, seconds"):
         report.leaderboard(con, cost_metric="dollars")
+
+
+def test_differently_configured_datasets_of_one_name_are_separate_rows(tmp_path):
+    """Two synthetic_shapes configurations (3 and 5 classes) are not two seeds of one row."""
+    for classes, final in ((3, 0.8), (5, 0.4)):
+        for seed in (0, 1):
+            _write(tmp_path, f"c{classes}s{seed}", "A", seed, [(0, 0.1), (100, final)], dataset="synthetic_shapes",
+                   params={"num_classes": classes, "size": 32, "noise": 0.1})
+    _write(tmp_path, "other", "A", 0, [(0, 0.1), (100, 0.5)], params={"num_classes": 3})  # dataset "d": one configuration
+    con, _ = store.connect(tmp_path)
+    lb = {r["dataset"]: r for r in report.leaderboard(con)}
+    assert set(lb) == {"synthetic_shapes(num_classes=3)", "synthetic_shapes(num_classes=5)", "d"}
+    assert lb["synthetic_shapes(num_classes=3)"]["seeds"] == 2
+    assert lb["synthetic_shapes(num_classes=3)"]["final_miou_mean"] == pytest.approx(0.8)
+    assert lb["synthetic_shapes(num_classes=5)"]["final_miou_mean"] == pytest.approx(0.4)
+    assert "dataset synthetic_shapes(num_classes=5) |" in report.format_leaderboard(report.leaderboard(con))
+    panels = {p.dataset for p in report.learning_curve_panels(con)}
+    assert panels == set(lb)
 
 
 def test_corrupt_and_half_written_files_are_reported_and_excluded(tmp_path, capsys):

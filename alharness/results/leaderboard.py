@@ -37,6 +37,28 @@ def _has_column(con, table: str, column: str) -> bool:
     return column in {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
 
 
+def dataset_label_sql(con) -> str:
+    """SQL for the ``rounds`` rows' dataset label: the dataset's name, plus
+    every parameter (``p_dataset_*`` column) whose value differs between
+    campaigns of that name in these results, e.g.
+    ``synthetic_shapes(num_classes=3)``. Campaigns on differently configured
+    datasets of one name are thus never averaged together; with one
+    configuration per name the label is the bare name."""
+    params = sorted(c for (c, *_) in con.execute("DESCRIBE rounds").fetchall() if c.startswith("p_dataset_"))
+    if not params:
+        return "dataset"
+    text = {p: f"coalesce(CAST({p} AS VARCHAR), 'null')" for p in params}
+    counts = con.execute(f"SELECT dataset, {', '.join(f'count(DISTINCT {t})' for t in text.values())} "
+                         f"FROM rounds GROUP BY dataset").fetchall()
+    cases = []
+    for name, *n in counts:
+        varying = [p for p, k in zip(params, n) if k > 1]
+        if varying and _METRIC.match(str(name)):
+            args = " || ',' || ".join(f"'{p[len('p_dataset_'):]}=' || {text[p]}" for p in varying)
+            cases.append(f"WHEN dataset = '{name}' THEN dataset || '(' || {args} || ')'")
+    return f"CASE {' '.join(cases)} ELSE dataset END" if cases else "dataset"
+
+
 def _per_campaign_sql(con, cost_metric: str | None, reach: float) -> str:
     """SQL for one row per (non-reference) campaign with its curve metrics.
 
@@ -56,9 +78,10 @@ def _per_campaign_sql(con, cost_metric: str | None, reach: float) -> str:
     ref_id = "reference_id" if has_ref else "CAST(NULL AS VARCHAR)"
     # Campaigns priced differently (a sweep over a cost ratio) are separate groups.
     pricing = "cost_model" if _has_column(con, "rounds", "cost_model") else "budget_metric"
+    # Campaigns on differently configured datasets of one name are separate groups too.
     return f"""
     WITH base AS (
-        SELECT dataset, strategy, strategy_label, budget, seed, campaign_id, {ref_id} AS reference_id,
+        SELECT {dataset_label_sql(con)} AS dataset, strategy, strategy_label, budget, seed, campaign_id, {ref_id} AS reference_id,
                {pricing} AS pricing,
                round, miou, {metric_name} AS metric, {x_expr} AS x
         FROM rounds
@@ -122,6 +145,9 @@ def per_campaign(con, cost_metric: str | None = None, reach: float = 0.9) -> lis
 def leaderboard(con, cost_metric: str | None = None, reach: float = 0.9) -> list[dict[str, Any]]:
     """One row per (dataset, cost metric, pricing, budget, strategy label), best AUC first.
 
+    ``dataset`` is the dataset label (``dataset_label_sql``): the name, plus
+    the parameters that differ between campaigns of that name, so datasets
+    configured differently are never averaged as seeds of one row.
     ``pricing`` is the campaigns' ``cost_model`` label (the enforced metric
     and any non-default cost parameters), so a sweep over prices is never
     averaged together.
@@ -199,14 +225,15 @@ def learning_curve_panels(con, cost_metric: str | None = None) -> list[plots.Cur
     """Mean mIoU (± std over seeds) per round against mean cost, one panel per (dataset, budget, budget metric),
     with the dataset's full-supervision mIoU where the results hold the reference."""
     x_expr, _, _ = _cost_axis(con, cost_metric)
+    dataset = dataset_label_sql(con)
     data = con.execute(f"""
-        SELECT dataset, budget, budget_metric, strategy_label, round,
+        SELECT {dataset} AS dataset, budget, budget_metric, strategy_label, round,
                avg({x_expr}) AS x, avg(miou) AS y, coalesce(stddev_samp(miou), 0) AS sd, count(*) AS n
         FROM rounds WHERE strategy <> '{REFERENCE_STRATEGY}'
         GROUP BY ALL ORDER BY dataset, budget, strategy_label, round
     """).fetchall()
     full = dict(con.execute(f"""
-        SELECT dataset, avg(m) FROM (SELECT dataset, campaign_id, arg_max(miou, round) AS m FROM rounds
+        SELECT dataset, avg(m) FROM (SELECT {dataset} AS dataset, campaign_id, arg_max(miou, round) AS m FROM rounds
                                      WHERE strategy = '{REFERENCE_STRATEGY}' GROUP BY ALL) GROUP BY dataset
     """).fetchall())
     panels = []

@@ -230,8 +230,13 @@ def _sensitivity_section(doc: _Doc, con, out_dir: Path) -> None:
             r[col] = value.get(r["campaign_id"])
         ranks = stats.ranks_by_parameter(rows, col, "auc")
         for dataset, by_value in ranks.items():
-            path = plots.rank_lines(by_value, col.removeprefix("p_cost_"), out_dir / f"ranks_{dataset}_{col}.png")
+            path = plots.rank_lines(by_value, col.removeprefix("p_cost_"), out_dir / f"ranks_{_file_part(dataset)}_{col}.png")
             doc.image(path, f"Rank of each strategy as {col.removeprefix('p_cost_')} changes ({dataset})")
+
+
+def _file_part(label: str) -> str:
+    """A dataset label as part of a file name (its parameter values may hold '/')."""
+    return "".join(c if c.isalnum() or c in "._=-" else "_" for c in label)
 
 
 def _diagnostics_section(doc: _Doc, con, out_dir: Path) -> None:
@@ -243,7 +248,7 @@ def _diagnostics_section(doc: _Doc, con, out_dir: Path) -> None:
     enforced = [m for (m,) in con.execute("SELECT DISTINCT budget_metric FROM rounds").fetchall()]
     cost = " + ".join(f"CASE WHEN c.budget_metric = '{m}' THEN q.cost_{m} ELSE 0 END" for m in enforced if f"cost_{m}" in qcols) or "0"
     data = con.execute(f"""
-        WITH c AS (SELECT DISTINCT campaign_id, dataset, strategy, strategy_label, budget_metric FROM rounds
+        WITH c AS (SELECT DISTINCT campaign_id, {report.dataset_label_sql(con)} AS dataset, strategy, strategy_label, budget_metric FROM rounds
                    WHERE strategy <> '{REFERENCE_STRATEGY}'),
              seeds AS (SELECT dataset, strategy_label, count(*) AS n FROM c GROUP BY ALL)
         SELECT c.dataset, c.strategy_label, q.round, q.query_type, count(*) / any_value(s.n) AS n,
@@ -255,7 +260,7 @@ def _diagnostics_section(doc: _Doc, con, out_dir: Path) -> None:
     for dataset, label, rnd, qtype, n, spend in data:
         by_dataset.setdefault(dataset, {}).setdefault(label, {}).setdefault(qtype, {})[rnd] = (n, spend)
     for dataset, by_label in by_dataset.items():
-        path = plots.query_mix(by_label, out_dir / f"diagnostics_{dataset}.png")
+        path = plots.query_mix(by_label, out_dir / f"diagnostics_{_file_part(dataset)}.png")
         doc.image(path, f"{dataset}: query-type mix per round (top) and allocation of the budget across query types (bottom), mean over seeds")
 
 
@@ -267,7 +272,8 @@ def _thumbnails_section(doc: _Doc, con, out_dir: Path) -> None:
     from alharness.campaign.spec import CampaignSpec
 
     picks = con.execute(f"""
-        WITH c AS (SELECT dataset, strategy_label, arg_min(campaign_id, seed) AS campaign_id, min(seed) AS seed
+        WITH c AS (SELECT {report.dataset_label_sql(con)} AS dataset, strategy_label, arg_min(campaign_id, seed) AS campaign_id,
+                          min(seed) AS seed
                    FROM rounds WHERE strategy <> '{REFERENCE_STRATEGY}' GROUP BY ALL)
         SELECT c.dataset, c.strategy_label, c.campaign_id, c.seed, k.spec,
                (SELECT max(round) FROM queries q WHERE q.campaign_id = c.campaign_id) AS last_round
@@ -293,7 +299,7 @@ def _thumbnails_section(doc: _Doc, con, out_dir: Path) -> None:
         shown = sorted({q["image"] for q in queries})[:_THUMBS_PER_STRATEGY]
         path = plots.query_thumbnails([(i, images[i], [q for q in queries if q["image"] == i]) for i in shown],
                                       f"{label} — round {last_round}, seed {seed}",
-                                      out_dir / f"examples_{dataset}_{len(doc.images)}.png")
+                                      out_dir / f"examples_{_file_part(dataset)}_{len(doc.images)}.png")
         doc.image(path, f"{dataset}, {label}: images queried in round {last_round} (seed {seed}); red boxes = regions, "
                         f"yellow dots = clicked pixels, green frame = full mask")
 

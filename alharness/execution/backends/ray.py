@@ -64,7 +64,16 @@ def _object_store_bytes() -> int:
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, *, dashboard: bool = False, log_to_driver: bool = False) -> bool:
-    """Connect to ``address`` or start a local Ray; return True if this call started it."""
+    """Connect to ``address`` or start a local Ray; return True if this call started it.
+
+    A local Ray starts without the dashboard (no web UI, ``dashboard=False``).
+    Ray 2.60 still starts two processes of that family, and has no option to
+    turn them off: its API server (``dashboard.py``, with
+    ``include_dashboard=False`` only the usage-stats module and no frontend)
+    and the per-node dashboard agent, which the raylet needs (runtime
+    environments, metrics) and exits without. The API server is kept on
+    loopback (``dashboard_host``).
+    """
     if ray.is_initialized():
         return False
     if address:
@@ -73,6 +82,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, *, dashboa
         ray.init(
             num_cpus=num_cpus or os.cpu_count() or 1,
             include_dashboard=dashboard,
+            dashboard_host="127.0.0.1",  # the API server Ray starts anyway listens on loopback only
             object_store_memory=_object_store_bytes(),
             log_to_driver=log_to_driver,
         )
