@@ -7,6 +7,8 @@ Strategies see it through a read-only :class:`LabelStateView`.
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 from alharness.contract.views import NEGATIVE, POSITIVE, UNKNOWN, LabelStateView
@@ -59,7 +61,25 @@ class LabelState:
         seen = np.unique(labels[labels != self.ignore_index])
         self.image_labels[image, seen] = POSITIVE
 
+    def digest(self) -> str:
+        """SHA-256 of everything the learner trains from (pixels, image labels,
+        full-mask flags, counts, boxes). The campaign loop records it after
+        every oracle answer and compares it before a strategy runs and before
+        training, so a label it did not buy, written by anyone, fails the
+        campaign. About 1.8 GB/s: a 1000-image 48x48 pool costs ~2 ms."""
+        h = hashlib.sha256()
+        for a in (self.pixels, self.image_labels, self.has_full_mask, self.counts):
+            h.update(repr((a.dtype.str, a.shape)).encode())
+            h.update(np.ascontiguousarray(a).data)
+        for image in sorted(self.boxes):
+            box = np.ascontiguousarray(self.boxes[image], np.int64)
+            h.update(repr((int(image), box.shape)).encode())
+            h.update(box.data)
+        return h.hexdigest()
+
     def labelled_pixel_fraction(self) -> float:
+        """Pixels with a class label over all pool pixels: cost_P's definition
+        (MetaBox+ eq. 12; void carries no label, see costs.LabelledPixels)."""
         return float((self.pixels != self.ignore_index).mean()) if self.pixels.size else 0.0
 
     def view(self) -> LabelStateView:

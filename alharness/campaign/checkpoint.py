@@ -14,7 +14,8 @@ CPU, produces exactly the rows an uninterrupted run produces:
 * the learner's state: its networks' weights and every attribute
   (round r+1's predictions come from round r's model; with
   ``warm_start`` training continues from it too),
-* the strategy's own state (see the contract below),
+* the strategy's own state (see the contract below; from a strategy
+  process it arrives pickled there and stays an opaque blob here),
 * every other field of the loop's ``CampaignState``
   (alharness.campaign.state): the rows so far, the next round, what round 0
   spent and the last scores, saved by name.
@@ -47,8 +48,9 @@ import numpy as np
 if TYPE_CHECKING:
     from alharness.campaign.state import CampaignState
 
-# 2: the carried values are CampaignState's fields by name (1: a positional tuple).
-FORMAT = 2
+# 3: the carried values include the label state's digest, and the strategy's
+# state may be a pickle from its process (2: without; 1: a positional tuple).
+FORMAT = 3
 
 
 class ByteLocation(Protocol):

@@ -9,11 +9,19 @@ on the test split. One row per round.
 the rounds carry (``CampaignState``, alharness.campaign.state); ``run_round``
 plays one round on them; ``run_campaign`` strings the rounds together and
 checkpoints the state after each.
+
+The strategy runs in a process of its own unless the spec says
+``strategy_process = false`` (alharness.campaign.strategy_worker). The label
+state is the loop's: its digest is recorded after every oracle answer and
+checked before and after each proposal and after the last round, so a
+campaign whose labels disagree with its ledger fails (it is never ranked).
+``[resources] timeout_s`` bounds a campaign's wall time (``Deadline``).
 """
 
 from __future__ import annotations
 
-import json
+import signal
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,15 +39,16 @@ from alharness.campaign.evaluation import evaluate, evaluate_extra_networks
 from alharness.campaign.scoring import loop_outputs
 from alharness.campaign.spec import CampaignSpec
 from alharness.campaign.state import CampaignState
+from alharness.campaign.strategy_worker import StrategyHandle, open_strategy, warm_up
 from alharness.contract.queries import QUERY_TYPES
-from alharness.contract.strategy import LOOP_NEEDS, NEEDS, ORACLE_NEEDS, Strategy
+from alharness.contract.strategy import LOOP_NEEDS, NEEDS, ORACLE_NEEDS
 from alharness.contract.views import PoolView
 from alharness.datasets.base import SplitData, make_pool_view
-from alharness.errors import ConfigError, PluginError
+from alharness.errors import AlharnessError, ConfigError, PluginError
 from alharness.learner import services as learner_services
 from alharness.learner.pipeline import make_learner
 from alharness.learner.services import pool_outputs
-from alharness.registry import DATASETS, STRATEGIES
+from alharness.registry import COSTS, DATASETS
 from alharness.seeding import derive_int_seed, derive_rng
 
 if TYPE_CHECKING:
@@ -62,6 +71,59 @@ class CampaignResult:
     wall_s: float = 0.0
 
 
+class CampaignTimeout(AlharnessError):
+    """The campaign ran past its ``[resources] timeout_s``."""
+
+
+class Deadline:
+    """A campaign's time limit and where the campaign is (round and phase),
+    so that an expiry names the phase it interrupted."""
+
+    def __init__(self, timeout_s: float | None):
+        self.timeout_s = timeout_s
+        self._end = None if timeout_s is None else time.monotonic() + float(timeout_s)
+        self.where = "setup"
+
+    def enter(self, rnd: int, phase: str) -> None:
+        self.where = f"round {rnd}, phase {phase}"
+
+    def left(self) -> float | None:
+        """Seconds left (never below 0), or None without a limit."""
+        return None if self._end is None else max(0.0, self._end - time.monotonic())
+
+    def check(self) -> None:
+        if self._end is not None and time.monotonic() >= self._end:
+            raise self.error()
+
+    def error(self) -> CampaignTimeout:
+        return CampaignTimeout(f"timed out after {self.timeout_s:g} s in {self.where}")
+
+
+@contextmanager
+def _watchdog(deadline: Deadline) -> Iterator[None]:
+    """Interrupt whatever runs (training, an in-process strategy) when the time is up.
+
+    SIGALRM, so only in the main thread (a Ray task's, a CLI run's); elsewhere
+    the limit is checked between phases and while a strategy process works."""
+    if deadline.timeout_s is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    armed = [True]
+
+    def expire(signum, frame):  # noqa: ARG001
+        if armed[0]:
+            raise deadline.error()
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, max(float(deadline.timeout_s), 1e-3))
+    try:
+        yield
+    finally:
+        armed[0] = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 @dataclass(frozen=True)
 class CampaignSetup:
     """What stays fixed through a campaign's rounds (harness side: the
@@ -79,6 +141,7 @@ class CampaignSetup:
     oracle_truth: SplitData | None
     services: dict[str, Any]  # loop services (LOOP_NEEDS), built once
     columns: dict[str, Any]  # the columns every row of the campaign shares
+    deadline: Deadline = field(default_factory=lambda: Deadline(None))
 
 
 def run_campaign(spec: CampaignSpec, on_round: Callable[[dict[str, Any]], None] | None = None,
@@ -86,33 +149,57 @@ def run_campaign(spec: CampaignSpec, on_round: Callable[[dict[str, Any]], None] 
     """Run one campaign to the end and return its round rows and query log.
 
     ``checkpoint``: resume after its last saved round, save after every round
-    (alharness.campaign.checkpoint; a resumed campaign's rows equal an uninterrupted run's)."""
+    (alharness.campaign.checkpoint; a resumed campaign's rows equal an uninterrupted run's).
+    Raises CampaignTimeout past the spec's ``timeout_s`` (the strategy process is stopped)."""
     t_start = time.perf_counter()
-    setup, state = setup_campaign(spec)
-    if checkpoint is not None:
-        checkpoint.resume(state)
-    for rnd in range(state.next_round, spec.rounds + 1):
-        row = run_round(setup, state, rnd)
-        if checkpoint is not None:
-            checkpoint.save(state)
-        if on_round is not None:
-            on_round(row)
+    deadline = Deadline(spec.timeout_s)
+    with _watchdog(deadline):
+        setup, state = setup_campaign(spec, deadline)
+        try:
+            if checkpoint is not None and checkpoint.resume(state):
+                state.verify_labels("after resuming from the checkpoint")
+            for rnd in range(state.next_round, spec.rounds + 1):
+                row = run_round(setup, state, rnd)
+                if checkpoint is not None:
+                    deadline.enter(rnd, "checkpoint")
+                    checkpoint.save(state)
+                if on_round is not None:
+                    on_round(row)
+            state.verify_labels("after the last round")
+        finally:
+            state.strategy.close()
     queries = [{"campaign_id": spec.campaign_id, **r} for r in state.oracle.ledger.records()]
     return CampaignResult(spec, state.rows, queries, time.perf_counter() - t_start)
 
 
 # -- setup -----------------------------------------------------------------------
-def setup_campaign(spec: CampaignSpec) -> tuple[CampaignSetup, CampaignState]:
+def setup_campaign(spec: CampaignSpec, deadline: Deadline | None = None) -> tuple[CampaignSetup, CampaignState]:
     """Build a campaign's fixed parts and its state before round 0.
 
     A strategy that declares what the loop, the oracle rules or the learner
-    cannot provide fails here, before anything is trained."""
+    cannot provide fails here, before anything is trained. The strategy
+    process (if any) is started here; the caller closes it (``state.strategy.close()``)."""
+    deadline = deadline or Deadline(None)
+    in_process = not spec.strategy_process
+    if not in_process:
+        warm_up()  # the strategy processes' server boots while the data loads
     pool, pool_view, test, val_split = _load_splits(spec)
     cost_models = build_cost_models(spec.costs)
     annotator = Annotator(spec.noise, derive_rng(spec.seed, "noise")) if spec.noise.active else None
     oracle = Oracle(pool, cost_models, spec.budget_metric, spec.budget, annotator)
-    strategy: Strategy = STRATEGIES.create(spec.strategy, **spec.strategy_params)
-    needs = frozenset(getattr(strategy, "needs", frozenset()))
+    strategy = open_strategy(spec.strategy, spec.strategy_params, in_process=in_process, pool=pool_view,
+                             quote_model=None if in_process else _quote_model(spec, oracle), deadline=deadline)
+    try:
+        return _finish_setup(spec, deadline, pool, pool_view, test, val_split, oracle, annotator, strategy)
+    except BaseException:
+        strategy.close()
+        raise
+
+
+def _finish_setup(spec: CampaignSpec, deadline: Deadline, pool: SplitData, pool_view: PoolView, test: SplitData,
+                  val_split: SplitData | None, oracle: Oracle, annotator: Annotator | None,
+                  strategy: StrategyHandle) -> tuple[CampaignSetup, CampaignState]:
+    needs = strategy.needs
     # Oracle experiments only: the pool truth stays on the harness side, for the statistic alone.
     oracle_truth = pool if check_oracle_needs(strategy, needs, spec.strategy) else None
     del pool
@@ -127,8 +214,19 @@ def setup_campaign(spec: CampaignSpec) -> tuple[CampaignSetup, CampaignState]:
     services = loop_outputs(needs, spec.learner, pool_view.images, labels, val_split, spec.validation,
                             pool_view.num_classes, pool_view.ignore_index, who=f"strategy {spec.strategy!r}")
     setup = CampaignSetup(spec, pool_view, test, val, needs, model_needs, oracle_truth, services,
-                          _constant_columns(spec, strategy))
-    return setup, CampaignState(labels, oracle, learner, strategy, annotator)
+                          _constant_columns(spec, strategy), deadline)
+    state = CampaignState(labels, oracle, learner, strategy, annotator)
+    state.record_labels()
+    return setup, state
+
+
+def _quote_model(spec: CampaignSpec, oracle: Oracle) -> Any:
+    """A fresh copy of the enforced cost model for the strategy process's ``quote``:
+    built from its parameters and prepared with the pool's public facts only
+    (it never priced an answer, so it holds nothing learnt from ground truth)."""
+    model = COSTS.create(spec.budget_metric, **spec.costs[spec.budget_metric])
+    model.prepare(oracle.info)
+    return model
 
 
 def _load_splits(spec: CampaignSpec) -> tuple[SplitData, PoolView, SplitData, SplitData | None]:
@@ -154,7 +252,7 @@ def _check_needs(spec: CampaignSpec, needs: frozenset[str]) -> frozenset[str]:
     return model_needs
 
 
-def _constant_columns(spec: CampaignSpec, strategy: Strategy) -> dict[str, Any]:
+def _constant_columns(spec: CampaignSpec, strategy: StrategyHandle) -> dict[str, Any]:
     return {
         "benchmark": spec.benchmark,
         "campaign_id": spec.campaign_id,
@@ -169,7 +267,7 @@ def _constant_columns(spec: CampaignSpec, strategy: Strategy) -> dict[str, Any]:
         "budget": spec.budget,
         "validation": spec.validation,
         "seed": spec.seed,
-        "oracle_experiment": bool(getattr(strategy, "oracle_experiment", False)),
+        "oracle_experiment": bool(strategy.oracle_experiment),
         **spec.param_columns(),
     }
 
@@ -178,23 +276,32 @@ def _constant_columns(spec: CampaignSpec, strategy: Strategy) -> dict[str, Any]:
 def run_round(setup: CampaignSetup, state: CampaignState, rnd: int) -> dict[str, Any]:
     """Play round ``rnd`` on ``state``; append its row to ``state.rows`` and return it."""
     t_round = time.perf_counter()
-    spec, oracle = setup.spec, state.oracle
+    spec, oracle, deadline = setup.spec, state.oracle, setup.deadline
     timings = dict.fromkeys(TIMING_COLUMNS, 0.0)
     allowance = round_allowance(spec, state, rnd)
+    deadline.enter(rnd, "predict")
     with _timed(timings, "predict_s"):
         outputs = _round_outputs(setup, state, rnd)
     ctx = make_context(setup.pool_view, state.labels, oracle, rnd, spec.rounds, allowance,
                        derive_rng(spec.seed, "strategy", rnd), spec.initial_masks, outputs)
+    deadline.enter(rnd, "propose")
+    state.verify_labels(f"before round {rnd}'s proposal")
     with _timed(timings, "select_s"):
-        batch = state.strategy.initial(ctx) if rnd == 0 else state.strategy.propose(ctx)
+        batch = state.strategy.select(ctx, deadline)
+    # In process, the views' .base or setflags(write=True) reach the loop's arrays: a write fails here.
+    state.verify_labels(f"after strategy {spec.strategy!r} proposed in round {rnd}")
+    deadline.check()
+    deadline.enter(rnd, "oracle")
     with _timed(timings, "oracle_s"):
         oracle.answer(batch, strategy=spec.strategy, round=rnd, state=state.labels, limit=allowance)
+    state.record_labels()
     if rnd == 0:
         state.spent_after_initial = oracle.spent
     if rnd == 0 or batch:
         _train_and_evaluate(setup, state, rnd, timings)
     # else: nothing new was bought, so the model and its score carry over.
     timings["round_s"] = time.perf_counter() - t_round
+    deadline.enter(rnd, "row")
     row = round_row(setup, state, rnd, len(batch), timings)
     state.rows.append(row)
     state.next_round = rnd + 1
@@ -225,9 +332,11 @@ def _round_outputs(setup: CampaignSetup, state: CampaignState, rnd: int) -> dict
 
 def _train_and_evaluate(setup: CampaignSetup, state: CampaignState, rnd: int, timings: dict[str, float]) -> None:
     """Train on the labels bought so far and score on the test split."""
+    setup.deadline.enter(rnd, "train")
     with _timed(timings, "train_s"):
         state.fit = state.learner.fit(setup.pool_view.images, state.labels,
                                       seed=derive_int_seed(setup.spec.seed, "train", rnd), val=setup.val)
+    setup.deadline.enter(rnd, "evaluate")
     with _timed(timings, "eval_s"):
         state.miou, state.class_iou, state.ap50 = evaluate(state.learner, setup.test)
         state.extra_scores = evaluate_extra_networks(state.learner, setup.test)
@@ -254,7 +363,7 @@ def round_row(setup: CampaignSetup, state: CampaignState, rnd: int, batch_size: 
         "train_loss": float(fit["final_loss"]),
         "val_miou": None if fit.get("val_miou") is None else float(fit["val_miou"]),  # null without a val split
         **{k: timings[k] for k in TIMING_COLUMNS},
-        "diagnostics": json.dumps(state.strategy.diagnostics(), sort_keys=True, default=str),
+        "diagnostics": state.strategy.diagnostics(),  # JSON text, sorted keys (computed where the strategy runs)
     }
 
 

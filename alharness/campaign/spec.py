@@ -47,7 +47,9 @@ MIN_BUDGET = 1e-6
 MAX_CPUS = MAX_GPUS = 1024
 # The spec's fields that say where and how a campaign runs ([resources] in a
 # benchmark file); they are not part of the campaign id.
-RESOURCE_FIELDS = ("num_cpus", "num_gpus")
+RESOURCE_FIELDS = ("num_cpus", "num_gpus", "timeout_s", "strategy_process")
+# The longest [resources] timeout_s accepted (a year): more is a typo.
+MAX_TIMEOUT_S = 365 * 24 * 3600.0
 
 
 def check_number(where: str, name: str, value: Any, *, integer: bool = False, lo: float | None = None,
@@ -114,6 +116,12 @@ class CampaignSpec:
     # Resources: where and how it runs, not what it computes (not in the id).
     num_cpus: float = 1.0
     num_gpus: float = 0.0
+    # Wall-time limit of the campaign in seconds (None: none); on expiry it is
+    # recorded failed with the round and phase it was in (alharness.campaign.loop).
+    timeout_s: float | None = None
+    # The strategy runs in a process of its own (true) or in the campaign's
+    # (false, for debugging; alharness.campaign.strategy_worker).
+    strategy_process: bool = True
 
     def __post_init__(self) -> None:
         where = f"campaign ({self.strategy} on {self.dataset})"
@@ -164,6 +172,10 @@ class CampaignSpec:
         check_number(where, "seed", self.seed, integer=True, lo=0)
         check_number(where, "num_cpus", self.num_cpus, lo=0, lo_open=True, hi=MAX_CPUS)
         check_gpus(where, self.num_gpus)
+        if self.timeout_s is not None:
+            check_number(where, "timeout_s", self.timeout_s, lo=0, lo_open=True, hi=MAX_TIMEOUT_S)
+        if not isinstance(self.strategy_process, bool):
+            raise ConfigError(f"{where}: strategy_process must be true or false, got {show(self.strategy_process)}")
 
     def canonical(self) -> dict[str, Any]:
         """What determines the results (resources and benchmark name excluded)."""
@@ -190,7 +202,8 @@ class CampaignSpec:
 
     def to_json(self) -> str:
         return json.dumps(
-            {**self.canonical(), "benchmark": self.benchmark, "num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
+            {**self.canonical(), "benchmark": self.benchmark, "num_cpus": self.num_cpus, "num_gpus": self.num_gpus,
+             "timeout_s": self.timeout_s, "strategy_process": self.strategy_process},
             sort_keys=True,
         )
 
@@ -243,7 +256,8 @@ class CampaignSpec:
             dataset=self.dataset, dataset_params=self.dataset_params, strategy=REFERENCE_STRATEGY,
             costs=self.costs, budget_metric=self.budget_metric, budget=REFERENCE_BUDGET, rounds=1, seed=self.seed,
             initial_masks=0, learner=self.learner, validation=self.validation, benchmark=self.benchmark,
-            num_cpus=self.num_cpus, num_gpus=self.num_gpus,
+            num_cpus=self.num_cpus, num_gpus=self.num_gpus, timeout_s=self.timeout_s,
+            strategy_process=self.strategy_process,
         )
 
     @property

@@ -9,6 +9,11 @@ added here is checkpointed without touching the checkpoint code.
 
 The state lives on the harness side: the strategy never receives it, only
 the context built from it each round (alharness.campaign.context).
+
+The learner trains only on what the ledger holds: ``labels_digest`` is the
+label state's digest after the oracle's last answer (``record_labels``), and
+``verify_labels`` fails the campaign with ``LabelStateError`` when the label
+state differs from it, or when its full masks are not the ledger's.
 """
 
 from __future__ import annotations
@@ -16,14 +21,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+import numpy as np
+
 from alharness.annotation.labels import LabelState
 from alharness.annotation.noise import Annotator
 from alharness.annotation.oracle import Oracle
-from alharness.contract.strategy import Strategy
+from alharness.campaign.strategy_worker import StrategyHandle
+from alharness.contract.queries import FullMask
+from alharness.errors import AlharnessError
 from alharness.learner import Learner
 
 # Live objects, checkpointed through their own state (not pickled as fields).
 HANDLES = ("labels", "oracle", "learner", "strategy", "annotator")
+
+
+class LabelStateError(AlharnessError):
+    """The label state disagrees with the ledger: labels were written outside the oracle."""
 
 
 def _untrained_fit() -> dict[str, Any]:
@@ -38,7 +51,7 @@ class CampaignState:
     labels: LabelState
     oracle: Oracle
     learner: Learner
-    strategy: Strategy
+    strategy: StrategyHandle  # in a strategy process or in this one (alharness.campaign.strategy_worker)
     annotator: Annotator | None  # the noise generator, the only RNG that runs across rounds
     rows: list[dict[str, Any]] = field(default_factory=list)
     next_round: int = 0
@@ -50,6 +63,24 @@ class CampaignState:
     ap50: float | None = None
     extra_scores: dict[str, Any] = field(default_factory=dict)
     fit: dict[str, Any] = field(default_factory=_untrained_fit)
+    # The label state's digest after the oracle's last answer (LabelState.digest).
+    labels_digest: str = ""
+
+    def record_labels(self) -> None:
+        """After the oracle wrote its answers: the digest the labels must keep until its next answer."""
+        self.labels_digest = self.labels.digest()
+
+    def verify_labels(self, when: str) -> None:
+        """LabelStateError unless the label state is what the oracle's answers made it."""
+        if self.labels.digest() != self.labels_digest:
+            raise LabelStateError(
+                f"the label state changed outside the oracle ({when}): it no longer matches what the ledger "
+                "bought, so the campaign is failed (never ranked); strategies must treat ctx.labels as read-only")
+        # The ledger's count, not its entries: reading them back costs O(answers).
+        masks = self.oracle.ledger.count(FullMask.kind)
+        if int(np.count_nonzero(self.labels.has_full_mask)) != masks:
+            raise LabelStateError(f"the label state holds {int(np.count_nonzero(self.labels.has_full_mask))} full "
+                                  f"masks but the ledger bought {masks} ({when}); the campaign is failed")
 
     def carried(self) -> dict[str, Any]:
         """The plain values (everything but the handles), by field name."""

@@ -1,0 +1,675 @@
+"""Strategies in a process of their own: the strategy worker.
+
+By default a campaign runs its strategy in a child process started for that
+campaign (``[resources] strategy_process = true``). The child is forked from
+a *forkserver*: a fresh interpreter that has imported the strategy plugins
+and nothing else, so the child inherits no memory of the campaign process —
+no oracle, no ground truth, no test or validation split, no dataset memo, no
+learner. What it gets, by message and as copies:
+
+* once: the strategy's name and parameters (it builds the strategy with the
+  registry), the pool view's images, ids and class names, and a fresh
+  instance of the enforced cost model prepared with the pool's public facts
+  (``quote`` is a pure function of the query, its parameters and the pool's
+  size, image shape and class count, so the child's copy prices exactly as
+  the oracle's does; the oracle re-prices every batch anyway);
+* each round: the label state as bought, the declared outputs, the round
+  and budget figures, the round's generator and torch's global RNG state.
+
+It returns queries by value (kind and fields; a restricted unpickler in the
+campaign process accepts nothing but plain values and numpy arrays, so
+unpickling a reply runs no plugin code). Loop services (``train_and_score``)
+answer by message: the child sends the request, the campaign process trains
+and replies with the score. ``diagnostics()``, ``get_state()`` and
+``set_state()`` travel by message too; the strategy's state stays an opaque
+pickle on the campaign side (it is unpickled only in a strategy process).
+
+``InProcessStrategy`` runs the strategy in the campaign's own process
+(``strategy_process = false``, for debugging: breakpoints work). Reads are
+not guarded there; the loop's label-state digest still fails a campaign
+whose strategy wrote to labels it did not buy.
+
+docs/architecture.md ("Fairness and threat model") says what this stops
+and what it does not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.metadata
+import io
+import json
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import traceback
+import weakref
+from multiprocessing.connection import Connection, wait
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from alharness.contract.queries import QUERY_TYPES, Query
+from alharness.contract.strategy import LOOP_NEEDS, Strategy, StrategyContext
+from alharness.contract.views import LabelStateView, PoolView
+from alharness.errors import PluginError
+from alharness.registry import STRATEGIES
+
+# Context fields that travel once (pool) or are rebuilt in the child (quote,
+# labels, services, the model).
+_LOCAL_FIELDS = ("pool", "labels", "quote", "model")
+_LABEL_ARRAYS = ("pixels", "image_labels", "has_full_mask", "counts")
+_REPR_LIMIT = 200
+
+
+class StrategyHandle(Protocol):
+    """What the campaign loop uses of a strategy, wherever it runs."""
+
+    needs: frozenset[str]
+    oracle_experiment: bool
+    paces_itself: bool
+
+    def select(self, ctx: StrategyContext, deadline: Any = None) -> Any: ...
+    def diagnostics(self) -> str: ...
+    def get_state(self) -> Any: ...
+    def set_state(self, state: Any) -> None: ...
+    def close(self) -> None: ...
+
+
+class StrategyError(PluginError):
+    """The strategy raised something other than an alharness or builtin error,
+    or its process died or broke the protocol."""
+
+
+class RemoteTraceback(Exception):
+    """The strategy process's traceback, chained as the cause of its error."""
+
+    def __init__(self, tb: str):
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return f"\n\nTraceback in the strategy process:\n{self.tb}"
+
+
+def _flags(strategy: Any) -> dict[str, Any]:
+    """What the loop reads of a built strategy (instance-level: MADBAL's needs depend on its parameters)."""
+    return {"needs": sorted(str(n) for n in getattr(strategy, "needs", frozenset())),
+            "oracle_experiment": bool(getattr(strategy, "oracle_experiment", False)),
+            "paces_itself": bool(getattr(strategy, "paces_itself", False))}
+
+
+def _diagnostics_json(strategy: Strategy) -> str:
+    return json.dumps(strategy.diagnostics(), sort_keys=True, default=str)
+
+
+# -- in process ------------------------------------------------------------------
+class InProcessStrategy:
+    """The strategy in the campaign's own process (``strategy_process = false``)."""
+
+    def __init__(self, name: str, params: dict[str, Any]):
+        self.strategy: Strategy = STRATEGIES.create(name, **params)
+        flags = _flags(self.strategy)
+        self.needs = frozenset(flags["needs"])
+        self.oracle_experiment = flags["oracle_experiment"]
+        self.paces_itself = flags["paces_itself"]
+
+    def select(self, ctx: StrategyContext, deadline: Any = None) -> Any:
+        return self.strategy.initial(ctx) if ctx.round == 0 else self.strategy.propose(ctx)
+
+    def diagnostics(self) -> str:
+        return _diagnostics_json(self.strategy)
+
+    def get_state(self) -> Any:
+        return self.strategy.get_state()
+
+    def set_state(self, state: Any) -> None:
+        # A checkpoint written by a strategy process holds its state pickled.
+        self.strategy.set_state(pickle.loads(state) if isinstance(state, bytes) else state)
+
+    def close(self) -> None:
+        pass
+
+
+def open_strategy(name: str, params: dict[str, Any], *, in_process: bool, pool: PoolView, quote_model: Any,
+                  deadline: Any = None) -> StrategyHandle:
+    """The campaign's strategy: in a strategy process (default) or in this one."""
+    if in_process:
+        return InProcessStrategy(name, params)
+    return StrategyWorker(name, params, pool, quote_model, deadline)
+
+
+# -- what crosses the pipe -------------------------------------------------------
+# The only globals a reply from a strategy process may name: numpy's array and
+# scalar reconstructors. Everything else in a reply is a plain value.
+_SAFE_GLOBALS = {(m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray") for n in ("_reconstruct", "scalar")}
+_SAFE_GLOBALS |= {("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+                  ("numpy", "ndarray"), ("numpy", "dtype")}
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _SAFE_GLOBALS:
+            raise pickle.UnpicklingError(f"a strategy process may send plain values only, not {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _safe_loads(data: bytes) -> Any:
+    return _SafeUnpickler(io.BytesIO(data)).load()
+
+
+class _Foreign:
+    """Stands in for what a strategy returned that is no query (the oracle refuses it by name)."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _foreign(obj: Any) -> tuple:
+    text = repr(obj)
+    return ("foreign", type(obj).__name__, text if len(text) <= _REPR_LIMIT else text[:_REPR_LIMIT] + "...")
+
+
+def _plain(v: Any) -> Any:
+    """``v`` if it is a plain value (recursively), else a stand-in carrying its repr."""
+    if v is None or isinstance(v, (bool, int, float, str, np.generic)):
+        return v
+    if isinstance(v, np.ndarray) and v.dtype != object:
+        return np.array(v)  # an ndarray, never a subclass (a memmap would carry nothing anyway)
+    if isinstance(v, tuple):
+        return ("tuple", [_plain(x) for x in v])
+    if isinstance(v, list):
+        return ("list", [_plain(x) for x in v])
+    return _foreign(v)
+
+
+def _unplain(v: Any) -> Any:
+    if isinstance(v, tuple) and v and v[0] in ("tuple", "list"):
+        items = [_unplain(x) for x in v[1]]
+        return tuple(items) if v[0] == "tuple" else items
+    if isinstance(v, tuple) and v and v[0] == "foreign":
+        return type(str(v[1]), (_Foreign,), {})(str(v[2]))
+    return v
+
+
+def encode_batch(batch: Any) -> Any:
+    """A strategy's result as plain values: each query as (kind, fields); anything
+    else (a None, a generator, a query subclass) as a stand-in the oracle refuses."""
+    if not isinstance(batch, (list, tuple)):
+        return _foreign(batch)
+    out = []
+    for q in batch:
+        if isinstance(q, Query) and QUERY_TYPES.get(type(q).kind) is type(q):
+            out.append(("query", type(q).kind, {f.name: _plain(getattr(q, f.name)) for f in dataclasses.fields(q)}))
+        else:
+            out.append(_foreign(q))
+    return ("list" if isinstance(batch, list) else "tuple", out)
+
+
+def decode_batch(wire: Any) -> Any:
+    """The queries again, built from their kind and fields on the campaign side."""
+    if not (isinstance(wire, tuple) and len(wire) == 2 and wire[0] in ("list", "tuple")):
+        return _unplain(wire)
+    out = []
+    for item in wire[1]:
+        if isinstance(item, tuple) and len(item) == 3 and item[0] == "query" and item[1] in QUERY_TYPES:
+            cls = QUERY_TYPES[item[1]]
+            names = {f.name for f in dataclasses.fields(cls)}
+            fields = item[2] if isinstance(item[2], dict) and set(item[2]) <= names else None
+            out.append(cls(**{k: _unplain(v) for k, v in fields.items()}) if fields is not None
+                       else _Foreign(f"<malformed {item[1]} query>"))
+        else:
+            out.append(_unplain(item))
+    return out if wire[0] == "list" else tuple(out)
+
+
+def _exception_wire(exc: BaseException) -> tuple[str, str, str, str]:
+    return type(exc).__module__, type(exc).__qualname__, str(exc), traceback.format_exc()
+
+
+def _rebuild_exception(module: str, qualname: str, message: str) -> Exception | None:
+    """An exception of the named class, if it is a builtin or an alharness error
+    already imported here (no import, no plugin code: built with Exception's own init)."""
+    if module != "builtins" and not module.startswith("alharness."):
+        return None
+    cls: Any = sys.modules.get(module)
+    for part in qualname.split("."):
+        cls = getattr(cls, part, None)
+    if not (isinstance(cls, type) and issubclass(cls, Exception)):
+        return None
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, message)
+    return exc
+
+
+# -- in a strategy process ---------------------------------------------------------
+class _Zygote:
+    """A clean server that forks one strategy process per campaign.
+
+    It is a fresh interpreter (``python -c``, the campaign process's
+    ``sys.path``) that has imported the strategy plugins and nothing else, so
+    its forks inherit no memory of the campaign process. Unlike
+    multiprocessing's forkserver, a fork does not re-run the campaign
+    process's ``__main__`` (a Ray worker's, pytest's). It starts once per
+    campaign process (~3 s: torch, sklearn, the plugins); a fork then costs
+    ~20 ms. It exits when the campaign process closes its socket (or dies)."""
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        config = {"fd": theirs.fileno(), "sys_path": list(sys.path), "preload": _preload_modules()}
+        code = "from alharness.campaign.strategy_worker import zygote_main; zygote_main()"
+        self._proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(config)], pass_fds=[theirs.fileno()],
+                                      stdin=subprocess.DEVNULL)
+        theirs.close()
+        self._sock = ours
+        self._lock = threading.Lock()
+
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
+    def fork(self) -> tuple[Connection, int]:
+        """A new strategy process: the campaign side of its pipe, and its pid."""
+        with self._lock:
+            mine, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                socket.send_fds(self._sock, [b"f"], [child.fileno()])
+                pid = b""
+                while len(pid) < 8:
+                    chunk = self._sock.recv(8 - len(pid))
+                    if not chunk:
+                        raise StrategyError("the strategy processes' server exited")
+                    pid += chunk
+            finally:
+                child.close()
+        return Connection(mine.detach()), int.from_bytes(pid, "little")
+
+
+_ZYGOTE: _Zygote | None = None
+_ZYGOTE_LOCK = threading.Lock()
+
+
+def _zygote() -> _Zygote:
+    global _ZYGOTE
+    with _ZYGOTE_LOCK:
+        if _ZYGOTE is None or not _ZYGOTE.alive():
+            if not hasattr(os, "fork") or not hasattr(socket, "send_fds"):
+                raise PluginError("strategy processes need os.fork (Linux, macOS); "
+                                  "set [resources] strategy_process = false to run strategies in process")
+            _ZYGOTE = _Zygote()
+        return _ZYGOTE
+
+
+# Imported lazily by torch on first use and costly (torch.optim imports
+# torch._dynamo: ~1.4 s): the server imports them once, after its first fork,
+# rather than every strategy process that trains something (full_or_weak_gp's GP).
+_WARM_LATER = ("torch._dynamo",)
+
+
+def _preload_modules() -> list[str]:
+    """This module and the strategy plugins this process imported without error
+    (a module that fails to import is left to the child that needs it)."""
+    names = ["alharness.campaign.strategy_worker", "alharness.campaign.reference"]
+    names += [ep.module for ep in importlib.metadata.entry_points(group=STRATEGIES.group)]
+    return [n for n in dict.fromkeys(names) if n in sys.modules]
+
+
+def warm_up() -> None:
+    """Start the server now (it boots while the campaign loads its data)."""
+    _zygote()
+
+
+def _die_with_parent() -> None:
+    """Linux: get SIGKILL when the parent process exits (best effort), so that a
+    killed campaign process leaves no strategy process behind."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def zygote_main() -> None:
+    """The server's main loop (see ``_Zygote``): one fork per request."""
+    config = json.loads(sys.argv[1])
+    sys.path[:] = config["sys_path"]
+    _die_with_parent()
+    sock = socket.socket(fileno=config["fd"])
+    for name in config["preload"]:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 (the child that needs it reports the error)
+            pass
+    try:
+        STRATEGIES.names()  # load the registry once here, not in every fork
+    except Exception:  # noqa: BLE001
+        pass
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # forks are reaped by the kernel
+    warm = list(_WARM_LATER)
+    while True:
+        try:
+            msg, fds, _, _ = socket.recv_fds(sock, 16, 1)
+        except OSError:
+            return
+        if not msg or not fds:
+            return  # the campaign process closed its end: exit
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            sock.close()
+            _die_with_parent()
+            code = 1
+            try:
+                serve(Connection(fds[0]))
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(fds[0])
+        sock.sendall(pid.to_bytes(8, "little"))
+        while warm:  # after the first fork, so that it is not delayed
+            try:
+                importlib.import_module(warm.pop(0))
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def _send(conn: Any, msg: Any) -> None:
+    conn.send_bytes(pickle.dumps(msg, protocol=5))
+
+
+class _Service:
+    """A loop service inside the strategy process: each call is a request to
+    the campaign process, which computes the answer and replies."""
+
+    def __init__(self, conn: Any, name: str):
+        self._conn, self._name = conn, name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        def wire(v: Any) -> Any:
+            if isinstance(v, (np.ndarray, str, bytes)) or not hasattr(v, "__iter__"):
+                return _plain(v)
+            return _plain(list(v))  # ranges, sets, generators: as lists
+
+        _send(self._conn, ("call", self._name, [wire(a) for a in args], {str(k): wire(v) for k, v in kwargs.items()}))
+        reply = self._conn.recv()
+        if reply[0] == "raise":
+            module, qualname, message = reply[1]
+            exc = _rebuild_exception(module, qualname, message) or RuntimeError(f"{qualname}: {message}")
+            raise exc
+        return reply[1]
+
+
+def _child_context(msg: dict[str, Any], pool: PoolView, quote: Callable, conn: Any) -> StrategyContext:
+    """The round's StrategyContext, rebuilt from the message (every array read-only)."""
+    import torch
+
+    def ro(a: np.ndarray) -> np.ndarray:
+        a.setflags(write=False)
+        return a
+
+    lab = msg["labels"]
+    labels = LabelStateView(**{k: ro(lab[k]) for k in _LABEL_ARRAYS},
+                            boxes={k: ro(v) for k, v in lab["boxes"].items()}, ignore_index=lab["ignore_index"])
+    fields = {k: (ro(v) if isinstance(v, np.ndarray) else v) for k, v in msg["fields"].items()}
+    fields.update({name: _Service(conn, name) for name in msg["services"]})
+    if msg["model"] is not None:
+        fields["model"] = torch.load(io.BytesIO(msg["model"]), weights_only=False)
+    torch.set_rng_state(torch.from_numpy(msg["torch_rng"]))
+    return StrategyContext(pool=pool, labels=labels, quote=quote, **fields)
+
+
+def _build_in_child(init: dict[str, Any]) -> tuple[Strategy, PoolView, Callable]:
+    import torch
+
+    torch.set_num_threads(init["threads"])
+    if init["module"] not in sys.modules:  # registered at run time (not an entry point): import its module
+        importlib.import_module(init["module"])
+    strategy = STRATEGIES.create(init["name"], **init["params"])
+    p = init["pool"]
+    for a in (p["images"], p["dataset_ids"]):
+        a.setflags(write=False)
+    pool = PoolView(images=p["images"], dataset_ids=p["dataset_ids"], class_names=tuple(p["class_names"]),
+                    ignore_index=p["ignore_index"])
+    quote_model = pickle.loads(init["quote_model"])
+    return strategy, pool, quote_model.quote
+
+
+def _handle(op: str, msg: Any, strategy: Strategy, pool: PoolView, quote: Callable, conn: Any) -> tuple:
+    import torch
+
+    if op == "select":
+        ctx = _child_context(msg, pool, quote, conn)
+        batch = strategy.initial(ctx) if ctx.round == 0 else strategy.propose(ctx)
+        return ("batch", encode_batch(batch), torch.get_rng_state().numpy())
+    if op == "diagnostics":
+        return ("diagnostics", _diagnostics_json(strategy))
+    if op == "get_state":
+        return ("state", pickle.dumps(strategy.get_state(), protocol=5))
+    if op == "set_state":
+        strategy.set_state(pickle.loads(msg) if isinstance(msg, bytes) else msg)
+        return ("ok",)
+    raise PluginError(f"strategy process: unknown request {op!r}")
+
+
+def serve(conn: Any) -> None:
+    """The strategy process's main loop: build the strategy, then answer requests until told to stop."""
+    try:
+        _, init = conn.recv()
+        strategy, pool, quote = _build_in_child(init)
+        _send(conn, ("ready", _flags(strategy)))
+    except EOFError:
+        return
+    except Exception as exc:
+        _send(conn, ("error", _exception_wire(exc)))
+        return
+    while True:
+        try:
+            op, msg = conn.recv()
+        except EOFError:  # the campaign process is gone
+            return
+        if op == "close":
+            return
+        try:
+            reply = _handle(op, msg, strategy, pool, quote, conn)
+        except Exception as exc:
+            reply = ("error", _exception_wire(exc))
+        _send(conn, reply)
+
+
+# -- the campaign side of a strategy process -------------------------------------
+class _Child:
+    """The campaign side's handle on one strategy process: its pipe, and a way to kill it
+    (a pidfd where the OS has one, so a recycled pid is never signalled)."""
+
+    def __init__(self, conn: Connection, pid: int):
+        self.conn, self.pid = conn, pid
+        try:
+            self.pidfd: int | None = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            self.pidfd = None
+
+    def stop(self, kill: bool) -> None:
+        """Close the pipe (the process exits on EOF); ``kill``: SIGKILL it first."""
+        if kill:
+            try:
+                if self.pidfd is not None:
+                    signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+                else:
+                    os.kill(self.pid, signal.SIGKILL)
+            except (ProcessLookupError, OSError):
+                pass
+        for close in (self.conn.close, (lambda: os.close(self.pidfd)) if self.pidfd is not None else None):
+            try:
+                if close is not None:
+                    close()
+            except OSError:
+                pass
+        self.pidfd = None
+
+
+class StrategyWorker:
+    """A strategy in a process of its own (see the module docstring)."""
+
+    def __init__(self, name: str, params: dict[str, Any], pool: PoolView, quote_model: Any, deadline: Any = None):
+        import torch
+
+        self.name = name
+        self._conn, pid = _zygote().fork()
+        self._child = _Child(self._conn, pid)
+        # Dropped without close() (a caller of setup_campaign that forgot): killed, never left running.
+        self._finalizer = weakref.finalize(self, self._child.stop, True)
+        self._services: dict[str, Callable] = {}
+        factory = STRATEGIES.get(name).factory
+        init = {"name": name, "params": params, "module": factory.__module__, "threads": torch.get_num_threads(),
+                "pool": {"images": np.asarray(pool.images).view(np.ndarray), "dataset_ids": np.asarray(pool.dataset_ids),
+                         "class_names": list(pool.class_names), "ignore_index": int(pool.ignore_index)},
+                "quote_model": pickle.dumps(quote_model)}
+        try:
+            self._request("init", init)
+            (flags,) = self._reply("ready", deadline)
+        except BaseException:
+            self._finalizer()
+            raise
+        if not (isinstance(flags, dict) and isinstance(flags.get("needs"), list)
+                and all(isinstance(n, str) for n in flags["needs"])):
+            self._finalizer()
+            raise StrategyError(f"strategy {name!r}: its process sent a malformed description")
+        self.needs = frozenset(flags["needs"])
+        self.oracle_experiment = flags.get("oracle_experiment") is True
+        self.paces_itself = flags.get("paces_itself") is True
+
+    # -- the loop's calls ------------------------------------------------------------
+    def select(self, ctx: StrategyContext, deadline: Any = None) -> Any:
+        """Send the round's context, serve its service calls, return its batch."""
+        import torch
+
+        fields = {f.name: getattr(ctx, f.name) for f in dataclasses.fields(ctx) if f.name not in _LOCAL_FIELDS}
+        self._services = {n: fields.pop(n) for n in list(fields) if n in LOOP_NEEDS and fields[n] is not None}
+        lab = ctx.labels
+        msg = {"fields": fields, "services": sorted(self._services),
+               "labels": {**{k: getattr(lab, k) for k in _LABEL_ARRAYS}, "boxes": dict(lab.boxes),
+                          "ignore_index": lab.ignore_index},
+               "model": _model_bytes(ctx.model), "torch_rng": torch.get_rng_state().numpy()}
+        self._request("select", msg)
+        wire, rng_state = self._reply("batch", deadline)
+        # The strategy's draws from torch's global generator count as if it ran here.
+        torch.set_rng_state(torch.from_numpy(np.asarray(rng_state, np.uint8).copy()))
+        return decode_batch(wire)
+
+    def diagnostics(self) -> str:
+        """The strategy's diagnostics as JSON text (serialised in its process)."""
+        return self._ask("diagnostics", "diagnostics", str)
+
+    def get_state(self) -> bytes:
+        """The strategy's state, pickled in its process (opaque here)."""
+        return self._ask("get_state", "state", bytes)
+
+    def _ask(self, op: str, reply: str, kind: type) -> Any:
+        self._request(op, None)
+        (value,) = self._reply(reply)
+        if not isinstance(value, kind):
+            raise StrategyError(f"strategy {self.name!r}: its process answered {op!r} with a {type(value).__name__}")
+        return value
+
+    def set_state(self, state: Any) -> None:
+        self._request("set_state", state if isinstance(state, bytes) else pickle.dumps(state))
+        self._reply("ok")
+
+    def close(self) -> None:
+        """Stop the process (idempotent): it is told to exit, then its pipe closed."""
+        if self._finalizer.alive:
+            try:
+                self._conn.send(("close", None))
+            except (OSError, ValueError):
+                pass
+            self._finalizer.detach()
+            self._child.stop(kill=False)
+
+    # -- the protocol ------------------------------------------------------------------
+    def _request(self, op: str, msg: Any) -> None:
+        try:
+            self._conn.send((op, msg))
+        except (BrokenPipeError, ConnectionResetError, EOFError):
+            raise self._died() from None
+
+    def _died(self) -> StrategyError:
+        self._finalizer()
+        return StrategyError(f"strategy {self.name!r}: its process died (the strategy exited or was killed)")
+
+    def _reply(self, expected: str, deadline: Any = None) -> tuple:
+        """Wait for the reply ``expected``, answering service calls meanwhile."""
+        while True:
+            left = deadline.left() if deadline is not None else None
+            if not self._conn.poll(0) and not wait([self._conn], left):
+                self._finalizer()  # the time limit: the process is killed, the campaign fails
+                raise deadline.error()
+            try:
+                data = self._conn.recv_bytes()
+            except (EOFError, OSError):
+                raise self._died() from None
+            try:
+                msg = _safe_loads(data)
+            except Exception as exc:
+                self._finalizer()
+                raise StrategyError(f"strategy {self.name!r}: its process sent something other than plain values "
+                                    f"({type(exc).__name__}: {exc})") from None
+            if not isinstance(msg, tuple) or not msg:
+                raise StrategyError(f"strategy {self.name!r}: its process broke the protocol")
+            if msg[0] == "error":
+                raise self._error(msg[1])
+            if msg[0] == "call" and expected == "batch":
+                self._serve_call(msg)
+                continue
+            if msg[0] == expected:
+                return msg[1:]
+            self._finalizer()
+            raise StrategyError(f"strategy {self.name!r}: its process sent {msg[0]!r} where {expected!r} was due")
+
+    def _serve_call(self, msg: tuple) -> None:
+        _, name, args, kwargs = (msg + (None,) * 4)[:4]
+        service = self._services.get(name) if isinstance(name, str) else None
+        if service is None or not isinstance(args, list) or not isinstance(kwargs, dict):
+            raise StrategyError(f"strategy {self.name!r} called {name!r}, which it did not declare in needs")
+        try:
+            reply: tuple = ("return", service(*[_unplain(a) for a in args],
+                                              **{str(k): _unplain(v) for k, v in kwargs.items()}))
+        except Exception as exc:  # e.g. UnboughtDataError: the strategy may catch it, as in process
+            reply = ("raise", _exception_wire(exc)[:3])
+        try:
+            self._conn.send(reply)
+        except (BrokenPipeError, ConnectionResetError):
+            raise self._died() from None
+
+    def _error(self, wire: Any) -> Exception:
+        """The strategy's exception, raised here: the same class for builtin and
+        alharness errors, else a StrategyError naming it; its traceback is the cause."""
+        module, qualname, message, tb = (tuple(wire) + ("",) * 4)[:4] if isinstance(wire, (tuple, list)) else ("", "", "", "")
+        module, qualname, message, tb = str(module), str(qualname), str(message), str(tb)
+        exc = _rebuild_exception(module, qualname, message)
+        if exc is None:
+            exc = StrategyError(f"strategy {self.name!r} raised {qualname}: {message}")
+        exc.__cause__ = RemoteTraceback(tb)
+        return exc
+
+
+def _model_bytes(model: Any) -> bytes | None:
+    """The trained network the strategy declared (``needs = {"model"}``), as a copy."""
+    if model is None:
+        return None
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(model, buf)
+    return buf.getvalue()
+
+
+__all__ = ["InProcessStrategy", "RemoteTraceback", "StrategyError", "StrategyHandle", "StrategyWorker",
+           "decode_batch", "encode_batch", "open_strategy", "serve", "warm_up"]
