@@ -139,3 +139,49 @@ def test_a_local_ray_starts_without_the_dashboard(monkeypatch):
     monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw))
     assert backend.init_ray(num_cpus=1) is True
     assert calls[0]["include_dashboard"] is False and calls[0]["dashboard_host"] == "127.0.0.1"
+
+
+def _folder(root, n=6, h=20, w=24):
+    """A tiny images/ + masks/ layout for the folder loader."""
+    import numpy as np
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(n):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / "images" / f"img{k}.png")
+        Image.fromarray((rng.random((h, w)) > 0.5).astype(np.uint8)).save(root / "masks" / f"img{k}.png")
+    (root / "classes.txt").write_text("background\nthing\n")
+
+
+def _new_mask(mode, size, name):
+    from PIL import Image
+
+    return lambda root: Image.new(mode, size).save(root / "masks" / name)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda root: (root / "masks" / "img3.png").unlink(), "missing file .*masks/img3.png"),
+    (_new_mask("L", (10, 10), "img2.png"), "labels are 10x10 but the image .*img2.png is 24x20"),
+    (_new_mask("RGB", (24, 20), "img1.png"), "label image is RGB; expected class ids"),
+])
+def test_dataset_layouts_are_checked_at_load(tmp_path, capsys, damage, message):
+    """A broken layout is exit 2 before scheduling, not a failed campaign after it."""
+    import re
+
+    root = tmp_path / "data"
+    _folder(root)
+    doc = tiny_benchmark_doc(strategies=["random"], seeds=[0])
+    doc["datasets"] = [{"name": "folder", "root": str(root), "size": 16}]
+    good = tmp_path / "good.toml"
+    good.write_text(toml_dumps(doc))
+    assert len(load_benchmark(good).specs) == 1
+    damage(root)
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(good))}: \\[\\[datasets\\]\\] 'folder': .*{message}"):
+        load_benchmark(good)
+    out = tmp_path / "out"
+    assert main(["bench", str(good), "--out", str(out), "--backend", "local"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(message, err[0]) and not out.exists()
+    assert len(load_benchmark(good, open_datasets=False).specs) == 1  # bench --no-data-check: the nodes' files decide

@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import pytest
 
+from alharness.campaign.spec import RESOURCE_FIELDS
 from alharness.cli import main
 from alharness.errors import ConfigError
 from alharness.execution.benchmark import load_benchmark
@@ -181,6 +182,10 @@ def _semantic_cases() -> list[tuple[str, Callable, str]]:
     grid = lambda g: (lambda d: d["strategies"][2].update(grid=g))  # noqa: E731
     cases = {
         "num_gpus": [rs(num_gpus=v) for v in (1.5, 2.5, NAN, -1, True, 1e9, "1", INF)],
+        # Resource fields of the campaign spec besides CPUs and GPUs, where it has them.
+        "resources": [rs(**{k: v}) for k, junk in (("timeout_s", ("x", NAN, INF, True, -1, 0, [1], {}, DATE, 1e12)),
+                                                   ("strategy_process", (1, 0, "yes", NAN, [True], {})))
+                      if k in RESOURCE_FIELDS for v in junk],
         "dataset": [ds(objects=[3, 1]), ds(objects=[1]), ds(objects=[1, "x"]), ds(object_size=[0.2, 1.5]),
                     ds(object_size=[0, 0.5]), ds(count_distribution="normal"), ds(instances="yes"), ds(instances=1),
                     ds(imbalance=0.5), ds(imbalance=NAN), ds(occlusion=2), ds(distractors=[-1, 2]),
@@ -294,5 +299,5 @@ def test_the_cli_exits_2_and_schedules_nothing(tmp_path, capsys, index):
 
 @pytest.mark.parametrize("path", sorted((ROOT / "benchmarks").glob("*.toml")), ids=lambda p: p.name)
 def test_the_shipped_benchmarks_still_load(path):
-    bench = load_benchmark(path, open_datasets=path == QUICKSTART)
+    bench = load_benchmark(path)  # datasets opened too: a second or two, generated once per session
     assert bench.specs and bench.name == path.stem

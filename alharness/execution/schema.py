@@ -15,14 +15,17 @@ what was expected.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from alharness.campaign.reference import REFERENCE_BUDGET
-from alharness.campaign.spec import MAX_CPUS, MAX_GPUS, MIN_BUDGET, RESOURCE_FIELDS, VALIDATION_CHOICES, check_gpus
+from alharness.campaign.spec import (MAX_CPUS, MAX_GPUS, MIN_BUDGET, RESOURCE_FIELDS, VALIDATION_CHOICES, CampaignSpec,
+                                     check_gpus)
 from alharness.errors import ConfigError
-from alharness.registry import describe_type, show
+from alharness.registry import describe_type, param_types, show, type_problem
 
 # Names that become paths (results/<benchmark name>): letters, digits, '.',
 # '_' and '-', starting with a letter or digit (no '..', no hidden file, no
@@ -116,7 +119,23 @@ def check_file(doc: dict[str, Any], where: str) -> BenchmarkFile:
     except ValidationError as exc:
         raise ConfigError(_message(exc, doc, where)) from None
     check_gpus(f"{where}: [resources]", checked.resources.num_gpus)
+    _check_other_resources(doc.get("resources", {}), where)
     return checked
+
+
+@functools.cache
+def _spec_types() -> dict[str, Any]:
+    return param_types(CampaignSpec, dict(inspect.signature(CampaignSpec).parameters))
+
+
+def _check_other_resources(table: dict[str, Any], where: str) -> None:
+    """The spec's other resource fields, against their annotations there
+    (the spec checks their ranges when the campaigns are built)."""
+    for key, value in table.items():
+        if key not in ResourcesTable.model_fields and key in _spec_types():
+            problem = type_problem(_spec_types()[key], value)
+            if problem:
+                raise ConfigError(f"{where}: [resources] {key} must be {problem}, got {show(value)}")
 
 
 def _unknown(where: str, table: str, keys: list[str], valid: set[str]) -> str:
