@@ -218,3 +218,290 @@ def test_shadow_mode_reproduces_the_simulated_campaign(data, tmp_path, kind, fmt
     keep = ("round", "miou", "spent_label_equivalents", "batch_size", "labelled_pixel_fraction", "per_class_iou",
             *(f"n_{k}" for k in KINDS))
     assert [{k: r[k] for k in keep} for r in run.state.rows] == [{k: r[k] for k in keep} for r in sim.rows]
+
+
+# -- refused exports: nothing recorded -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def started(data, tmp_path_factory) -> tuple[Path, Path]:
+    """A live campaign (full masks, Label Studio) just started: round 0's two tasks are out."""
+    tmp = tmp_path_factory.mktemp("live-started")
+    bench = _benchmark(data, tmp / "bench.toml", "live_test_kind", {"kind": "full_mask"})
+    _start(data, bench, tmp / "run", "live_test_kind")
+    return tmp / "run", bench
+
+
+@pytest.fixture
+def run_dir(started, tmp_path) -> Path:
+    shutil.copytree(started[0], tmp_path / "run")
+    return tmp_path / "run"
+
+
+def _export(run_dir: Path, data, fmt: str = "label-studio"):
+    from alharness.live.shadow import shadow_export
+
+    return shadow_export(live.open_run(run_dir), data["pool_masks"], fmt)[0]
+
+
+def _refused(run_dir: Path, doc, match: str, raw: str | None = None) -> None:
+    before = sorted(p.name for p in (run_dir / "answers").glob("*")) if (run_dir / "answers").exists() else []
+    path = run_dir.parent / "bad-export.json"
+    path.write_text(raw if raw is not None else json.dumps(doc))
+    with pytest.raises(ExportError, match=match) as info:
+        live.import_export(live.open_run(run_dir), path)
+    msg = str(info.value)
+    assert "\n" not in msg and msg.endswith("nothing was recorded"), msg
+    after = sorted(p.name for p in (run_dir / "answers").glob("*")) if (run_dir / "answers").exists() else []
+    assert after == before
+    run = live.open_run(run_dir)
+    assert not run.answers and len(run.state.oracle.ledger) == 0
+
+
+def _first_brush(doc) -> dict:
+    return next(r for t in doc for r in t["annotations"][0]["result"] if r["type"] == "brushlabels")
+
+
+def test_refused_exports_record_nothing(run_dir, data):
+    doc = _export(run_dir, data)
+    text = json.dumps(doc)
+    _refused(run_dir, None, "not valid JSON", raw=text[: len(text) // 2])  # a partial export
+    _refused(run_dir, None, "not valid JSON", raw="{nope")
+    _refused(run_dir, {"tasks": 1}, "not an export of a known format")
+    _refused(run_dir, [doc[0], doc[0]], "duplicate answers")
+    twice = json.loads(text)
+    twice[0]["annotations"].append(dict(twice[0]["annotations"][0]))
+    _refused(run_dir, twice, "duplicate answers")
+    unknown = json.loads(text)
+    unknown[1]["data"]["alharness_task"] = unknown[1]["data"]["alharness_task"].replace("r000", "r009")
+    _refused(run_dir, unknown, "unknown task")
+    stranger = json.loads(text)
+    stranger[0]["data"].pop("alharness_task")
+    _refused(run_dir, stranger, "unknown task None")
+    cat = json.loads(text)
+    _first_brush(cat)["value"]["brushlabels"] = ["cat"]
+    _refused(run_dir, cat, "label 'cat' is outside the label set")
+    truncated = json.loads(text)
+    _first_brush(truncated)["value"]["rle"] = _first_brush(truncated)["value"]["rle"][:5]
+    _refused(run_dir, truncated, "brush RLE")
+    minimal = [{"image": t["data"]["image"], "mask": []} for t in doc]
+    _refused(run_dir, minimal, "not a task")
+
+
+def test_refused_coco_exports_and_a_second_import(run_dir, data):
+    doc = _export(run_dir, data, "coco")
+    bad = json.loads(json.dumps(doc))
+    bad["annotations"][0]["category_id"] = 9
+    bad.pop("categories")
+    _refused(run_dir, bad, "category_id 9 is outside the label set")
+    renamed = json.loads(json.dumps(doc))
+    renamed["categories"][1]["name"] = "box"
+    _refused(run_dir, renamed, "category 2 is 'box' in the export")
+    orphan = json.loads(json.dumps(doc))
+    orphan["answers"] = orphan["answers"][:1]
+    _refused(run_dir, orphan, "has no entry in 'answers'")
+    wrong = json.loads(json.dumps(doc))
+    wrong["annotations"][0]["segmentation"]["size"] = [8, 8]
+    _refused(run_dir, wrong, "RLE segmentation is 8x8")
+    path = run_dir.parent / "export.json"
+    path.write_text(json.dumps(doc))
+    assert len(live.import_export(live.open_run(run_dir), path)) == 2
+    with pytest.raises(ExportError, match="duplicate answers: task .* was already answered"):
+        live.import_export(live.open_run(run_dir), path)
+    run = live.open_run(run_dir)
+    assert len(run.answers) == 2 and len(run.state.oracle.ledger) == 2 and len(list((run_dir / "answers").glob("*"))) == 1
+
+
+# -- resuming --------------------------------------------------------------------------------------------
+
+
+class Crash(Exception):
+    pass
+
+
+def _crash_once(monkeypatch, name: str) -> None:
+    """Make ``alharness.live.campaign.<name>`` raise the first time (an interrupted command)."""
+    real = getattr(live, name)
+    calls = []
+
+    def once(*args, **kwargs):
+        if not calls:
+            calls.append(1)
+            raise Crash(name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(live, name, once)
+
+
+def test_a_campaign_resumes_after_any_interruption(data, tmp_path, monkeypatch):
+    bench = _benchmark(data, tmp_path / "bench.toml", "live_test_kind", {"kind": "region"})
+    whole = _live_campaign(data, bench, tmp_path / "whole", tmp_path, "live_test_kind", "coco")
+    out = tmp_path / "interrupted"
+    _crash_once(monkeypatch, "begin")  # start stopped after live.json, before round 0 was proposed
+    with pytest.raises(Crash):
+        _start(data, bench, out, "live_test_kind", format="coco")
+    with pytest.raises(LiveError, match="other settings"):
+        _start(data, bench, out, "live_test_kind", format="label-studio")
+    _start(data, bench, out, "live_test_kind", format="coco")  # the same arguments resume
+    steps = 0
+    while not (run := live.open_run(out)).finished:
+        if run.pending():
+            export = _shadow_round(out, data, tmp_path, "coco")
+            (out / "answers").mkdir(exist_ok=True)
+            (out / "answers" / ".stale.123.tmp").write_text("{")  # an import that died mid-write
+            live.import_export(live.open_run(out), export)
+        # the next round's tasks are written, then the step is committed by its checkpoint: stop in between
+        _crash_once(monkeypatch, "_save" if steps % 2 == 0 else "close")
+        with pytest.raises(Crash):
+            live.advance(live.open_run(out))
+        monkeypatch.undo()
+        live.advance(live.open_run(out))
+        steps += 1
+    assert steps == 3
+    _same_labels(whole.state.labels, run.state.labels)
+    assert [(e.round, e.query, e.costs["label_equivalents"]) for e in run.state.oracle.ledger] == \
+        [(e.round, e.query, e.costs["label_equivalents"]) for e in whole.state.oracle.ledger]
+    keep = ("round", "miou", "spent_label_equivalents", "n_region", "diagnostics")
+    assert [{k: r[k] for k in keep} for r in run.state.rows] == [{k: r[k] for k in keep} for r in whole.state.rows]
+    with pytest.raises(LiveError, match="finished"):
+        live.advance(run)
+
+
+def test_next_waits_for_every_answer_unless_told_to_skip(run_dir, data):
+    doc = _export(run_dir, data)
+    path = run_dir.parent / "half.json"
+    path.write_text(json.dumps(doc[:1]))
+    live.import_export(live.open_run(run_dir), path)
+    with pytest.raises(LiveError, match="1 of 2 tasks are not answered"):
+        live.advance(live.open_run(run_dir))
+    run = live.open_run(run_dir)
+    live.advance(run, skip_missing=True)
+    assert run.state.rows[0]["unanswered"] == 1 and run.state.rows[0]["n_full_mask"] == 1
+    late = run_dir.parent / "late.json"
+    late.write_text(json.dumps(doc[1:]))
+    with pytest.raises(ExportError, match="belongs to round 0, which is closed"):
+        live.import_export(live.open_run(run_dir), late)
+
+
+# -- results and tasks -----------------------------------------------------------------------------------
+
+
+def test_the_leaderboard_and_the_query_log_read_a_live_run(data, tmp_path):
+    from alharness.results import leaderboard, store
+
+    bench = _benchmark(data, tmp_path / "bench.toml", "live_test_kind", {"kind": "boxes"})
+    run = _live_campaign(data, bench, tmp_path / "run", tmp_path, "live_test_kind", "label-studio")
+    con, res = store.connect(run.directory)
+    assert not res.problems
+    board = leaderboard.leaderboard(con)
+    assert [r["strategy"] for r in board] == [run.spec.strategy_label] and board[0]["seeds"] == 1
+    assert board[0]["final_miou_mean"] == pytest.approx(run.state.rows[-1]["miou"])
+    rows = con.execute("SELECT query_type, lead_time, task FROM queries ORDER BY round, task").fetchall()
+    assert len(rows) == len(run.state.oracle.ledger) and {r[0] for r in rows} == {"full_mask", "boxes"}
+    assert all(r[1] is not None and r[1] > 0 for r in rows)  # shadow answers carry the simulated seconds
+    live_flag, finished = con.execute("SELECT bool_and(rounds.live), bool_and(live_finished) FROM rounds JOIN campaigns "
+                                      "USING (campaign_id)").fetchone()
+    assert live_flag and finished
+
+
+def test_label_studio_tasks_carry_priorities_and_predictions(data, started):
+    run_dir, _ = started
+    run = live.open_run(run_dir)
+    tasks = json.loads((run_dir / "tasks" / "round-000" / "full_mask.json").read_text())
+    assert [t["predictions"][0]["score"] for t in tasks] == [1.0, 0.5]
+    assert all(t["predictions"][0]["result"] == [] for t in tasks)  # no model before round 0 is bought
+    assert tasks[0]["data"]["image"].endswith(f"{tasks[0]['data']['pool_image']}.png")
+    assert (run_dir / "images" / f"{tasks[0]['data']['pool_image']}.png").is_file()
+    assert sorted(p.stem for p in (run_dir / "label-studio").glob("*.xml")) == sorted(KINDS)
+    assert run.open_round == 0 and len(run.pending()) == 2
+
+
+def test_round_one_tasks_are_pre_annotated_by_the_model(data, tmp_path):
+    from alharness.live.label_studio import decode
+
+    bench = _benchmark(data, tmp_path / "bench.toml", "live_test_kind", {"kind": "pixels"})
+    out = tmp_path / "run"
+    _start(data, bench, out, "live_test_kind")
+    live.import_export(live.open_run(out), _shadow_round(out, data, tmp_path, "label-studio"))
+    live.advance(live.open_run(out))
+    run = live.open_run(out)
+    tasks = json.loads((out / "tasks" / "round-001" / "pixels.json").read_text())
+    assert len(tasks) == len(run.rounds[1]) > 0
+    scores = [t["predictions"][0]["score"] for t in tasks]
+    assert scores == sorted(scores, reverse=True)
+    for t, task in zip(tasks, run.rounds[1]):
+        predicted = decode(task.query, t["predictions"][0]["result"], run.facts)  # the model's labels, one per point
+        assert predicted.shape == (len(task.query.coords),) and (predicted < len(CLASSES)).all()
+
+
+def test_labelling_configs_name_the_controls_the_import_reads(data, started):
+    import xml.etree.ElementTree as ET
+
+    from alharness.live.label_studio import CONTROLS
+
+    for kind, control in CONTROLS.items():
+        root = ET.fromstring((started[0] / "label-studio" / f"{kind}.xml").read_text())
+        names = {e.get("name") for e in root.iter() if e.get("toName") == "image"}
+        assert control in names, (kind, names)
+        labels = {e.get("value") for e in root.iter() if e.tag in ("Label", "Choice")}
+        if kind in ("full_mask", "region", "pixels", "image_labels", "labels_with_counts"):
+            assert set(CLASSES) <= labels
+    counts = ET.fromstring((started[0] / "label-studio" / "labels_with_counts.xml").read_text())
+    assert {e.get("name") for e in counts.iter("Number")} == {"count_1", "count_2"}
+
+
+def test_prelabelled_masks_are_round_zero(data, tmp_path):
+    bench = _benchmark(data, tmp_path / "bench.toml", "live_test_kind", {"kind": "image_labels"}, budget=50)
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for stem in ("p01", "p04"):
+        shutil.copy(data["pool_masks"] / f"{stem}.png", masks / f"{stem}.png")
+    run = _start(data, bench, tmp_path / "run", "live_test_kind", masks=str(masks))
+    assert len(run.state.rows) == 1 and run.state.rows[0]["n_full_mask"] == 2 and run.open_round == 1
+    assert run.state.rows[0]["spent_label_equivalents"] == 24 and run.state.labels.has_full_mask[[1, 4]].all()
+    assert {t.query.kind for t in run.rounds[1]} == {"image_labels"}
+    with pytest.raises(Exception, match="masks cannot be recorded: batch costs 24"):
+        _start(data, _benchmark(data, tmp_path / "small.toml", "live_test_kind", budget=20), tmp_path / "small",
+               "live_test_kind", masks=str(masks))
+
+
+# -- encodings -------------------------------------------------------------------------------------------
+
+
+def _bits(fields) -> list[int]:
+    """Bytes of (value, width) fields written most significant bit first, as the brush RLE spec says."""
+    s = "".join(format(v, f"0{w}b") for v, w in fields)
+    s += "0" * (-len(s) % 8)
+    return [int(s[i:i + 8], 2) for i in range(0, len(s), 8)]
+
+
+def test_brush_rle_follows_the_documented_bit_layout():
+    header = [(7, 32), (7, 5), (2, 4), (3, 4), (7, 4), (15, 4)]  # 7 values, 8-bit words, run fields 3/4/8/16 bits
+    # a repeated run of 4 x 255 (3-bit length field), then 3 literals 1, 2, 3 (3-bit length field)
+    stream = _bits(header + [(1, 1), (0, 2), (3, 3), (255, 8), (0, 1), (0, 2), (2, 3), (1, 8), (2, 8), (3, 8)])
+    assert encoding.brush_decode(stream).tolist() == [255, 255, 255, 255, 1, 2, 3]
+    assert encoding.brush_encode(np.array([255, 255, 255, 255, 1, 2, 3])) == stream
+    long = _bits([(70000, 32), (7, 5), (2, 4), (3, 4), (7, 4), (15, 4), (1, 1), (3, 2), (65535, 16), (9, 8),
+                  (1, 1), (3, 2), (70000 - 65536 - 1, 16), (0, 8)])
+    assert encoding.brush_decode(long).tolist() == [9] * 65536 + [0] * (70000 - 65536)
+    with pytest.raises(encoding.EncodingError, match="truncated"):
+        encoding.brush_decode(stream[:-2])
+
+
+def test_mask_encodings_round_trip():
+    rng = np.random.default_rng(3)
+    for shape in [(1, 1), (5, 7), (16, 16), (33, 20)]:
+        for p in (0.0, 0.1, 0.5, 1.0):
+            m = rng.random(shape) < p
+            assert (encoding.brush_to_mask(encoding.mask_to_brush(m), shape) == m).all()
+            assert (encoding.coco_to_mask(encoding.mask_to_coco(m), shape) == m).all()
+            runs = [int(n) for n in np.diff(np.flatnonzero(np.r_[True, np.diff(m.T.ravel()) != 0, True]))]
+            uncompressed = {"size": list(shape), "counts": ([0] if m.T.ravel()[0] else []) + runs}
+            assert (encoding.coco_to_mask(uncompressed, shape) == m).all()
+            labels = rng.integers(0, 4, shape).astype(np.uint8)
+            back = encoding.decode_array(encoding.encode_array(labels))
+            assert back.dtype == labels.dtype and (back == labels).all()
+    square = encoding.coco_to_mask([[1, 1, 4, 1, 4, 4, 1, 4]], (6, 6))
+    assert square[2, 2] and not square[5, 5]
+    with pytest.raises(encoding.EncodingError, match="is 4x4, but the image is 6x6"):
+        encoding.coco_to_mask({"size": [4, 4], "counts": [16]}, (6, 6))
