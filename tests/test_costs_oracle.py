@@ -300,3 +300,201 @@ def test_noisy_answers_are_flagged_in_the_query_log():
     noisy = run_campaign(tiny_spec(seed=3, noise={"boundary_px": 2}))
     assert any(r["noisy"] for r in noisy.queries) and not any(r["noisy"] for r in clean.queries)
     assert noisy.rows[-1]["n_noisy"] > 0
+
+
+# -- the fast oracle path against the dense reference ------------------------------
+
+def _random_pool(seed, n=4, size=40, num_classes=4, with_instances=False, void=True):
+    """Random blobs of several classes, void pixels where ``void``."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((n, size, size), np.uint8)
+    instances = np.zeros((n, size, size), np.int32)
+    for m, inst in zip(masks, instances):
+        for k in range(8):
+            y, x, r = rng.integers(0, size, 2).tolist() + [int(rng.integers(2, 9))]
+            yy, xx = np.ogrid[:size, :size]
+            blob = (yy - y) ** 2 + (xx - x) ** 2 <= r * r
+            m[blob] = rng.integers(1, num_classes)
+            inst[blob] = k + 1
+        if void:
+            m[ndimage.binary_dilation(m == 1) & ~(m == 1)] = 255  # a void border, as VOC has
+    return _split(masks, instances if with_instances else None, num_classes=num_classes)
+
+
+def _queries_for(split, rng):
+    n, size = len(split), split.masks.shape[1]
+    qs = []
+    for i in range(n):
+        coords = {(int(y), int(x)) for y, x in rng.integers(0, size, (12, 2))}
+        qs += [FullMask(i), ImageLabels(i), LabelsWithCounts(i), Boxes(i), ClassPresence(i, 1),
+               Region(i, int(rng.integers(0, size - 10)), int(rng.integers(0, size - 10)), int(rng.integers(1, 10))),
+               Pixels(i, tuple(sorted(coords)))]
+    return qs
+
+
+def _components_per_class(mask, num_classes, ignore_index=255):
+    """Objects per class by definition: 4-connected components of each foreground class."""
+    from scipy import ndimage
+
+    return np.array([0] + [ndimage.label(mask == c)[1] for c in range(1, num_classes)], np.int64)
+
+
+@pytest.mark.parametrize("seed, with_instances", [(0, False), (1, False), (2, True)])
+def test_oracle_metrics_equal_each_metric_computed_alone_on_dense_truth(seed, with_instances):
+    """Every metric of every answer, as the oracle charges it (click data shared,
+    counts cached, one memo per answer), equals the metric computed alone on a
+    fresh pool truth (no cache: objects from the mask) and the dense formulas."""
+    split = _random_pool(seed, with_instances=with_instances)
+    oracle = _oracle(split)
+    state = LabelState(len(split), split.masks.shape[1:], split.num_classes, 255)
+    queries = _queries_for(split, np.random.default_rng(seed))
+    oracle.answer(queries, strategy="s", round=1, state=state)
+    area = split.masks.size
+    for entry in oracle.ledger:
+        q = entry.query
+        for m, model in build_cost_models({}).items():
+            model.prepare(oracle.info)
+            alone = model.cost(q, PoolTruth(split).image(q.image))
+            assert entry.costs[m] == alone, (m, q)
+        # cost_P by its dense definition: the void-free pixels of the query's area.
+        covered = np.zeros(split.masks.shape[1:], bool)
+        if q.kind == "full_mask":
+            covered[:] = True
+        elif q.kind == "region":
+            y0, x0, y1, x1 = q.bounds
+            covered[y0:y1, x0:x1] = True
+        elif q.kind == "pixels":
+            covered[q.pixel_index] = True
+        assert entry.costs["pixels"] == (covered & (split.masks[q.image] != 255)).sum() / area
+    truth = oracle._truth
+    for i in range(len(split)):
+        ic = truth.clicks(1.0)[i]
+        assert ic.class_clicks == len(np.unique(ic.segments[ic.segments > 0]))
+        for q in (q for q in queries if q.kind == "region" and q.image == i):
+            seg = ic.segments[q.y:q.y + q.size, q.x:q.x + q.size]
+            assert ic.box_class_clicks(*q.bounds) == len(np.unique(seg[seg > 0]))
+        if not with_instances:
+            assert truth.object_counts(i).tolist() == _components_per_class(split.masks[i], split.num_classes).tolist()
+
+
+def test_seconds_cost_is_the_same_with_or_without_click_data():
+    """Objects per class come from the click data's segments when it exists,
+    else from labelling the mask: both give the same counts."""
+    split = _random_pool(3)
+    with_clicks, without = PoolTruth(split), PoolTruth(split)
+    with_clicks.clicks(1.0)
+    for i in range(len(split)):
+        assert with_clicks._segment_classes(i) is not None and without._segment_classes(i) is None
+        assert with_clicks.object_counts(i).tolist() == without.object_counts(i).tolist()
+
+
+# -- cost_P and the label state: one definition (MetaBox+ eq. 12) -----------------
+
+def test_pixel_cost_leaves_void_out_like_the_labelled_pixel_fraction():
+    """Void pixels carry no label: cost_P does not charge them, the labelled
+    pixel fraction does not count them, and the two agree. The quote (before
+    the answer) is the whole area, the most the answer can cost."""
+    mask = _square_mask()
+    mask[:, :4] = 255  # a void band: 80 of 400 pixels
+    split = _split([mask, mask])
+    oracle = _oracle(split)
+    state = LabelState(2, (20, 20), 3, 255)
+    region, pixels = Region(1, 0, 0, 8), Pixels(1, ((0, 0), (0, 10), (10, 10)))
+    assert oracle.cost_models["pixels"].quote(FullMask(0)) == 400 / 800
+    oracle.answer([FullMask(0), region, pixels], strategy="s", round=1, state=state)
+    costs = [e.costs["pixels"] for e in oracle.ledger]
+    assert costs == [320 / 800, (64 - 32) / 800, 2 / 800]
+    assert oracle.ledger.total("pixels") == pytest.approx(state.labelled_pixel_fraction(), abs=1e-15)
+    assert all(oracle.cost_models["pixels"].quote(q) >= c for q, c in zip([FullMask(0), region, pixels], costs))
+
+
+def test_pixel_budget_is_enforced_on_the_quote_and_charged_without_void():
+    mask = np.full((10, 10), 255, np.uint8)
+    mask[:5] = 1
+    oracle = Oracle(_split([mask, mask]), build_cost_models({}), "pixels", 0.6)
+    state = LabelState(2, (10, 10), 3, 255)
+    oracle.answer([FullMask(0)], strategy="s", round=1, state=state)
+    assert oracle.spent == 50 / 200
+    # Quoted at 100/200 against 0.35 left: refused before answering, although it would be charged 0.25.
+    with pytest.raises(QueryRefused):
+        oracle.answer([FullMask(1), Region(1, 0, 0, 2)], strategy="s", round=2, state=state)
+    assert oracle.spent == 50 / 200 and len(oracle.ledger) == 1
+
+
+# -- the ledger: kept by column, read as entries -------------------------------------
+
+def _filled_ledger():
+    from alharness.annotation.ledger import Ledger, LedgerEntry
+
+    ledger = Ledger(metrics=("a", "b"))
+    ledger.append(LedgerEntry(round=0, query=FullMask(0), costs={"b": 2.0, "a": 0.1}))
+    ledger.add(1, Pixels(1, ((0, 0), (3, 4))), [0.2, 1e-17], noisy=True)
+    ledger.add(1, Region(2, 0, 0, 3), [0.3, 5.0])
+    return ledger
+
+
+def test_ledger_reads_as_entries_records_totals_and_counts():
+    ledger = _filled_ledger()
+    entries = list(ledger)
+    assert [e.round for e in entries] == [0, 1, 1] and [e.noisy for e in entries] == [False, True, False]
+    assert entries[0].costs == {"a": 0.1, "b": 2.0} and entries[1].query == Pixels(1, ((0, 0), (3, 4)))
+    # Totals: one float addition per entry, in order, as summing the query log gives.
+    assert ledger.totals() == {"a": 0.1 + 0.2 + 0.3, "b": 2.0 + 1e-17 + 5.0}
+    rows = ledger.records()
+    assert list(rows[1]) == ["round", "query_type", "image", "cls", "box", "pixels", "cost_a", "cost_b", "noisy"]
+    assert rows[1]["pixels"] == [[0, 0], [3, 4]] and rows[1]["cost_b"] == 1e-17 and rows[1]["noisy"] is True
+    assert ledger.count("pixels") == 1 and ledger.count("full_mask") == 1 and ledger.noisy_count() == 1
+    assert ledger.answered(Pixels(1, ((3, 4),))) and not ledger.answered(Pixels(1, ((3, 5),)))
+    # Iteration sees the entries as of the call, as a copy would.
+    it = iter(ledger)
+    ledger.add(2, ImageLabels(0), [0.0, 0.0])
+    assert len(list(it)) == 3 and len(ledger) == 4
+    with pytest.raises(ValueError):
+        ledger.add(2, ImageLabels(1), [0.0])
+
+
+def test_ledger_pickles_and_reads_the_per_entry_layout_of_older_checkpoints():
+    import pickle
+
+    from alharness.annotation.ledger import Ledger
+
+    ledger = _filled_ledger()
+    again = pickle.loads(pickle.dumps(ledger))
+    assert again.records() == ledger.records() and again.totals() == ledger.totals()
+    again.add(3, ImageLabels(3), [1.0, 1.0])
+    assert len(again) == 4 and len(ledger) == 3
+    # The layout pickled before the ledger was kept by column.
+    old = Ledger.__new__(Ledger)
+    old.__setstate__({"metrics": ("a", "b"), "_entries": list(ledger), "_totals": ledger.totals(),
+                      "_keys": set(ledger._keys), "_counts": ledger._counts.copy()})
+    assert old.records() == ledger.records() and old.totals() == ledger.totals()
+    assert old.answered(Region(2, 0, 0, 3)) and old.count("region") == 1
+
+
+def test_campaign_rows_spend_in_pixels_what_the_label_state_holds(tmp_path):
+    """On a pool with void pixels, a campaign's spent_pixels equals its
+    labelled_pixel_fraction, round by round (full masks and boxes)."""
+    from PIL import Image
+
+    from alharness.campaign.loop import run_campaign
+    from conftest import tiny_spec
+
+    rng = np.random.default_rng(0)
+    for d in ("images", "masks"):
+        (tmp_path / d).mkdir()
+    (tmp_path / "classes.txt").write_text("background\nthing\nstuff\n")
+    for k in range(16):
+        m = np.zeros((24, 24), np.uint8)
+        y, x = rng.integers(0, 16, 2)
+        m[y:y + 8, x:x + 8] = 1 + k % 2
+        m[:, :3] = 255  # a void band
+        Image.fromarray(np.stack([m * 100] * 3, -1)).save(tmp_path / "images" / f"img{k}.png")
+        Image.fromarray(m).save(tmp_path / "masks" / f"img{k}.png")
+    params = {"root": str(tmp_path), "size": 24, "val_fraction": 0.0, "test_fraction": 0.25}
+    res = run_campaign(tiny_spec(dataset="folder", dataset_params=params, strategy="random_box", budget_metric="pixels",
+                                 budget=0.3, initial_masks=1))
+    assert res.rows[-1]["n_region"] > 0
+    for row in res.rows:
+        assert row["spent_pixels"] == pytest.approx(row["labelled_pixel_fraction"], abs=1e-12)

@@ -17,6 +17,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import numpy as np
 from pydantic import Field
 
 from alharness.errors import ConfigError, PluginError
@@ -262,7 +263,16 @@ class _ClickCost(CostModel):
         return False
 
     def clicks(self, query: Query, truth: ImageTruth) -> dict[str, int]:
-        """Click counts of one answer by type: polygon, intersection, box, class."""
+        """Click counts of one answer by type: polygon, intersection, box, class.
+
+        The three click metrics count the same clicks: the first to ask counts
+        them, the others read them from the answer's memo (do not mutate)."""
+        key = ("clicks", query, self.epsilon, self.true_polygons, self.box_clicks)
+        if key not in truth.memo:
+            truth.memo[key] = self._count_clicks(query, truth)
+        return truth.memo[key]
+
+    def _count_clicks(self, query: Query, truth: ImageTruth) -> dict[str, int]:
         assert truth.pool is not None
         ic = truth.pool.clicks(self.epsilon, self.true_polygons)[truth.index]
         kind = query.kind
@@ -327,16 +337,41 @@ class CostB(_ClickCost):
 
 @register_cost("pixels")
 class LabelledPixels(CostModel):
-    """cost_P (MetaBox+ eq. 12): labelled pixels as a fraction of all pool pixels."""
+    """cost_P (MetaBox+ eq. 12): labelled (non-void) pixels as a fraction of all pool pixels."""
 
     unit = "fraction of pool pixels"
 
+    # MetaBox+ eq. (12) counts the pixels an acquisition labels. A void
+    # (ignore) pixel gets no label a learner can use, so it is not counted:
+    # the same definition as LabelState.labelled_pixel_fraction, over the
+    # same denominator (every pool pixel, a public fact). Where void lies is
+    # ground truth, so the quote is the whole area (the most an answer can
+    # cost) and the charge after answering leaves the void pixels out.
     def __init__(self):
         super().__init__()
 
     def quote(self, query: Query) -> float:
         info = self._info()
         return query.area(info.image_shape) / (info.size * info.image_area)
+
+    def cost(self, query: Query, truth: ImageTruth) -> float:
+        info = self._info()
+        return _labelled_area(query, truth) / (info.size * info.image_area)
+
+
+def _labelled_area(query: Query, truth: ImageTruth) -> int:
+    """Pixels of the query's area that carry a class in the ground truth."""
+    kind, void = query.kind, truth.ignore_index
+    if kind == "full_mask":
+        return truth.labelled_pixels()
+    if kind == "region":
+        y0, x0, y1, x1 = query.bounds  # type: ignore[attr-defined]
+        box = truth.mask[y0:y1, x0:x1]
+        return int(box.size - np.count_nonzero(box == void))
+    if kind == "pixels":
+        values = truth.mask[query.pixel_index]  # type: ignore[attr-defined]
+        return int(values.size - np.count_nonzero(values == void))
+    return query.area(truth.mask.shape)
 
 
 def build_cost_models(config: dict[str, dict[str, Any]], info: PoolInfo | None = None) -> dict[str, CostModel]:

@@ -14,11 +14,11 @@ from alharness.annotation.costs import CostModel, PoolInfo
 from alharness.datasets.base import SplitData
 from alharness.errors import DuplicateQueryError, MalformedQueryError, OverdraftError
 from alharness.annotation.labels import LabelState
-from alharness.annotation.ledger import Ledger, LedgerEntry
+from alharness.annotation.ledger import Ledger
 from alharness.annotation.noise import Annotator
 from alharness.annotation.answers import ValidationMask, answer, record
 from alharness.contract.queries import QUERY_TYPES, Query
-from alharness.annotation.truth import PoolTruth
+from alharness.annotation.truth import ImageTruth, PoolTruth
 
 # Budgets are floats; allow for rounding in sums of many small prices.
 _EPS = 1e-9
@@ -46,22 +46,24 @@ class Oracle:
         """Price of a query in the enforced metric, known before answering."""
         return self.cost_models[self.budget_metric].quote(query)
 
+    def _costs(self, query: Query, truth: ImageTruth) -> list[float]:
+        """The charge for one answer in every metric, in the ledger's order."""
+        return [float(model.cost(query, truth)) for model in self.cost_models.values()]
+
     def charge_validation(self, split: SplitData, *, round: int = 0) -> float:
         """Buy the full masks of a validation split (held-out
         scores are paid for unless the benchmark says otherwise). Click-based
         metrics normalise them by the validation split's own clicks."""
         truth = PoolTruth(split)
-        planned = []
-        for i in range(len(split)):
-            q, t = ValidationMask(i), truth.image(i)
-            planned.append((q, {m: float(model.cost(q, t)) for m, model in self.cost_models.items()}))
-        price = sum(c[self.budget_metric] for _, c in planned)
+        planned = [(ValidationMask(i), self._costs(ValidationMask(i), truth.image(i))) for i in range(len(split))]
+        column = self.ledger.metrics.index(self.budget_metric)
+        price = sum(c[column] for _, c in planned)
         if price > self.budget - self.spent + _EPS:
             raise OverdraftError("harness", planned[-1][0] if planned else None,
                                  f"the validation split's masks cost {price:g} {self.budget_metric}, more than the "
                                  f"{self.budget - self.spent:g} left of the budget; raise the budget or use validation = 'free'")
         for q, costs in planned:
-            self.ledger.append(LedgerEntry(round=round, query=q, costs=costs))
+            self.ledger.add(round, q, costs)
         return price
 
     def check(self, batch: Sequence[Any], *, strategy: str, limit: float | None = None) -> float:
@@ -105,12 +107,14 @@ class Oracle:
         # fails on one query must not leave half a batch charged.
         planned = []
         for q in batch:
+            # One ImageTruth per answer: the metrics share what they derive
+            # from it (its memo), so each count is made once, not per metric.
             truth = self._truth.image(int(q.image))
-            costs = {m: float(model.cost(q, truth)) for m, model in self.cost_models.items()}
+            costs = self._costs(q, truth)
             ans, noisy = answer(q, truth), False
             if self._annotator is not None:
                 ans, noisy = self._annotator.corrupt(q, ans, truth)
             planned.append((q, ans, costs, noisy))
         for q, ans, costs, noisy in planned:
             record(q, state, ans)
-            self.ledger.append(LedgerEntry(round=round, query=q, costs=costs, noisy=noisy))
+            self.ledger.add(round, q, costs, noisy)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -20,6 +20,7 @@ class PoolTruth:
         self._clicks: dict[tuple, tuple[list[_clicks.ImageClicks], tuple[int, int]]] = {}
         self._counts: dict[int, np.ndarray] = {}
         self._present: dict[int, np.ndarray] = {}
+        self._labelled: dict[int, int] = {}
 
     def __len__(self) -> int:
         return len(self.split)
@@ -39,9 +40,29 @@ class PoolTruth:
         """Objects per class in image ``i`` (cached: cost models ask per answer)."""
         if i not in self._counts:
             s = self.split
-            self._counts[i] = _object_counts(s.masks[i], None if s.instances is None else s.instances[i],
-                                             s.num_classes, s.ignore_index)
+            classes = self._segment_classes(i) if s.instances is None else None
+            if classes is not None:
+                self._counts[i] = _counts_of_segments(classes, s.num_classes)
+            else:
+                self._counts[i] = _object_counts(s.masks[i], None if s.instances is None else s.instances[i],
+                                                 s.num_classes, s.ignore_index)
         return self._counts[i]
+
+    def _segment_classes(self, i: int) -> np.ndarray | None:
+        """Image ``i``'s segment classes from click data already computed (any
+        epsilon: segments do not depend on it), else None. Labelling the
+        segments again would cost more than every cost metric together."""
+        for per_image, _ in self._clicks.values():
+            if per_image[i].segment_classes is not None:
+                return per_image[i].segment_classes
+        return None
+
+    def labelled_pixels(self, i: int) -> int:
+        """Pixels of image ``i`` that carry a class (void excluded)."""
+        if i not in self._labelled:
+            m = self.split.masks[i]
+            self._labelled[i] = int(m.size - np.count_nonzero(m == self.split.ignore_index))
+        return self._labelled[i]
 
     def present_classes(self, i: int) -> np.ndarray:
         if i not in self._present:
@@ -83,6 +104,9 @@ class ImageTruth:
     ignore_index: int
     index: int = -1
     pool: "PoolTruth | None" = None
+    # Results that several cost models derive from the same answer (click
+    # counts), kept for this one answer so that each is computed once.
+    memo: dict = field(default_factory=dict, compare=False, repr=False)
 
     @cached_property
     def present_classes(self) -> np.ndarray:
@@ -127,7 +151,17 @@ class ImageTruth:
         # annotator verifies.
         return max(1, self.num_classes - 1)
 
+    def labelled_pixels(self) -> int:
+        """Pixels of the image that carry a class (void excluded)."""
+        if self.pool is not None:
+            return self.pool.labelled_pixels(self.index)
+        return int(self.mask.size - np.count_nonzero(self.mask == self.ignore_index))
 
+
+def _counts_of_segments(classes: np.ndarray, num_classes: int) -> np.ndarray:
+    """Foreground objects per class, given the class of every segment (index 0 unused)."""
+    cls = classes[1:]
+    return np.bincount(cls[cls != 0], minlength=num_classes)[:num_classes]
 
 
 def _object_counts(mask: np.ndarray, instances: np.ndarray | None, num_classes: int, ignore_index: int) -> np.ndarray:
@@ -147,8 +181,4 @@ def _object_counts(mask: np.ndarray, instances: np.ndarray | None, num_classes: 
     seg = _clicks.segment_map(mask, ignore_index)
     if seg.max() == 0:
         return counts
-    # Class of each component: the mask value at any of its pixels.
-    first = np.zeros(seg.max() + 1, np.int64)
-    first[seg.ravel()] = mask.ravel()
-    cls = first[1:]
-    return np.bincount(cls[cls != 0], minlength=num_classes)[:num_classes]
+    return _counts_of_segments(_clicks.segment_classes(seg, mask), num_classes)

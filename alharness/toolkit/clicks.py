@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Sequence
 
 import numpy as np
@@ -33,13 +34,17 @@ class ImageClicks:
     vertices: np.ndarray  # (H, W) int32 count of polygon vertices at each pixel
     vertex_integral: np.ndarray  # (H+1, W+1) summed-area table of ``vertices``
     polygons: int | None = None  # true polygon count, where the dataset has polygons
+    # Class of each segment (index k: segment k; index 0 unused), so that
+    # objects per class need no second pass over the mask.
+    segment_classes: np.ndarray | None = None
 
     @property
     def polygon_clicks(self) -> int:
         return int(self.vertex_integral[-1, -1])
 
-    @property
+    @cached_property
     def class_clicks(self) -> int:
+        # Cached: every full-mask answer asks it once per click metric.
         if self.polygons is not None:
             return self.polygons  # one class click per drawn polygon
         return int(len(np.unique(self.segments[self.segments > 0])))
@@ -49,8 +54,10 @@ class ImageClicks:
         return int(s[y1, x1] - s[y0, x1] - s[y1, x0] + s[y0, x0])
 
     def box_class_clicks(self, y0: int, x0: int, y1: int, x1: int) -> int:
-        seg = self.segments[y0:y1, x0:x1]
-        return int(len(np.unique(seg[seg > 0])))
+        # Distinct segment ids > 0 in the box; a histogram of the ids is a
+        # few times faster than sorting them (np.unique).
+        seen = np.bincount(self.segments[y0:y1, x0:x1].ravel())
+        return int(np.count_nonzero(seen[1:]))
 
     def box_intersection_clicks(self, y0: int, x0: int, y1: int, x1: int) -> int:
         """Segment changes along the closed border of the box."""
@@ -72,6 +79,17 @@ def segment_map(mask: np.ndarray, ignore_index: int) -> np.ndarray:
     shifted = mask.astype(np.int32) + 1
     shifted[mask == ignore_index] = 0
     return label(shifted, background=0, connectivity=1).astype(np.int32)
+
+
+def segment_classes(segments: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Class of every segment of ``segments`` (index k: segment k; 0 for index 0).
+
+    A segment has one class, so any of its pixels tells it; writing every
+    pixel's class at its segment id does that in one pass."""
+    out = np.zeros(int(segments.max(initial=0)) + 1, np.int64)
+    out[segments.ravel()] = mask.ravel()
+    out[0] = 0
+    return out
 
 
 def rdp_vertices(region: np.ndarray, epsilon: float) -> np.ndarray:
@@ -105,8 +123,9 @@ def image_clicks_from_polygons(mask: np.ndarray, ignore_index: int, polygons) ->
         ys = np.rint(xy[:, 1]).astype(np.int64).clip(0, h - 1)
         xs = np.rint(xy[:, 0]).astype(np.int64).clip(0, w - 1)
         np.add.at(vertices, (ys, xs), 1)
-    return ImageClicks(segments=segment_map(mask, ignore_index), vertices=vertices,
-                       vertex_integral=_integral(vertices), polygons=len(drawn))
+    seg = segment_map(mask, ignore_index)
+    return ImageClicks(segments=seg, vertices=vertices, vertex_integral=_integral(vertices), polygons=len(drawn),
+                       segment_classes=segment_classes(seg, mask))
 
 
 def image_clicks(mask: np.ndarray, ignore_index: int, epsilon: float) -> ImageClicks:
@@ -118,7 +137,8 @@ def image_clicks(mask: np.ndarray, ignore_index: int, epsilon: float) -> ImageCl
             continue
         pts = rdp_vertices(seg[box] == sid, epsilon)
         np.add.at(vertices, (pts[:, 0] + box[0].start, pts[:, 1] + box[1].start), 1)
-    return ImageClicks(segments=seg, vertices=vertices, vertex_integral=_integral(vertices))
+    return ImageClicks(segments=seg, vertices=vertices, vertex_integral=_integral(vertices),
+                       segment_classes=segment_classes(seg, mask))
 
 
 _CACHE: dict[tuple, list[ImageClicks]] = {}
