@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from alharness.errors import AlharnessError
+from alharness.live.cli import add_live_commands
 
 EXIT_OK, EXIT_FAILED_CAMPAIGNS, EXIT_USAGE = 0, 1, 2
 EXIT_BROKEN_PIPE = 128 + 13  # as if killed by SIGPIPE
@@ -254,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="registered plugins")
     ls.add_argument("kind", nargs="?", choices=["strategies", "datasets", "costs", "models", "pipelines"])
     ls.set_defaults(func=cmd_list)
+
+    add_live_commands(sub)
     return p
 
 

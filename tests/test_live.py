@@ -505,3 +505,61 @@ def test_mask_encodings_round_trip():
     assert square[2, 2] and not square[5, 5]
     with pytest.raises(encoding.EncodingError, match="is 4x4, but the image is 6x6"):
         encoding.coco_to_mask({"size": [4, 4], "counts": [16]}, (6, 6))
+
+
+# -- the command line ------------------------------------------------------------------------------------
+
+
+def _cli(capsys, *argv: str) -> tuple[int, str]:
+    from alharness.cli import main
+
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out + err
+
+
+def test_the_commands_with_a_builtin_strategy_say_what_to_do_next(data, tmp_path, capsys):
+    bench = _benchmark(data, tmp_path / "bench.toml", "entropy")
+    out = tmp_path / "run"
+    rc, text = _cli(capsys, "live", "start", bench, "--strategy", "entropy", "--images", data["pool"], "--out", out,
+                    "--test", data["test"])
+    assert rc == 0, text
+    assert "round 0 of 2: 0 of 2 tasks answered (2 full_mask)" in text
+    assert f"{out / 'tasks' / 'round-000' / 'full_mask.json'}" in text and f"alharness live import {out} EXPORT.json" in text
+    rc, text = _cli(capsys, "live", "next", out)
+    assert rc == 2 and "error: round 0: 2 of 2 tasks are not answered yet" in text
+    for rnd in range(3):
+        export = tmp_path / f"shadow-{rnd}.json"
+        rc, text = _cli(capsys, "live", "shadow", out, data["pool_masks"], "--out", export)
+        assert rc == 0 and f"next: alharness live import {out} {export}" in text, text
+        rc, text = _cli(capsys, "live", "import", out, export)
+        assert rc == 0 and "recorded" in text and f"next: alharness live next {out}" in text, text
+        rc, text = _cli(capsys, "live", "import", out, export)
+        assert rc == 2 and "duplicate answers" in text and text.count("\n") == 1, text
+        rc, text = _cli(capsys, "live", "next", out)
+        assert rc == 0 and f"round {rnd} closed: test mIoU" in text, text
+    assert "campaign finished after round 2" in text and f"alharness leaderboard {out}" in text
+    rc, text = _cli(capsys, "live", "status", out)
+    assert rc == 0 and "campaign finished" in text
+    rc, text = _cli(capsys, "leaderboard", out)
+    assert rc == 0 and "entropy" in text, text
+
+
+def test_start_refuses_what_a_live_campaign_cannot_run(data, tmp_path, capsys):
+    from alharness.live.start import choose_spec
+
+    bench = _benchmark(data, tmp_path / "grid.toml", "fixed_proportion", {"grid": {"mask_fraction": [0.25, 0.75]}})
+    with pytest.raises(Exception, match="stands for 2 strategies of a grid: .*mask_fraction=0.25"):
+        choose_spec(bench, "fixed_proportion", None, None)
+    spec, _ = choose_spec(bench, "fixed_proportion(mask_fraction=0.75)", None, None)
+    assert spec.strategy_params["mask_fraction"] == 0.75
+    with pytest.raises(Exception, match="no strategy 'entropy'"):
+        choose_spec(bench, "entropy", None, None)
+    with pytest.raises(Exception, match="no campaign with budget 99"):
+        choose_spec(bench, "fixed_proportion(mask_fraction=0.75)", 99, None)
+    oracle = _benchmark(data, tmp_path / "oracle.toml", "mask_guided_oracle")
+    rc, text = _cli(capsys, "live", "start", oracle, "--strategy", "mask_guided_oracle", "--images", data["pool"],
+                    "--out", tmp_path / "o")
+    assert rc == 2 and "oracle experiment" in text and not (tmp_path / "o").exists(), text
+    rc, text = _cli(capsys, "live", "status", tmp_path)
+    assert rc == 2 and "not a live campaign" in text

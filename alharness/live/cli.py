@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alharness.live import campaign as live
 from alharness.live.formats import FORMATS
+
+if TYPE_CHECKING:  # the campaign module loads torch: only when a command runs
+    from alharness.live import campaign as live
 
 EXIT_OK = 0
 
@@ -30,6 +33,8 @@ def _round_files(run: live.LiveRun, rnd: int) -> list[str]:
 
 def next_step(run: live.LiveRun) -> list[str]:
     """Where the campaign stands and the command to run next."""
+    from alharness.live.campaign import counts
+
     d = run.directory
     if run.finished:
         return [f"campaign finished after round {run.spec.rounds}: {_score(run.state.rows[-1])}, spent "
@@ -40,7 +45,7 @@ def next_step(run: live.LiveRun) -> list[str]:
         return [f"no round is open yet: alharness live next {d}"]
     tasks, pending = run.rounds[rnd], run.pending(rnd)
     lines = [f"round {rnd} of {run.spec.rounds}: {len(tasks) - len(pending)} of {len(tasks)} tasks answered "
-             f"({live.counts(tasks)}); spent {_money(run, run.state.oracle.spent)} of {_money(run, run.spec.budget)}"]
+             f"({counts(tasks)}); spent {_money(run, run.state.oracle.spent)} of {_money(run, run.spec.budget)}"]
     if not pending:
         return lines + [f"next: alharness live next {d}   (train, evaluate, propose round {rnd + 1})"
                         if rnd < run.spec.rounds else f"next: alharness live next {d}   (train and evaluate: the last round)"]
@@ -71,6 +76,8 @@ def _closed(run: live.LiveRun, since: int) -> None:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from alharness.live import campaign as live
+
     run = live.open_run(args.dir)
     answers = live.import_export(run, args.export)
     leads = [a.lead_time for a in answers if a.lead_time is not None]
@@ -81,6 +88,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_next(args: argparse.Namespace) -> int:
+    from alharness.live import campaign as live
+
     run = live.open_run(args.dir)
     before = len(run.state.rows)
     live.advance(run, skip_missing=args.skip_missing)
@@ -90,6 +99,8 @@ def cmd_next(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from alharness.live import campaign as live
+
     run = live.open_run(args.dir)
     print(f"live campaign {run.directory}: {run.spec.strategy_label}, budget {_money(run, run.spec.budget)}, "
           f"format {run.config['format']}")
@@ -99,6 +110,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_shadow(args: argparse.Namespace) -> int:
+    from alharness.live import campaign as live
     from alharness.live.shadow import shadow_export
 
     run = live.open_run(args.dir)
