@@ -3,6 +3,7 @@ real campaign results and checked in headless Chromium."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -76,6 +77,13 @@ def built_report():
 def test_report_builds_from_campaign_results(built_report):
     html_text = open(os.path.join(built_report, "report.html")).read()
     md = open(os.path.join(built_report, "report.md")).read()
+    # The answer leads: "What to buy" is the first section, in both files.
+    assert re.findall(r"<h2>([^<]*)</h2>", html_text)[0] == "What to buy"
+    assert re.findall(r"^## (.*)$", md, re.M)[0] == "What to buy"
+    assert "best by AUC" in md and "query mix" in md and "cannot distinguish" in md  # 2 seeds: no verdict
+    verdicts = open(os.path.join(built_report, "verdicts.md")).read()
+    assert "too few seeds (2" in verdicts and "too few seeds (2" in md
+    assert json.load(open(os.path.join(built_report, "verdicts.json")))[0]["verdict"] == "too few seeds"
     for needle in ("What ran", "Cost in label_equivalents", "of full supervision", "Paired bootstrap", "Win rate",
                    "Diagnostics per strategy", "images queried in round"):
         assert needle in html_text and needle in md, needle
@@ -90,8 +98,8 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def _load_in_chromium(page: str) -> tuple[str, list[str]]:
-    """(value of body[data-images-loaded] after load, console lines) for a page in headless Chromium."""
+def _load_in_chromium(page: str) -> tuple[str, list[str], str]:
+    """(value of body[data-images-loaded] after load, console lines, the DOM) for a page in headless Chromium."""
     with tempfile.TemporaryDirectory() as profile:
         proc = subprocess.run(
             [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -100,14 +108,16 @@ def _load_in_chromium(page: str) -> tuple[str, list[str]]:
             capture_output=True, text=True, timeout=120)
     loaded = re.search(r'data-images-loaded="([^"]*)"', proc.stdout)
     console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
-    return (loaded.group(1) if loaded else ""), console
+    return (loaded.group(1) if loaded else ""), console, proc.stdout
 
 
 @pytest.mark.skipif(_chromium() is None and os.environ.get("CI") != "true",
                     reason="headless Chromium not installed (make test installs Debian's chromium where it can)")
 def test_report_renders_in_headless_chromium(built_report, tmp_path):
     assert _chromium(), "Chromium is required in CI: the Makefile's test target installs Debian's chromium"
-    loaded, console = _load_in_chromium(os.path.join(built_report, "report.html"))
+    loaded, console, dom = _load_in_chromium(os.path.join(built_report, "report.html"))
+    headings = re.findall(r"<h2>([^<]*)</h2>", dom)
+    assert headings[0] == "What to buy" and "What ran" in headings[1:]  # the rendered page leads with the answer
     total = int(loaded.split("/")[1])
     assert total >= 4 and loaded == f"{total}/{total}", loaded  # every image decoded
     assert console == []
@@ -117,6 +127,6 @@ def test_report_renders_in_headless_chromium(built_report, tmp_path):
     page = page.replace('src="data:image/png;base64,', 'src="data:image/png;base64,AAAA', 1)
     page = page.replace("</body>", "<script>undefined_function_here();</script></body>")
     bad.write_text(page)
-    loaded_bad, console_bad = _load_in_chromium(str(bad))
+    loaded_bad, console_bad, _ = _load_in_chromium(str(bad))
     assert loaded_bad == f"{total - 1}/{total}"
     assert any("undefined_function_here" in line for line in console_bad)

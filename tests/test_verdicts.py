@@ -87,3 +87,24 @@ def test_detectable_effect_formula():
     d = stats.detectable_effect(0.02, 10, 3)
     assert d == pytest.approx((t.ppf(1 - 0.05 / 6, 9) + t.ppf(0.8, 9)) * 0.02 / np.sqrt(10))
     assert stats.detectable_effect(0.02, 20, 3) < d < stats.detectable_effect(0.02, 10, 6)
+
+
+def test_a_strategy_above_full_supervision_flags_the_learner():
+    from alharness.results.report_page import learner_inadequate
+    rows = [{"dataset": "d", "metric": "m", "pricing": "m", "budget": 1.0, "strategy_label": label, "seed": s,
+             "final_miou": full + gap + 0.005 * (-1) ** s, "full_miou": full}
+            for s, full in enumerate([0.62, 0.64, 0.66]) for label, gap in (("pixels", 0.19), ("masks", -0.1), ("tie", 0.0))]
+    assert learner_inadequate(rows) == {("d", "m", "m", 1.0): ["pixels"]}
+    assert learner_inadequate([{**r, "full_miou": None} for r in rows]) == {}
+
+
+def test_how_sure_says_plainly_when_the_runner_up_cannot_be_told_apart():
+    from alharness.results.report_page import _how_sure
+    rng = np.random.default_rng(3)
+    close = stats.verdicts(_rows(_group(rng, n=8, gap=0.0)))
+    cell, sentence = _how_sure("A", "B", close)
+    assert cell == "cannot distinguish from B at 8 seeds" and "does not answer the question yet" in sentence
+    far = stats.verdicts(_rows(_group(rng, n=8, gap=0.1)))
+    cell, sentence = _how_sure("A", "B", far)
+    assert cell.startswith("beats B (Holm p = ") and sentence.startswith("A beats B on AUC by ")
+    assert _how_sure("A", None, far)[0] == "only one strategy ran"

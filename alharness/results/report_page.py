@@ -1,9 +1,13 @@
 """`alharness report`: one self-contained HTML page (plots embedded) and a
 Markdown twin, built from a results directory.
 
-Sections: what ran (and under which fairness settings), learning curves per
-cost metric, leaderboards with cost to reach 90/95 % of full supervision,
-paired bootstrap intervals and win rates between strategies, ranks as a cost
+Sections: first "What to buy" (per dataset, budget and pricing: the best
+strategy by AUC, its query mix, its cost to 90/95 % of full supervision, its
+verdict against the runner-up and a learner-adequacy warning), then what ran
+(and under which fairness settings), learning curves per cost metric,
+leaderboards with cost to reach 90/95 % of full supervision, paired bootstrap
+intervals, win rates and computed verdicts between strategies (also written
+to verdicts.md / verdicts.json beside the report), ranks as a cost
 parameter changes, and per-strategy diagnostics (query-type mix and spend per
 round, and thumbnails of queried images with their boxes / pixels drawn).
 """
@@ -17,6 +21,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from alharness.results import leaderboard as report, plots, stats, store
 from alharness.errors import AlharnessError, ResultsError
@@ -145,6 +151,11 @@ def _recorded_metrics(con) -> list[str]:
     return enforced + sorted(spent)
 
 
+def _reach_cell(r: dict[str, Any]) -> str:
+    """A leaderboard row's mean cost to reach its target, with how many seeds reached it."""
+    return "never" if r["reached"] == 0 else f"{r['cost_to_reach_mean']:.4g} ({r['reached']}/{r['seeds']})"
+
+
 def _leaderboard_section(doc: _Doc, con, metric: str | None) -> list[dict[str, Any]]:
     boards = {reach: report.leaderboard(con, metric, reach) for reach in REACHES}
     rows = boards[REACHES[0]]
@@ -158,10 +169,7 @@ def _leaderboard_section(doc: _Doc, con, metric: str | None) -> list[dict[str, A
         table = []
         for rank, i in enumerate(idx, 1):
             r = rows[i]
-            reach_cells = []
-            for reach in REACHES:
-                rr = boards[reach][i]
-                reach_cells.append("never" if rr["reached"] == 0 else f"{rr['cost_to_reach_mean']:.4g} ({rr['reached']}/{rr['seeds']})")
+            reach_cells = [_reach_cell(boards[reach][i]) for reach in REACHES]
             table.append([str(rank), r["strategy"], str(r["seeds"]),
                           f"{r['final_miou_mean']:.3f} ± {r['final_miou_std']:.3f}", f"{r['auc_mean']:.3f} ± {r['auc_std']:.3f}",
                           *reach_cells, f"{r['final_cost_mean']:.4g}"])
@@ -239,14 +247,19 @@ def _file_part(label: str) -> str:
     return "".join(c if c.isalnum() or c in "._=-" else "_" for c in label)
 
 
+def _enforced_cost_sql(con) -> str:
+    """SQL for a query's (``q``) cost in its campaign's (``c``) enforced budget metric."""
+    qcols = {r[0] for r in con.execute("DESCRIBE queries").fetchall()}
+    enforced = [m for (m,) in con.execute("SELECT DISTINCT budget_metric FROM rounds").fetchall()]
+    return " + ".join(f"CASE WHEN c.budget_metric = '{m}' THEN q.cost_{m} ELSE 0 END" for m in enforced if f"cost_{m}" in qcols) or "0"
+
+
 def _diagnostics_section(doc: _Doc, con, out_dir: Path) -> None:
     """Query-type mix and spend per round, per strategy (mean over seeds)."""
     if not {r[0] for r in con.execute("SHOW TABLES").fetchall()} >= {"queries"}:
         doc.p("No query log in these results.")
         return
-    qcols = {r[0] for r in con.execute("DESCRIBE queries").fetchall()}
-    enforced = [m for (m,) in con.execute("SELECT DISTINCT budget_metric FROM rounds").fetchall()]
-    cost = " + ".join(f"CASE WHEN c.budget_metric = '{m}' THEN q.cost_{m} ELSE 0 END" for m in enforced if f"cost_{m}" in qcols) or "0"
+    cost = _enforced_cost_sql(con)
     data = con.execute(f"""
         WITH c AS (SELECT DISTINCT campaign_id, {report.dataset_label_sql(con)} AS dataset, strategy, strategy_label, budget_metric FROM rounds
                    WHERE strategy <> '{REFERENCE_STRATEGY}'),
@@ -304,6 +317,168 @@ def _thumbnails_section(doc: _Doc, con, out_dir: Path) -> None:
                         f"yellow dots = clicked pixels, green frame = full mask")
 
 
+# --- "What to buy": the answer first -------------------------------------
+
+#: the leaderboard ranks by AUC; the verdicts test it and final mIoU
+RANK_BY = "auc"
+VERDICT_METRICS = ("auc", "final_miou")
+#: short names of the query types in the query mix
+_QUERY_NAMES = {"full_mask": "masks", "image_labels": "labels", "class_presence": "yes/no", "labels_with_counts": "counts",
+                "boxes": "boxes", "region": "regions", "pixels": "clicks/pixels"}
+#: columns a learner-adequacy check may add to the rounds (issue 18, part 1): a value other than these is a warning
+_ADEQUACY_COLUMNS = ("adequacy", "learner_adequacy")
+_ADEQUATE = {None, "ok", "adequate", "converged", True}
+
+
+def _query_shares(con) -> dict[tuple, dict[str, float]]:
+    """(dataset, budget metric, pricing, budget, strategy label) → query type → mean share of the budget spent on it."""
+    if "queries" not in {r[0] for r in con.execute("SHOW TABLES").fetchall()}:
+        return {}
+    pricing = "cost_model" if "cost_model" in {r[0] for r in con.execute("DESCRIBE rounds").fetchall()} else "budget_metric"
+    data = con.execute(f"""
+        WITH c AS (SELECT DISTINCT campaign_id, {report.dataset_label_sql(con)} AS dataset, budget_metric, {pricing} AS pricing,
+                          budget, strategy_label FROM rounds WHERE strategy <> '{REFERENCE_STRATEGY}'),
+             n AS (SELECT dataset, budget_metric, pricing, budget, strategy_label, count(*) AS seeds FROM c GROUP BY ALL)
+        SELECT c.dataset, c.budget_metric, c.pricing, c.budget, c.strategy_label, q.query_type,
+               sum({_enforced_cost_sql(con)}) / any_value(n.seeds) / any_value(c.budget) AS share
+        FROM queries q JOIN c USING (campaign_id) JOIN n USING (dataset, budget_metric, pricing, budget, strategy_label)
+        GROUP BY ALL ORDER BY share DESC
+    """).fetchall()
+    out: dict[tuple, dict[str, float]] = {}
+    for *key, qtype, share in data:
+        out.setdefault(tuple(key), {})[qtype] = share
+    return out
+
+
+def _mix_text(shares: dict[str, float]) -> str:
+    if not shares:
+        return "no queries logged"
+    return ", ".join(f"{_QUERY_NAMES.get(q, q)} {v:.0%}" for q, v in shares.items() if v > 0) or "nothing spent"
+
+
+def learner_inadequate(rows: list[dict[str, Any]]) -> dict[tuple, list[str]]:
+    """Per group, the strategies whose final mIoU beats their own seed's full-supervision
+    reference by more than seed noise: mean(final − full) over seeds greater than two
+    standard errors of those paired differences (at least 2 seeds). Full supervision
+    buys every mask, so a strategy above it means the learner, not the strategy, is
+    the limit: costs "to 90 % of full supervision" then mean little."""
+    diffs: dict[tuple, dict[str, list[float]]] = {}
+    for r in rows:
+        if r.get("full_miou") is not None and r.get("final_miou") is not None:
+            key = (r["dataset"], r["metric"], r["pricing"], r["budget"])
+            diffs.setdefault(key, {}).setdefault(r["strategy_label"], []).append(r["final_miou"] - r["full_miou"])
+    out: dict[tuple, list[str]] = {}
+    for key, by_strategy in diffs.items():
+        above = [s for s, d in sorted(by_strategy.items())
+                 if len(d) >= 2 and np.mean(d) - 2 * np.std(d, ddof=1) / math.sqrt(len(d)) > 0]
+        if above:
+            out[key] = above
+    return out
+
+
+def _adequacy_notes(con) -> list[str]:
+    """Warnings recorded by a learner-adequacy check in the rounds, where the results have its column."""
+    cols = {r[0] for r in con.execute("DESCRIBE rounds").fetchall()}
+    notes = []
+    for col in (c for c in _ADEQUACY_COLUMNS if c in cols):
+        for dataset, value in con.execute(f"SELECT DISTINCT {report.dataset_label_sql(con)}, {col} FROM rounds ORDER BY 1").fetchall():
+            if value not in _ADEQUATE:
+                notes.append(f"LEARNER UNDER-TRAINED on {dataset}: the adequacy check recorded {value!r}.")
+    return notes
+
+
+def _seeding_notes(results_dir: Path) -> list[str]:
+    """Why each group stopped adding seeds, where the run chose seeds adaptively (its seeding.json)."""
+    path = results_dir / "seeding.json"
+    if not path.is_file():
+        return []
+    try:
+        groups = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        return [f"seeding.json unreadable: {exc}"]
+    return [f"{name}: seeds {', '.join(f'{s} {n}' for s, n in g.get('seeds', {}).items())}; stopped: {g.get('reason', '?')}"
+            for name, g in sorted(groups.items()) if isinstance(g, dict)]
+
+
+def _how_sure(best: str, runner: str | None, found: list[dict[str, Any]]) -> tuple[str, str]:
+    """(table cell, sentence) for the best strategy against the runner-up, from the verdicts on the ranking metric."""
+    if runner is None:
+        return "only one strategy ran", f"Only {best} ran: nothing to compare it with."
+    v = next((v for v in found if {v["a"], v["b"]} == {best, runner} and v["metric"] == RANK_BY), None)
+    if v is None:
+        return "no common seeds", f"{best} and {runner} share no seeds: no verdict."
+    if v["verdict"] == "beats" and v["a"] == best:
+        return f"beats {runner} (Holm p = {v['p_holm']:.3g}, {v['seeds']} seeds)", v["sentence"] + "."
+    return (f"cannot distinguish from {runner} at {v['seeds']} seeds",
+            f"Cannot distinguish {best} from {runner} at {v['seeds']} seeds; the result does not answer the question yet. "
+            f"{v['sentence']}.")
+
+
+def _what_to_buy_section(doc: _Doc, con, rows: list[dict[str, Any]], found: list[dict[str, Any]], results_dir: Path) -> None:
+    """Per dataset, budget and pricing: the best strategy by AUC, its query mix, its cost to 90/95 %
+    of full supervision, and how sure the harness is (verdict against the runner-up, adequacy)."""
+    doc.h(2, "What to buy")
+    doc.p("Per dataset, budget and pricing: the best strategy by the ranking metric (AUC of mIoU over the budget, "
+          "mean over seeds), the shares of the budget it spent on each query type, its mean cost to 90 % and 95 % "
+          "of the target, and how sure the harness is: the verdict against the runner-up (exact paired sign-flip test, "
+          "Holm-adjusted over the group's pairs; see verdicts.md) and whether the learner is adequate.")
+    boards = {reach: report.leaderboard(con, None, reach) for reach in REACHES}
+    shares, inadequate = _query_shares(con), learner_inadequate(rows)
+    groups: dict[tuple, list[int]] = {}
+    for i, r in enumerate(boards[REACHES[0]]):
+        groups.setdefault((r["dataset"], r["cost_metric"], r["pricing"], r["budget"]), []).append(i)
+    table, notes = [], _adequacy_notes(con)
+    for key, idx in groups.items():
+        best = boards[REACHES[0]][idx[0]]
+        runner = boards[REACHES[0]][idx[1]]["strategy"] if len(idx) > 1 else None
+        cell, sentence = _how_sure(best["strategy"], runner, [v for v in found if (v["dataset"], v["cost_metric"], v["pricing"], v["budget"]) == key])
+        priced = "" if key[2] == key[1] else f", priced {key[2]}"
+        where = f"{key[0]}, budget {key[3]:g} {key[1]}{priced}"
+        table.append([where, best["strategy"], f"{best['auc_mean']:.3f}", _mix_text(shares.get((*key, best["strategy"]), {})),
+                      *(_reach_cell(boards[reach][idx[0]]) for reach in REACHES), cell])
+        notes.append(f"{where}: {sentence}")
+        if key in inadequate:
+            notes.append(f"LEARNER INADEQUATE on {where}: {', '.join(inadequate[key])} beat full supervision by more than "
+                         "seed noise, so the learner, not the labels, limits these scores; costs to X % of full supervision "
+                         "mean little here.")
+    if not table:
+        doc.p("No finished strategy campaigns in these results.")
+        return
+    basis = "full supervision" if all(boards[REACHES[0]][i]["reach_of"] == "full supervision" for i in sum(groups.values(), [])) \
+        else "full supervision where every campaign has its reference, else the best strategy's final mIoU"
+    doc.table(["dataset, budget", "best by AUC", "AUC", "query mix (share of budget)",
+               *(f"cost to {reach:.0%}" for reach in REACHES), "how sure"], table, caption=f"Cost to X % of {basis}")
+    for note in notes + _seeding_notes(results_dir):
+        doc.p(note)
+
+
+def _verdict_section(doc: _Doc, found: list[dict[str, Any]], out_dir: Path) -> None:
+    """Every pair's verdict as a sentence, in the report and in verdicts.md / verdicts.json beside it."""
+    lines, key = [], None
+    for v in found:
+        k = (v["dataset"], v["cost_metric"], v["pricing"], v["budget"])
+        if k != key:
+            key = k
+            priced = "" if k[2] == k[1] else f", priced {k[2]}"
+            lines += ["", f"## {k[0]}, budget {k[3]:g} {k[1]}{priced}", ""]
+        lines.append(f"- {v['sentence']}.")
+    head = ("# Verdicts\n\nGenerated by `alharness report` from the per-seed results; exact paired sign-flip test "
+            f"(all 2^n sign flips up to {stats.EXACT_MAX_SEEDS} common seeds, else {stats.SIGN_FLIPS_MC} seeded ones), "
+            f"Holm-adjusted over the pairs of each group; effects are mean differences with 95 % paired bootstrap "
+            f"intervals; fewer than {stats.MIN_SEEDS} common seeds get no verdict. Smallest detectable effect: "
+            "(t(1 − 0.05/(2k), n − 1) + t(0.8, n − 1)) × SD of the paired differences / √n (80 % power at Holm's "
+            "strictest step).\n")
+    (out_dir / "verdicts.md").write_text(head + "\n".join(lines) + "\n")
+    (out_dir / "verdicts.json").write_text(json.dumps(found, indent=1, default=float) + "\n")
+    doc.h(3, "Verdicts")
+    doc.p(head.split("\n\n", 1)[1].strip() + " Also in verdicts.md and verdicts.json.")
+    for line in lines:
+        if line.startswith("## "):
+            doc.h(4, line[3:])
+        elif line:
+            doc.p(line[2:])
+
+
 def build_report(results_dir: str | Path, out_dir: str | Path | None = None) -> tuple[Path, Path]:
     """Write ``report.html`` (self-contained) and ``report.md`` (+ PNGs) for a results directory."""
     results_dir = Path(results_dir)
@@ -317,6 +492,10 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None) -> 
     status = dict(con.execute("SELECT status, count(*) FROM campaigns GROUP BY 1").fetchall()) \
         if "campaigns" in {r[0] for r in con.execute("SHOW TABLES").fetchall()} else {}
     n_ref = con.execute(f"SELECT count(DISTINCT campaign_id) FROM rounds WHERE strategy = '{REFERENCE_STRATEGY}'").fetchone()[0]
+    rows = report.per_campaign(con)
+    found = sorted((v for m in VERDICT_METRICS for v in stats.verdicts(rows, m)),
+                   key=lambda v: (v["dataset"], v["cost_metric"], v["pricing"], v["budget"]))
+    _what_to_buy_section(doc, con, rows, found, results_dir)
     doc.h(2, "What ran")
     doc.p(f"Results: {results_dir}. Campaigns: {status.get('ok', 0)} finished, {status.get('failed', 0)} failed"
           f" ({n_ref} of the finished are full-supervision references).")
@@ -348,6 +527,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None) -> 
     _cost_table_section(doc, con, metrics, enforced)
     doc.h(2, "Comparisons between strategies")
     _comparison_section(doc, con)
+    _verdict_section(doc, found, out_dir)
     _sensitivity_section(doc, con, out_dir)
     doc.h(2, "Diagnostics per strategy")
     _diagnostics_section(doc, con, out_dir)
