@@ -23,6 +23,7 @@ from alharness.errors import ConfigError
 from alharness.annotation.noise import NoiseConfig
 from alharness.learner import LearnerConfig
 from alharness.campaign.spec import RESOURCE_FIELDS, CampaignSpec
+from alharness.execution.adaptive_seeds import SeedPolicy
 from alharness.execution.schema import check_file
 from alharness.registry import COSTS, DATASETS, STRATEGIES, Registry
 
@@ -33,6 +34,9 @@ class Benchmark:
     description: str
     specs: tuple[CampaignSpec, ...]
     source: str = ""
+    # Adaptive seeding (seeds = { min, max, until }): specs hold seeds 0 .. max-1,
+    # and the scheduler runs them in waves; None: every spec runs.
+    seeding: SeedPolicy | None = None
 
 
 def _as_list(value: Any) -> list:
@@ -43,6 +47,20 @@ def _one_line(exc: BaseException) -> str:
     """An exception as one line (a plugin's message may hold newlines)."""
     text = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
     return " ".join(text.split())
+
+
+def _seed_list(seeds: Any) -> list[int]:
+    """The seeds campaigns are built for: a table (adaptive) gives 0 .. max-1."""
+    return list(range(seeds["max"])) if isinstance(seeds, dict) else _as_list(seeds)
+
+
+def _seed_policy(bench: dict, where: str) -> SeedPolicy | None:
+    seeds = bench.get("seeds")
+    if not isinstance(seeds, dict):
+        return None
+    if seeds["min"] > seeds["max"]:
+        raise ConfigError(f"{where}: [benchmark] seeds: min ({seeds['min']}) must be <= max ({seeds['max']})")
+    return SeedPolicy(**seeds)
 
 
 def _expand(entry: dict, where: str) -> list[dict]:
@@ -107,7 +125,7 @@ def _specs(doc: dict, where: str) -> list[CampaignSpec]:
     seen: set[str] = set()
     for (ds, dsp), (st, stp), cost_combo, budget, seed in itertools.product(
         _entries(doc, "datasets", where), _entries(doc, "strategies", where),
-        list(itertools.product(*cost_axes)), _as_list(bench["budget"]), _as_list(bench.get("seeds", [0])),
+        list(itertools.product(*cost_axes)), _as_list(bench["budget"]), _seed_list(bench.get("seeds", [0])),
     ):
         try:
             spec = CampaignSpec(
@@ -169,6 +187,7 @@ def parse_benchmark(doc: dict, source: str = "<benchmark>", *, open_datasets: bo
     where = source
     check_file(doc, where)
     bench = doc["benchmark"]
+    seeding = _seed_policy(bench, where)
     specs = _specs(doc, where)
     _construct_strategies(specs, where)
     if open_datasets:
@@ -182,7 +201,8 @@ def parse_benchmark(doc: dict, source: str = "<benchmark>", *, open_datasets: bo
             if ref.campaign_id not in seen:
                 seen.add(ref.campaign_id)
                 specs.append(ref)
-    return Benchmark(name=bench["name"], description=bench.get("description", ""), specs=tuple(specs), source=source)
+    return Benchmark(name=bench["name"], description=bench.get("description", ""), specs=tuple(specs), source=source,
+                     seeding=seeding)
 
 
 def load_benchmark(path: str | Path, *, open_datasets: bool = True) -> Benchmark:

@@ -152,8 +152,9 @@ class _Loop:
     """The pending / in-flight loop of one run and its retry policy."""
 
     def __init__(self, backend: Backend, todo: list[CampaignSpec], writer: _Writer, bar: Progress, *,
-                 checkpoint_at: Any, attempts: int, max_concurrent: int | None):
+                 checkpoint_at: Any, attempts: int, max_concurrent: int | None, waves: dict[str, int] | None = None):
         self.backend, self.writer, self.bar = backend, writer, bar
+        self.waves = waves  # adaptive seeding: campaign id -> the wave it ran in
         self.checkpoint_at, self.attempts, self.max_concurrent = checkpoint_at, attempts, max_concurrent
         self.pending = [(s, 1) for s in reversed(todo)]  # pop() from the end keeps the benchmark's order
         self.inflight: dict[Hashable, tuple[CampaignSpec, int]] = {}
@@ -181,20 +182,27 @@ class _Loop:
         if not ok and not died and attempt < self.attempts:
             self.pending.append((spec, attempt + 1))  # run it again; the last attempt's traceback is what is kept
             return
+        if self.waves is not None:  # the driver knows the wave, the worker does not: stamped here
+            wave = self.waves.get(spec.campaign_id)
+            out["record"]["wave"] = wave
+            for row in out["rows"]:
+                row["wave"] = wave
         self.writer.add(out)
         self.writer.summary.count(spec, out)
         self.bar.update(done=int(ok), failed=int(not ok), running=len(self.inflight),
                         message=f"{'ok' if ok else 'FAILED'} {spec.strategy_label} seed {spec.seed}")
 
 
-def _plan(bench: Benchmark, loc: store.Location, resume: bool) -> tuple[list[CampaignSpec], RunSummary]:
-    """The campaigns to run: those not finished in the store (all of them, from round 0, without ``resume``)."""
+def _plan(specs: Sequence[CampaignSpec], loc: store.Location, resume: bool,
+          ran: set[str] | None = None) -> tuple[list[CampaignSpec], RunSummary]:
+    """The campaigns to run: those not finished in the store (all of them, from round 0, without ``resume``,
+    except those in ``ran``: already run by this invocation)."""
     scan = store.scan(loc)
-    done = {cid for cid, s in scan.status.items() if s == "ok"} if resume else set()
-    todo = [s for s in bench.specs if s.campaign_id not in done]
+    done = {cid for cid, s in scan.status.items() if s == "ok" and (resume or cid in (ran or ()))}
+    todo = [s for s in specs if s.campaign_id not in done]
     if not resume:
         delete_checkpoints(loc, [s.campaign_id for s in todo])  # start over means from round 0
-    return todo, RunSummary(total=len(bench.specs), skipped=len(bench.specs) - len(todo), problems=list(scan.problems))
+    return todo, RunSummary(total=len(specs), skipped=len(specs) - len(todo), problems=list(scan.problems))
 
 
 def run_benchmark(
@@ -225,20 +233,73 @@ def run_benchmark(
         raise ConfigError(f"attempts and max_concurrent must be >= 1 (got {attempts} and {max_concurrent})")
     loc = store.Location(out_dir)
     loc.make_dir()
-    todo, summary = _plan(bench, loc, resume)
+    opts = dict(checkpoints=checkpoints, attempts=attempts, max_concurrent=max_concurrent, batch_size=batch_size,
+                flush_s=flush_s)
+    if getattr(bench, "seeding", None) is not None:
+        return _run_adaptive(bench, loc, backend, resume=resume, progress=progress, **opts)
+    todo, summary = _plan(bench.specs, loc, resume)
     backend.check(todo)  # bad resources fail before anything runs
     bar = Progress(len(todo), skipped=summary.skipped, enabled=progress)
     if not todo:
         return summary
     backend.start()
+    try:
+        _run_todo(backend, todo, summary, loc, bar, **opts)
+    finally:  # also on Ctrl-C
+        backend.stop()
+    return summary
+
+
+def _run_todo(backend: Backend, todo: list[CampaignSpec], summary: RunSummary, loc: store.Location, bar: Progress, *,
+              checkpoints: bool, attempts: int, max_concurrent: int | None, batch_size: int, flush_s: float,
+              waves: dict[str, int] | None = None) -> None:
+    """Run ``todo`` on a started backend, writing results as they finish."""
     writer = _Writer(loc, batch_size, flush_s, summary)
     try:
         _Loop(backend, todo, writer, bar, checkpoint_at=loc if checkpoints else None, attempts=attempts,
-              max_concurrent=max_concurrent).run()
+              max_concurrent=max_concurrent, waves=waves).run()
         writer.flush(force=True)
         writer.close()
     finally:  # also on Ctrl-C
         writer.salvage()
         bar.close()
-        backend.stop()
-    return summary
+
+
+def _run_adaptive(bench: Benchmark, loc: store.Location, backend: Backend, *, resume: bool, progress: bool,
+                  **opts: Any) -> RunSummary:
+    """Seeds in waves until every group stops (``alharness.execution.adaptive_seeds``);
+    the backend starts once, at the first wave with something to run."""
+    from alharness.execution.adaptive_seeds import run_waves
+
+    backend.check(bench.specs)  # every campaign any wave could run
+    total = RunSummary(total=0)
+    ran: set[str] = set()  # without resume, only what this invocation ran counts as finished
+    started = False
+
+    def finished() -> set[str]:
+        return {cid for cid, s in store.scan(loc).status.items() if s == "ok" and (resume or cid in ran)}
+
+    def run(todo: list[CampaignSpec], waves: dict[str, int]) -> set[str]:
+        nonlocal started
+        todo, summary = _plan(todo, loc, resume, ran)
+        total.problems = sorted(set(total.problems) | set(summary.problems))
+        if not todo:
+            return set()
+        if not started:
+            backend.start()
+            started = True
+        _run_todo(backend, todo, summary, loc, Progress(len(todo), enabled=progress), waves=waves, **opts)
+        ran.update(s.campaign_id for s in todo)
+        total.ok, total.failed = total.ok + summary.ok, total.failed + summary.failed
+        total.resumed, total.batches = total.resumed + summary.resumed, total.batches + summary.batches
+        total.write_s += summary.write_s
+        return {f["campaign_id"] for f in summary.failed}
+
+    try:
+        last = run_waves(bench.specs, bench.seeding, loc, finished, run)
+    finally:  # also on Ctrl-C
+        if started:
+            backend.stop()
+    total.total = len(last.waves)
+    total.skipped = total.total - total.ok - len(total.failed)
+    return total

@@ -43,12 +43,29 @@ class _Table(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
 
+MAX_SEEDS = 10_000
+SeedList = Seed | Annotated[list[Seed], NonEmpty]
+SEEDS_TABLE_TEXT = ('a table { min = 3, max = 20, until = "settled", rank_by = "final_miou" | "auc", per_wave = 1 } '
+                    "(integers >= 1)")
+
+
+class SeedsTable(_Table):
+    """``seeds = { min = 3, max = 20, until = "settled" }``: adaptive seeding
+    (``alharness.execution.adaptive_seeds``); seeds 0 .. max-1 are used."""
+
+    min: Annotated[int, Field(ge=1, le=MAX_SEEDS)]
+    max: Annotated[int, Field(ge=1, le=MAX_SEEDS)]
+    until: Literal["settled"] = "settled"
+    rank_by: Literal["final_miou", "auc"] = "final_miou"
+    per_wave: Annotated[int, Field(ge=1, le=MAX_SEEDS)] = 1
+
+
 class BenchmarkTable(_Table):
     """``[benchmark]``."""
 
     name: Annotated[str, Field(pattern=SAFE_NAME)]
     description: str = ""
-    seeds: Seed | Annotated[list[Seed], NonEmpty] = [0]
+    seeds: SeedList | SeedsTable = [0]
     budget: Budget | Annotated[list[Budget], NonEmpty]
     budget_metric: str
     rounds: Annotated[int, Field(ge=1, le=MAX_ROUNDS)]
@@ -171,6 +188,8 @@ def _message(exc: ValidationError, doc: dict[str, Any], where: str) -> str:
     if extra:
         loc = extra[0]["loc"][:-1]
         keys = sorted(str(e["loc"][-1]) for e in extra if e["loc"][:-1] == loc)
+        if tuple(loc[:2]) == ("benchmark", "seeds"):
+            return _unknown(where, "[benchmark] seeds", keys, set(SeedsTable.model_fields))
         model = _TABLES.get(loc[0]) if loc else BenchmarkFile
         return _unknown(where, f"[{loc[0]}]" if loc else "", keys, set((model or BenchmarkFile).model_fields))
     loc = errors[0]["loc"]
@@ -179,6 +198,9 @@ def _message(exc: ValidationError, doc: dict[str, Any], where: str) -> str:
         if key:
             return f"{where}: {table} needs {key!r}"
         return f"{where}: needs {_EXPECTED[loc[0]]}" if loc[0] in _EXPECTED else f"{where}: missing [{loc[0]}] table"
+    if (table, key) == ("[benchmark]", "seeds"):  # the union's two shapes, told apart by the value's
+        expected = SEEDS_TABLE_TEXT if isinstance(value, dict) else describe_type(SeedList)
+        return f"{where}: [benchmark] seeds must be {expected}, got {show(value)}"
     return f"{where}: {table}{' ' + key if key else ''} must be {_expected(loc[0], key, field, table)}, got {show(value)}"
 
 
