@@ -402,6 +402,20 @@ def test_the_leaderboard_and_the_query_log_read_a_live_run(data, tmp_path):
     live_flag, finished = con.execute("SELECT bool_and(rounds.live), bool_and(live_finished) FROM rounds JOIN campaigns "
                                       "USING (campaign_id)").fetchone()
     assert live_flag and finished
+    from alharness.live.times import fit_seconds, prices_toml
+
+    tasks = run.tasks
+    seconds = [[a.lead_time for t, a in run.answers.items() if tasks[t].query.kind == k] for k in ("boxes", "full_mask")]
+    # the shadow's lead times are the simulated seconds: a full mask's equal its live charge
+    assert seconds[1] == [e.costs["seconds"] for e in run.state.oracle.ledger if e.query.kind == "full_mask"]
+    fit = fit_seconds([run.directory])
+    assert [fit[k]["n"] for k in ("boxes", "full_mask")] == [len(s) for s in seconds]
+    assert [fit[k]["mean"] for k in ("boxes", "full_mask")] == pytest.approx([np.mean(s) for s in seconds])
+    table = prices_toml(fit)
+    import tomllib
+
+    prices = tomllib.loads(table)["costs"]["seconds"]["prices"]
+    assert prices["full_mask"] == pytest.approx(fit["full_mask"]["mean"], rel=1e-3)
 
 
 def test_label_studio_tasks_carry_priorities_and_predictions(data, started):
@@ -543,6 +557,8 @@ def test_the_commands_with_a_builtin_strategy_say_what_to_do_next(data, tmp_path
     assert rc == 0 and "campaign finished" in text
     rc, text = _cli(capsys, "leaderboard", out)
     assert rc == 0 and "entropy" in text, text
+    rc, text = _cli(capsys, "costs", "fit", *(tmp_path / f"shadow-{r}.json" for r in range(3)), "--out", tmp_path / "t.toml")
+    assert rc == 0 and "full_mask" in text and "[costs.seconds]" in (tmp_path / "t.toml").read_text(), text
 
 
 def test_start_refuses_what_a_live_campaign_cannot_run(data, tmp_path, capsys):

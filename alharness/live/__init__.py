@@ -13,5 +13,6 @@ append-only, and every command resumes where the last one stopped
 - ``encoding``: Label Studio brush RLE, COCO RLE and the answers' run lengths;
 - ``images``: the pool, pre-labelled masks and the labelled test folder;
 - ``shadow``: answers from ground truth, as an export file (shadow mode);
-- ``cli``: the ``alharness live`` subcommands.
+- ``times``: measured annotation times fitted into ``seconds`` prices (``alharness costs fit``);
+- ``cli``: the ``alharness live`` subcommands and ``alharness costs fit``.
 """

@@ -415,12 +415,13 @@ def close(run: LiveRun, rnd: int) -> dict[str, Any]:
 def write_results(run: LiveRun) -> None:
     """The campaigns, rounds and queries tables, as a benchmark writes them (replaced as a whole)."""
     from alharness.execution.execute import campaign_record
+    from alharness.learner import resolve_device
 
     if not run.state.rows:
         return
     wall = float(sum(r.get("round_s", 0.0) for r in run.state.rows))
     record_ = campaign_record(run.spec, "ok", started=run.config["started"], wall_s=wall,
-                              device=str(run.state.learner.device) if hasattr(run.state.learner, "device") else "")
+                              device=str(resolve_device(run.spec.learner.device)))
     record_.update(live=True, live_run=run.config["run"], live_open_round=run.open_round, live_finished=run.finished)
     entries = run.state.oracle.ledger.records()
     queries = []

@@ -122,8 +122,35 @@ def cmd_shadow(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_costs_fit(args: argparse.Namespace) -> int:
+    from alharness.live.times import fit_seconds, prices_toml
+
+    fit = fit_seconds(args.sources)
+    width = max(len(k) for k in fit)
+    print(f"{'query type'.ljust(width)}  answers    mean s      sd  median  10-90 %")
+    for k, s in fit.items():
+        print(f"{k.ljust(width)}  {s['n']:7d}  {s['mean']:7.4g} {s['std']:7.3g} {s['median']:7.4g}  {s['p10']:.4g}-{s['p90']:.4g}")
+    table = prices_toml(fit)
+    print(f"\n{table}")
+    if args.out:
+        Path(args.out).write_text(table)
+        print(f"wrote {args.out}")
+    print("next: paste the table into a benchmark file to price simulated answers with these times")
+    return EXIT_OK
+
+
+def _add_costs_command(subparsers: argparse._SubParsersAction) -> None:
+    cs = subparsers.add_parser("costs", help="annotation costs measured in live campaigns")
+    sub = cs.add_subparsers(dest="costs_command", required=True)
+    f = sub.add_parser("fit", help="seconds per query type (mean and spread) from measured lead times")
+    f.add_argument("sources", nargs="+", help="Label Studio JSON exports, or live run directories")
+    f.add_argument("--out", help="also write the [costs.seconds] table to this file")
+    f.set_defaults(func=cmd_costs_fit)
+
+
 def add_live_commands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """``alharness live ...``: the subcommands of a live campaign, on the CLI's subparsers."""
+    """``alharness live ...`` (a live campaign's subcommands) and ``alharness costs fit``, on the CLI's subparsers."""
+    _add_costs_command(subparsers)
     lv = subparsers.add_parser("live", help="run a strategy with real annotators (Label Studio or COCO files)",
                                description="A live campaign: the strategy's rounds with answers from annotation "
                                            "exports (docs/live.md).")
