@@ -1,10 +1,22 @@
-"""A small progress display for long runs: done / running / failed and ETA."""
+"""A small progress display for long runs: done / running / queued / failed and ETA.
+
+"Running" is what the backend can actually be running, not what was
+submitted: a backend that can tell which of its handles have started says so
+(a ``started(handles) -> int`` method); otherwise the harness estimates it as
+min(in flight, the backend's slots): for Ray the cluster's CPUs (and GPUs)
+divided by what one campaign reserves, for the local backend 1 (see
+:func:`backend_slots`). Everything else not yet finished is queued.
+"""
 
 from __future__ import annotations
 
+import math
 import sys
 import time
-from typing import TextIO
+from typing import Any, Hashable, Mapping, Sequence, TextIO
+
+#: seconds between two looks at a Ray cluster's size (it can grow or shrink while a run goes on)
+_SLOTS_TTL_S = 10.0
 
 
 def _fmt(seconds: float) -> str:
@@ -12,6 +24,40 @@ def _fmt(seconds: float) -> str:
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def _ray_slots(specs: Sequence[Any]) -> int | None:
+    """Campaigns a Ray cluster can run at once: per resource, its total over the
+    mean a campaign reserves (CPUs, GPUs), the smallest of those; None without Ray up."""
+    ray_backend = sys.modules.get("alharness.execution.backends.ray")
+    if ray_backend is None:
+        return None
+    import ray  # loaded already: the Ray backend imported it
+
+    if not ray.is_initialized():
+        return None
+    cluster = ray.cluster_resources()
+    demands = [ray_backend.task_resources(s) for s in specs]
+    slots = []
+    for key, resource in (("num_cpus", "CPU"), ("num_gpus", "GPU")):
+        mean = sum(d.get(key, 0.0) for d in demands) / len(demands)
+        if mean > 0:
+            slots.append(math.floor(cluster.get(resource, 0.0) / mean + 1e-9))
+    return max(1, min(slots)) if slots else None
+
+
+def backend_slots(backend: Any, specs: Sequence[Any]) -> int | None:
+    """How many of ``specs`` the backend can run at once, or None if it cannot be told."""
+    slots = getattr(backend, "slots", None)
+    if callable(slots):
+        return slots(specs)
+    local = sys.modules.get("alharness.execution.backends.local")
+    if local is not None and isinstance(backend, local.LocalBackend):
+        return 1  # runs one campaign at a time, in this process
+    ray_backend = sys.modules.get("alharness.execution.backends.ray")
+    if ray_backend is not None and isinstance(backend, ray_backend.RayBackend) and specs:
+        return _ray_slots(specs)
+    return None
 
 
 class Progress:
@@ -28,6 +74,31 @@ class Progress:
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.t0 = time.monotonic()
         self._last = 0.0
+        self.backend: Any = None
+        self._slots: tuple[float, int | None] = (-math.inf, None)
+
+    def watch(self, backend: Any) -> None:
+        """Tell running from queued campaigns by asking ``backend`` (see the module's docstring)."""
+        self.backend = backend
+
+    @property
+    def queued(self) -> int:
+        """Campaigns neither finished nor running: submitted and waiting, or not yet submitted."""
+        return max(0, self.total - self.done - self.failed - self.running)
+
+    def running_of(self, inflight: Mapping[Hashable, Any]) -> int:
+        """How many of the in-flight handles (handle → (spec, attempt)) are running."""
+        n = len(inflight)
+        started = getattr(self.backend, "started", None)
+        if n == 0 or self.backend is None:
+            return n
+        if callable(started):
+            return min(n, int(started(list(inflight))))
+        now = time.monotonic()
+        if now - self._slots[0] > _SLOTS_TTL_S:
+            self._slots = (now, backend_slots(self.backend, [v[0] for v in inflight.values()]))
+        slots = self._slots[1]
+        return n if slots is None else min(n, slots)
 
     def line(self) -> str:
         finished = self.done + self.failed
@@ -37,12 +108,16 @@ class Progress:
         filled = int(width * finished / self.total) if self.total else width
         bar = "#" * filled + "." * (width - filled)
         skipped = f", {self.skipped} already done" if self.skipped else ""
-        return (f"[{bar}] {finished}/{self.total} campaigns: {self.done} ok, {self.running} running, "
+        return (f"[{bar}] {finished}/{self.total} campaigns: {self.done} ok, {self.running} running, {self.queued} queued, "
                 f"{self.failed} failed{skipped} | elapsed {_fmt(elapsed)}, ETA {eta}")
 
-    def update(self, *, done: int = 0, failed: int = 0, running: int | None = None, message: str = "") -> None:
+    def update(self, *, done: int = 0, failed: int = 0, running: int | None = None,
+               inflight: Mapping[Hashable, Any] | None = None, message: str = "") -> None:
+        """Count finished campaigns; ``inflight`` (handle → (spec, attempt)) or ``running`` sets what runs now."""
         self.done += done
         self.failed += failed
+        if inflight is not None:
+            running = self.running_of(inflight)
         if running is not None:
             self.running = running
         if not self.enabled:

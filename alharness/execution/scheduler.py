@@ -154,6 +154,7 @@ class _Loop:
     def __init__(self, backend: Backend, todo: list[CampaignSpec], writer: _Writer, bar: Progress, *,
                  checkpoint_at: Any, attempts: int, max_concurrent: int | None, waves: dict[str, int] | None = None):
         self.backend, self.writer, self.bar = backend, writer, bar
+        bar.watch(backend)  # so that the line tells running from queued campaigns
         self.waves = waves  # adaptive seeding: campaign id -> the wave it ran in
         self.checkpoint_at, self.attempts, self.max_concurrent = checkpoint_at, attempts, max_concurrent
         self.pending = [(s, 1) for s in reversed(todo)]  # pop() from the end keeps the benchmark's order
@@ -167,7 +168,7 @@ class _Loop:
                 self._finish(*self.inflight.pop(handle), out)
             self.writer.flush()
             if not ready:
-                self.bar.update(running=len(self.inflight))
+                self.bar.update(inflight=self.inflight)
 
     def _fill(self) -> None:
         while self.pending and (self.max_concurrent is None or len(self.inflight) < self.max_concurrent):
@@ -189,7 +190,7 @@ class _Loop:
                 row["wave"] = wave
         self.writer.add(out)
         self.writer.summary.count(spec, out)
-        self.bar.update(done=int(ok), failed=int(not ok), running=len(self.inflight),
+        self.bar.update(done=int(ok), failed=int(not ok), inflight=self.inflight,
                         message=f"{'ok' if ok else 'FAILED'} {spec.strategy_label} seed {spec.seed}")
 
 
