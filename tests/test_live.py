@@ -220,6 +220,22 @@ def test_shadow_mode_reproduces_the_simulated_campaign(data, tmp_path, kind, fmt
     assert [{k: r[k] for k in keep} for r in run.state.rows] == [{k: r[k] for k in keep} for r in sim.rows]
 
 
+@pytest.mark.parametrize("strategy, fmt", [("fixed_proportion", "label-studio"), ("entropy", "coco")])
+def test_shadow_mode_with_builtin_strategies(data, tmp_path, strategy, fmt):
+    # fixed_proportion mixes full masks and image labels in a round: two Label Studio projects per round
+    bench = _benchmark(data, tmp_path / "bench.toml", strategy, budget=80)
+    sim = _simulate(bench)
+    run = _live_campaign(data, bench, tmp_path / "run", tmp_path, strategy, fmt)
+    _same_labels(sim.labels, run.state.labels)
+    _same_ledger(sim.oracle.ledger, run)
+    assert [r["miou"] for r in run.state.rows] == [r["miou"] for r in sim.rows]
+    assert [r["diagnostics"] for r in run.state.rows] == [r["diagnostics"] for r in sim.rows]
+    if strategy == "fixed_proportion":
+        assert {e.query.kind for e in run.state.oracle.ledger} == {"full_mask", "image_labels"}
+        rounds = [sorted(p.name for p in d.glob("*.json")) for d in (run.directory / "tasks").iterdir() if d.is_dir()]
+        assert ["full_mask.json", "image_labels.json"] in rounds, rounds
+
+
 # -- refused exports: nothing recorded -------------------------------------------------------------------
 
 

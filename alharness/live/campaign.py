@@ -17,12 +17,13 @@ halves, with the annotators in between:
 The oracle is replaced by the task queue: an ``Oracle`` over a pool without
 ground truth (every pixel void) does the checking, pricing and the ledger,
 and never answers. Answers are recorded (``alharness.annotation.answers.record``)
-and charged in every metric when they are imported: a metric priced in
-advance charges its quote; one priced from ground truth charges what the
-answer shows where it is a full mask (the seconds of a mask with its
-objects), and is NaN where the answer does not show it (clicks, cost_a,
-cost_b; seconds of weak answers): the annotators' ``lead_time`` is
-recorded beside it instead.
+and charged in every metric when they are imported: from the ground truth
+the answer shows where that determines the charge (a full mask, in every
+metric; a region's or pixels' labelled pixels in ``pixels``), else the
+metric's quote where it has one (the enforced metric always has), else NaN
+(clicks, cost_a and cost_b need the pool's polygons; the seconds of weak
+answers need objects they do not show). The annotators' ``lead_time`` is
+recorded beside every answer.
 
 The run directory (append-only; every command resumes after any interruption)::
 
@@ -62,7 +63,7 @@ from alharness.annotation.oracle import Oracle
 from alharness.annotation.truth import ImageTruth
 from alharness.campaign.checkpoint import Checkpointer
 from alharness.campaign.context import make_context
-from alharness.campaign.evaluation import evaluate
+from alharness.campaign.evaluation import evaluate, evaluate_extra_networks
 from alharness.campaign.loop import TIMING_COLUMNS, CampaignSetup, round_allowance, round_row
 from alharness.campaign.spec import CampaignSpec
 from alharness.campaign.state import CampaignState
@@ -396,6 +397,7 @@ def close(run: LiveRun, rnd: int) -> dict[str, Any]:
         t1 = time.perf_counter()
         if run.test is not None:
             state.miou, state.class_iou, state.ap50 = evaluate(state.learner, run.test)
+            state.extra_scores = evaluate_extra_networks(state.learner, run.test)
         else:
             state.miou, state.class_iou, state.ap50 = None, [], None
         timings.update(train_s=t1 - t0, eval_s=time.perf_counter() - t1)
