@@ -146,7 +146,92 @@ def test_named_steps_compose_into_run_campaign():
 
     spec = tiny_spec(strategy="entropy", rounds=2)
     setup, state = setup_campaign(spec)
-    assert round_allowance(spec, state, 0) == spec.budget
-    rows = [run_round(setup, state, rnd) for rnd in range(spec.rounds + 1)]
+    try:
+        assert round_allowance(spec, state, 0) == spec.budget
+        rows = [run_round(setup, state, rnd) for rnd in range(spec.rounds + 1)]
+    finally:
+        state.strategy.close()  # the strategy process setup_campaign started
     assert state.rows == rows and state.next_round == spec.rounds + 1
     assert result_columns(rows) == result_columns(run_campaign(spec).rows)
+
+
+# -- the strategy process --------------------------------------------------------
+POOL = {"n_train": 40, "n_val": 6, "n_test": 6, "size": 24, "num_classes": 3, "seed": 0}
+MODES = {
+    "entropy": dict(strategy="entropy", rounds=3),  # declared outputs (probabilities)
+    "madbal": dict(strategy="madbal", strategy_params={"pixels_per_image": 3, "initial_pixels": 4, "n_clusters": 2},
+                   budget_metric="pixels", budget=0.05, rounds=2, initial_masks=0,
+                   learner={"steps": 4, "batch_size": 4, "model_params": {"width": 4, "depth": 1},
+                            "heads": ["maturity", "loss_prediction"], "head_steps": 2}),  # the model, by copy
+    "full_or_weak_gp": dict(strategy="full_or_weak_gp", strategy_params={"samples": 2, "gp_iters": 10,
+                                                                         "initial_fraction": 0.1},
+                            dataset_params=POOL, validation="free", budget=200, rounds=2, initial_masks=0),
+    "mask_guided_oracle": dict(strategy="mask_guided_oracle", strategy_params={"beta": 0.5}, rounds=2),
+}
+
+
+def _without_timings(rows):
+    """Result columns, and diagnostics without the strategy's own timings (keys ending in _s)."""
+    import json
+
+    out = result_columns(rows)
+    for r in out:
+        r["diagnostics"] = {k: v for k, v in json.loads(r["diagnostics"]).items() if not k.endswith("_s")}
+    return out
+
+
+@pytest.mark.parametrize("case", sorted(MODES))
+def test_a_strategy_process_gives_the_rows_of_an_in_process_run(case):
+    """Services by message (train_and_score), the model by copy, oracle statistics,
+    torch's global generator: the same rows and queries either way."""
+    a = run_campaign(tiny_spec(**MODES[case], strategy_process=False))
+    b = run_campaign(tiny_spec(**MODES[case]))
+    assert _without_timings(a.rows) == _without_timings(b.rows)
+    assert a.queries == b.queries
+
+
+def test_a_strategy_error_keeps_its_type_and_its_traceback():
+    from alharness.campaign.strategy_worker import RemoteTraceback
+    from alharness.errors import ConfigError
+
+    with pytest.raises(RuntimeError, match="deliberate failure from test_always_fails") as err:
+        run_campaign(tiny_spec(strategy="test_always_fails"))
+    assert isinstance(err.value.__cause__, RemoteTraceback) and "in propose" in err.value.__cause__.tb
+    out = execute(tiny_spec(strategy="test_always_fails"))
+    assert "Traceback in the strategy process" in out["record"]["error"]
+    with pytest.raises(ConfigError, match="unknown uncertainty"):  # raised by the strategy's own __init__
+        run_campaign(tiny_spec(strategy="madbal", strategy_params={"uncertainty": "maximal"}))
+
+
+def test_a_strategy_process_that_dies_fails_its_campaign(tmp_path):
+    from alharness.campaign.strategy_worker import StrategyError
+
+    marker = tmp_path / "crashed"
+    with pytest.raises(StrategyError, match="'test_crash_worker': its process died"):
+        run_campaign(tiny_spec(strategy="test_crash_worker", strategy_params={"marker": str(marker)}))
+    assert marker.exists()
+
+
+def test_a_strategy_registered_at_run_time_runs_in_a_strategy_process(tmp_path, monkeypatch):
+    """Not an entry point: the strategy process imports the module that registered it."""
+    (tmp_path / "my_runtime_strategy.py").write_text(
+        "from alharness import FullMask, Strategy, register_strategy\n"
+        "@register_strategy('test_runtime_registered')\n"
+        "class Mine(Strategy):\n"
+        "    'The first unbought image.'\n"
+        "    def propose(self, ctx):\n"
+        "        import os\n"
+        "        self.pid = os.getpid()\n"
+        "        return [FullMask(int(i)) for i in range(len(ctx.pool)) if not ctx.labels.has_full_mask[i]][:1]\n"
+        "    def diagnostics(self):\n"
+        "        return {'pid': getattr(self, 'pid', None)}\n")
+    monkeypatch.setattr(STRATEGIES, "_entries", dict(STRATEGIES._entries))  # forget it afterwards
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+    import json
+    import os
+
+    importlib.import_module("my_runtime_strategy")
+    rows = run_campaign(tiny_spec(strategy="test_runtime_registered")).rows
+    assert [r["n_full_mask"] for r in rows] == [2, 3, 4]
+    assert json.loads(rows[1]["diagnostics"])["pid"] != os.getpid()

@@ -1,6 +1,11 @@
 """The fairness contract: strategies see only what they bought, never the test
 split; the oracle refuses overdrafts, repeats and malformed batches and
-charges nothing for them."""
+charges nothing for them; the learner trains only on what the ledger holds.
+
+The context tests run the strategy in process (``strategy_process = false``)
+so that the test can hold the very context it was given; a strategy process
+gets a copy of the same context (tests/test_hostile_plugin.py tries every
+route out of it)."""
 
 from __future__ import annotations
 
@@ -69,7 +74,7 @@ def _reachable(root, limit=200_000):
 
 def test_strategy_cannot_reach_ground_truth_or_test_split():
     CAPTURED.clear()
-    run_campaign(tiny_spec(strategy="test_spy", rounds=2))
+    run_campaign(tiny_spec(strategy="test_spy", rounds=2, strategy_process=False))
     assert len(CAPTURED) == 2
     ds = DATASETS.create("synthetic_shapes", **TINY_DATASET)
     test_idx, train_idx = ds.splits["test"], ds.splits["train"]
@@ -96,7 +101,7 @@ def test_strategy_cannot_reach_ground_truth_or_test_split():
 
 def test_context_arrays_are_read_only():
     CAPTURED.clear()
-    run_campaign(tiny_spec(strategy="test_spy", rounds=1))
+    run_campaign(tiny_spec(strategy="test_spy", rounds=1, strategy_process=False))
     ctx = CAPTURED[0]
     for a in (ctx.pool.images, ctx.labels.pixels, ctx.labels.has_full_mask, ctx.probabilities, ctx.features):
         with pytest.raises(ValueError):
@@ -195,3 +200,43 @@ def test_campaign_stops_a_cheating_strategy(strategy, error):
 def test_test_plugins_are_discovered_through_entry_points():
     assert {"test_always_fails", "test_overdraw", "test_repeat"} <= set(STRATEGIES.names())
     assert STRATEGIES.get("test_overdraw").origin.startswith("alharness_testplugins")
+
+
+# -- the learner trains only on what the ledger holds -------------------------------
+def test_labels_written_outside_the_oracle_fail_the_campaign():
+    from alharness.campaign.loop import run_round, setup_campaign
+    from alharness.campaign.state import LabelStateError
+
+    setup, state = setup_campaign(tiny_spec(rounds=2))
+    try:
+        run_round(setup, state, 0)
+        unbought = int(np.flatnonzero(~state.labels.has_full_mask)[0])
+        state.labels.pixels[unbought] = 1  # e.g. a learner pipeline pseudo-labelling in place
+        with pytest.raises(LabelStateError, match="changed outside the oracle .before round 1's proposal."):
+            run_round(setup, state, 1)
+    finally:
+        state.strategy.close()
+
+
+def test_the_ledger_and_the_label_state_are_checked_together():
+    """A label state whose full masks are not the ledger's is refused even when its digest was refreshed."""
+    from alharness.campaign.loop import run_round, setup_campaign
+    from alharness.campaign.state import LabelStateError
+
+    setup, state = setup_campaign(tiny_spec(rounds=2, strategy_process=False))
+    try:
+        run_round(setup, state, 0)
+        state.labels.has_full_mask[int(np.flatnonzero(~state.labels.has_full_mask)[0])] = True
+        state.record_labels()
+        with pytest.raises(LabelStateError, match="but the ledger bought 2"):
+            run_round(setup, state, 1)
+    finally:
+        state.strategy.close()
+
+
+def test_a_failed_label_check_is_a_failed_record_without_rows():
+    from alharness.execution.execute import execute
+
+    out = execute(tiny_spec(strategy="hostile_write_base", rounds=1, strategy_process=False))
+    assert out["record"]["status"] == "failed" and out["rows"] == []
+    assert "LabelStateError: the label state changed outside the oracle" in out["record"]["error"]

@@ -113,3 +113,40 @@ def test_resume_restores_the_campaign_state_by_name(tmp_path):
     ck.location.write_bytes(ck.rel, buf.getvalue())
     with pytest.warns(UserWarning, match="another campaign or format"):
         assert Checkpointer(Location(tmp_path), spec.campaign_id).resume(setup_campaign(spec)[1]) is False
+
+
+@pytest.mark.parametrize("first, then", [(True, False), (False, True)], ids=["process-then-in", "in-then-process"])
+def test_a_checkpoint_resumes_in_either_strategy_mode(first, then, tmp_path):
+    """The strategy's state travels as a pickle from its process, as a dict in
+    process; either resumes the other (MetaBox keeps its meta set in its state)."""
+    case = CASES["metabox+noise"]
+    plain = run_campaign(tiny_spec(**case))
+
+    def die(row):
+        raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run_campaign(tiny_spec(**case, strategy_process=first), on_round=die,
+                     checkpoint=Checkpointer(Location(tmp_path), plain.spec.campaign_id))
+    ck = Checkpointer(Location(tmp_path), plain.spec.campaign_id)
+    res = run_campaign(tiny_spec(**case, strategy_process=then), checkpoint=ck)
+    assert ck.resumed_round == 0 and result_columns(res.rows) == result_columns(plain.rows)
+
+
+def test_a_checkpoint_whose_labels_disagree_with_its_ledger_fails_the_campaign(tmp_path):
+    import torch
+
+    from alharness.campaign.state import LabelStateError
+
+    spec = tiny_spec(rounds=2)
+    with pytest.raises(Interrupt):
+        run_campaign(spec, on_round=lambda row: (_ for _ in ()).throw(Interrupt()),
+                     checkpoint=Checkpointer(Location(tmp_path), spec.campaign_id))
+    ck = Checkpointer(Location(tmp_path), spec.campaign_id)
+    snap = ck.load()
+    snap["labels"]["image_labels"][:] = 1  # every class present in every image: labels nobody bought
+    buf = io.BytesIO()
+    torch.save(snap, buf)
+    ck.location.write_bytes(ck.rel, buf.getvalue())
+    with pytest.raises(LabelStateError, match="after resuming from the checkpoint"):
+        run_campaign(spec, checkpoint=Checkpointer(Location(tmp_path), spec.campaign_id))

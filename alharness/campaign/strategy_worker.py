@@ -235,11 +235,18 @@ def _exception_wire(exc: BaseException) -> tuple[str, str, str, str]:
     return type(exc).__module__, type(exc).__qualname__, str(exc), traceback.format_exc()
 
 
-def _rebuild_exception(module: str, qualname: str, message: str) -> Exception | None:
+def _rebuild_exception(module: str, qualname: str, message: str, *, may_import: bool = False) -> Exception | None:
     """An exception of the named class, if it is a builtin or an alharness error
-    already imported here (no import, no plugin code: built with Exception's own init)."""
+    (built with Exception's own init: no plugin code runs). The campaign side
+    never imports for this (``may_import``: the strategy process, rebuilding a
+    service's error, may import the harness module that defines it)."""
     if module != "builtins" and not module.startswith("alharness."):
         return None
+    if may_import and module not in sys.modules:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            return None
     cls: Any = sys.modules.get(module)
     for part in qualname.split("."):
         cls = getattr(cls, part, None)
@@ -402,7 +409,7 @@ class _Service:
         reply = self._conn.recv()
         if reply[0] == "raise":
             module, qualname, message = reply[1]
-            exc = _rebuild_exception(module, qualname, message) or RuntimeError(f"{qualname}: {message}")
+            exc = _rebuild_exception(module, qualname, message, may_import=True) or RuntimeError(f"{qualname}: {message}")
             raise exc
         return reply[1]
 
@@ -431,6 +438,11 @@ def _build_in_child(init: dict[str, Any]) -> tuple[Strategy, PoolView, Callable]
 
     torch.set_num_threads(init["threads"])
     if init["module"] not in sys.modules:  # registered at run time (not an entry point): import its module
+        if init["module"] == "__main__":
+            raise PluginError(f"strategy {init['name']!r} is defined in the main script, which a strategy process "
+                              "does not run: move it into an importable module, or set [resources] "
+                              "strategy_process = false")
+        sys.path[:] = init["sys_path"]
         importlib.import_module(init["module"])
     strategy = STRATEGIES.create(init["name"], **init["params"])
     p = init["pool"]
@@ -528,7 +540,8 @@ class StrategyWorker:
         self._finalizer = weakref.finalize(self, self._child.stop, True)
         self._services: dict[str, Callable] = {}
         factory = STRATEGIES.get(name).factory
-        init = {"name": name, "params": params, "module": factory.__module__, "threads": torch.get_num_threads(),
+        init = {"name": name, "params": params, "module": factory.__module__, "sys_path": list(sys.path),
+                "threads": torch.get_num_threads(),
                 "pool": {"images": np.asarray(pool.images).view(np.ndarray), "dataset_ids": np.asarray(pool.dataset_ids),
                          "class_names": list(pool.class_names), "ignore_index": int(pool.ignore_index)},
                 "quote_model": pickle.dumps(quote_model)}
@@ -591,7 +604,9 @@ class StrategyWorker:
             except (OSError, ValueError):
                 pass
             self._finalizer.detach()
-            self._child.stop(kill=False)
+            # Killed too where a pidfd makes that safe: a strategy still busy
+            # (it broke the protocol, or the campaign failed meanwhile) must not linger.
+            self._child.stop(kill=self._child.pidfd is not None)
 
     # -- the protocol ------------------------------------------------------------------
     def _request(self, op: str, msg: Any) -> None:
