@@ -69,6 +69,9 @@ def _write_results(out):
 def built_report():
     out = tempfile.mkdtemp(prefix="alharness-report-")
     _write_results(out)
+    with open(os.path.join(out, "learner_check.json"), "w") as f:  # as `bench --check-learner` leaves it
+        json.dump({"tolerance": 0.01, "groups": [{"dataset": "synthetic_shapes", "steps": 20, "adequate": False,
+                                                  "gain_2x": 0.08, "gain_4x": 0.03}]}, f)
     assert main(["report", out, "--out", os.path.join(out, "rep")]) == 0
     yield os.path.join(out, "rep")
     shutil.rmtree(out, ignore_errors=True)
@@ -81,6 +84,9 @@ def test_report_builds_from_campaign_results(built_report):
     assert re.findall(r"<h2>([^<]*)</h2>", html_text)[0] == "What to buy"
     assert re.findall(r"^## (.*)$", md, re.M)[0] == "What to buy"
     assert "best by AUC" in md and "query mix" in md and "cannot distinguish" in md  # 2 seeds: no verdict
+    head = md.split("## What ran")[0]
+    assert "> **LEARNER UNDER-TRAINED on synthetic_shapes (steps 20): full supervision gains +0.080" in head
+    assert '<p class="warning">LEARNER UNDER-TRAINED' in html_text.split("<h2>What ran")[0]
     verdicts = open(os.path.join(built_report, "verdicts.md")).read()
     assert "too few seeds (2" in verdicts and "too few seeds (2" in md
     assert json.load(open(os.path.join(built_report, "verdicts.json")))[0]["verdict"] == "too few seeds"

@@ -46,6 +46,10 @@ class _Doc:
     def p(self, text: str) -> None:
         self.blocks.append(("p", text))
 
+    def warn(self, text: str) -> None:
+        """A warning the reader must not miss (a boxed paragraph; a quoted bold one in Markdown)."""
+        self.blocks.append(("warn", text))
+
     def code(self, text: str) -> None:
         self.blocks.append(("code", text))
 
@@ -63,6 +67,8 @@ class _Doc:
                 lines += ["#" * body[0] + " " + body[1], ""]
             elif kind == "p":
                 lines += [body, ""]
+            elif kind == "warn":
+                lines += [f"> **{body}**", ""]
             elif kind == "code":
                 lines += ["```", body, "```", ""]
             elif kind == "table":
@@ -85,6 +91,8 @@ class _Doc:
                 parts.append(f"<h{body[0]}>{html.escape(body[1])}</h{body[0]}>")
             elif kind == "p":
                 parts.append(f"<p>{html.escape(body)}</p>")
+            elif kind == "warn":
+                parts.append(f'<p class="warning">{html.escape(body)}</p>')
             elif kind == "code":
                 parts.append(f"<pre>{html.escape(body)}</pre>")
             elif kind == "table":
@@ -116,6 +124,7 @@ figure {{ margin: 0.5em 0 1.5em; }}
 figcaption {{ font-size: 0.85em; color: #555; }}
 pre {{ background: #f6f6f6; padding: 0.6em; overflow-x: auto; }}
 .broken {{ outline: 3px solid #c00; }}
+.warning {{ border: 2px solid #c60; background: #fff4e5; padding: 0.6em; font-weight: bold; }}
 </style></head>
 <body data-images-loaded="pending">
 {body}
@@ -376,10 +385,23 @@ def learner_inadequate(rows: list[dict[str, Any]]) -> dict[tuple, list[str]]:
     return out
 
 
-def _adequacy_notes(con) -> list[str]:
-    """Warnings recorded by a learner-adequacy check in the rounds, where the results have its column."""
-    cols = {r[0] for r in con.execute("DESCRIBE rounds").fetchall()}
+def _adequacy_notes(con, results_dir: Path) -> list[str]:
+    """Warnings of the learner-adequacy check (``bench --check-learner``: its learner_check.json beside
+    the results), and any adequacy column it may stamp on the rounds."""
     notes = []
+    path = results_dir / "learner_check.json"
+    if path.is_file():
+        try:
+            groups = json.loads(path.read_text()).get("groups", [])
+        except (OSError, ValueError, AttributeError) as exc:
+            groups, notes = [], [f"learner_check.json unreadable: {exc}"]
+        for g in groups:
+            if isinstance(g, dict) and not g.get("adequate", True):
+                gain = max(g.get("gain_2x", math.nan), g.get("gain_4x", math.nan))
+                notes.append(f"LEARNER UNDER-TRAINED on {g.get('dataset', '?')} (steps {g.get('steps', '?')}): full "
+                             f"supervision gains {gain:+.3f} mIoU from doubling the steps, so it is handicapped and costs "
+                             "to X % of it mean little.")
+    cols = {r[0] for r in con.execute("DESCRIBE rounds").fetchall()}
     for col in (c for c in _ADEQUACY_COLUMNS if c in cols):
         for dataset, value in con.execute(f"SELECT DISTINCT {report.dataset_label_sql(con)}, {col} FROM rounds ORDER BY 1").fetchall():
             if value not in _ADEQUATE:
@@ -427,7 +449,7 @@ def _what_to_buy_section(doc: _Doc, con, rows: list[dict[str, Any]], found: list
     groups: dict[tuple, list[int]] = {}
     for i, r in enumerate(boards[REACHES[0]]):
         groups.setdefault((r["dataset"], r["cost_metric"], r["pricing"], r["budget"]), []).append(i)
-    table, notes = [], _adequacy_notes(con)
+    table, notes, warnings = [], [], _adequacy_notes(con, results_dir)
     for key, idx in groups.items():
         best = boards[REACHES[0]][idx[0]]
         runner = boards[REACHES[0]][idx[1]]["strategy"] if len(idx) > 1 else None
@@ -438,7 +460,7 @@ def _what_to_buy_section(doc: _Doc, con, rows: list[dict[str, Any]], found: list
                       *(_reach_cell(boards[reach][idx[0]]) for reach in REACHES), cell])
         notes.append(f"{where}: {sentence}")
         if key in inadequate:
-            notes.append(f"LEARNER INADEQUATE on {where}: {', '.join(inadequate[key])} beat full supervision by more than "
+            warnings.append(f"LEARNER INADEQUATE on {where}: {', '.join(inadequate[key])} beat full supervision by more than "
                          "seed noise, so the learner, not the labels, limits these scores; costs to X % of full supervision "
                          "mean little here.")
     if not table:
@@ -446,6 +468,8 @@ def _what_to_buy_section(doc: _Doc, con, rows: list[dict[str, Any]], found: list
         return
     basis = "full supervision" if all(boards[REACHES[0]][i]["reach_of"] == "full supervision" for i in sum(groups.values(), [])) \
         else "full supervision where every campaign has its reference, else the best strategy's final mIoU"
+    for warning in warnings:  # before the table: they say how far to trust it
+        doc.warn(warning)
     doc.table(["dataset, budget", "best by AUC", "AUC", "query mix (share of budget)",
                *(f"cost to {reach:.0%}" for reach in REACHES), "how sure"], table, caption=f"Cost to X % of {basis}")
     for note in notes + _seeding_notes(results_dir):
