@@ -18,12 +18,12 @@ The oracle is replaced by the task queue: an ``Oracle`` over a pool without
 ground truth (every pixel void) does the checking, pricing and the ledger,
 and never answers. Answers are recorded (``alharness.annotation.answers.record``)
 and charged in every metric when they are imported: from the ground truth
-the answer shows where that determines the charge (a full mask, in every
-metric; a region's or pixels' labelled pixels in ``pixels``), else the
-metric's quote where it has one (the enforced metric always has), else NaN
-(clicks, cost_a and cost_b need the pool's polygons; the seconds of weak
-answers need objects they do not show). The annotators' ``lead_time`` is
-recorded beside every answer.
+the answer shows where that determines the charge (a full mask; the classes
+and objects of image labels, counts and boxes; a region's or pixels'
+labelled pixels), else the metric's quote where it has one (the enforced
+metric always has), else NaN (clicks, cost_a and cost_b need the pool's
+polygons; the seconds of a region need the whole image's objects). The
+annotators' ``lead_time`` is recorded beside every answer.
 
 The run directory (append-only; every command resumes after any interruption)::
 
@@ -257,33 +257,63 @@ def _read_answers(run: LiveRun) -> None:
                 run.answer_files[a["task"]] = path.name
 
 
-def answer_truth(q: Query, value: Any, facts: PoolFacts) -> tuple[ImageTruth | None, bool]:
-    """The ground truth an answer shows, and whether it is the whole image's: a
-    full mask is; a region or pixels answer shows those pixels (void elsewhere)."""
+class ShownTruth:
+    """What a weak answer shows of its image's ground truth, under ImageTruth's
+    names: the classes present (image labels), the objects per class (counts,
+    boxes). Nothing else is there, so a cost model that reads more (the mask,
+    the pool's polygons) fails on it and the charge is NaN, never a guess."""
+
+    def __init__(self, facts: PoolFacts, present: np.ndarray | None = None, counts: np.ndarray | None = None):
+        self.num_classes, self.ignore_index = facts.num_classes, IGNORE_INDEX
+        self.num_foreground_classes = max(1, facts.num_classes - 1)
+        if present is not None:
+            self.present_classes = np.flatnonzero(present)
+        self._counts = counts
+
+    def counts_per_class(self) -> np.ndarray:
+        if self._counts is None:
+            raise AttributeError("this answer shows no object counts")
+        return self._counts
+
+    def instance_count(self) -> int:
+        return int(self.counts_per_class().sum())
+
+
+def answer_truth(q: Query, value: Any, facts: PoolFacts) -> tuple[Any, bool]:
+    """The ground truth an answer shows, and whether a charge read from it can be trusted
+    in every metric: a full mask is the image's truth; image labels, counts and boxes show
+    a few facts (``ShownTruth``); a region or pixels answer shows those pixels, void
+    elsewhere, which only a count of labelled pixels may read."""
+    n = facts.num_classes
     if isinstance(q, FullMask):
-        return ImageTruth(mask=value, instances=None, num_classes=facts.num_classes, ignore_index=IGNORE_INDEX), True
+        return ImageTruth(mask=value, instances=None, num_classes=n, ignore_index=IGNORE_INDEX), True
+    if q.kind == "image_labels":
+        return ShownTruth(facts, present=value), True
+    if q.kind == "labels_with_counts":
+        return ShownTruth(facts, present=value[0], counts=np.asarray(value[1])), True
+    if q.kind == "boxes":
+        return ShownTruth(facts, counts=np.bincount(np.asarray(value)[:, 0], minlength=n)[:n]), True
     if q.kind not in ("region", "pixels"):
         return None, False
     mask = np.full(facts.image_shape, IGNORE_INDEX, np.uint8)
     mask[(slice(q.bounds[0], q.bounds[2]), slice(q.bounds[1], q.bounds[3])) if q.kind == "region" else q.pixel_index] = value
-    return ImageTruth(mask=mask, instances=None, num_classes=facts.num_classes, ignore_index=IGNORE_INDEX), False
+    return ImageTruth(mask=mask, instances=None, num_classes=n, ignore_index=IGNORE_INDEX), False
 
 
 def live_costs(run: LiveRun, q: Query, value: Any) -> dict[str, float]:
     """An answer's charge in every metric (see the module docstring): from the
     truth the answer shows where that determines the charge, else the quote
     where the metric has one, else NaN."""
-    truth, whole = answer_truth(q, value, run.facts)
+    truth, trusted = answer_truth(q, value, run.facts)
     out = {}
     for m, model in run.state.oracle.cost_models.items():
-        # Labelled pixels count only the pixels an answer labels, which it shows.
-        if truth is not None and (whole or isinstance(model, LabelledPixels)):
+        # A count of labelled pixels reads only the pixels an answer labels, which it shows.
+        if truth is not None and (trusted or isinstance(model, LabelledPixels)):
             try:
                 out[m] = float(model.cost(q, truth))
                 continue
-            except Exception:  # the metric needs more than the answer shows (pool click totals)
-                out[m] = float("nan")
-                continue
+            except Exception:  # the metric reads more than the answer shows (the pool's polygons)
+                pass
         try:
             out[m] = float(model.quote(q))
         except PluginError:  # priced only from ground truth the answer does not show
