@@ -26,12 +26,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     bench = load_benchmark(args.file, open_datasets=not args.no_data_check)  # validated before anything starts
     # A URI (s3://bucket/prefix, file:///...) is any pyarrow file system every node can write.
     out = (args.out if "://" in args.out else Path(args.out)) if args.out else Path("results") / bench.name
-    print(f"benchmark {bench.name!r}: {len(bench.specs)} campaigns -> {out}", file=sys.stderr)
+    upto = "up to " if bench.seeding is not None else ""  # adaptive seeding: waves decide how many run
+    print(f"benchmark {bench.name!r}: {upto}{len(bench.specs)} campaigns -> {out}", file=sys.stderr)
     from alharness.results import reference_cache
     from alharness.execution.backends import make_backend
     from alharness.execution.scheduler import run_benchmark
 
     backend = make_backend(args.backend, address=args.address, num_cpus=args.num_cpus, retries=args.retries)
+    if args.check_learner:
+        _check_learner(bench, out, backend, args)
     if not args.no_resume and (n := reference_cache.restore(out, bench.specs)):
         print(f"{n} full-supervision reference(s) reused from the cache ({reference_cache.cache_location()})", file=sys.stderr)
     summary = run_benchmark(
@@ -61,6 +64,37 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                       else Path(f"{bench.name}_learning_curves.png"))
     print(f"results: {out}  (Parquet: campaigns/, rounds/, queries/)\nplot:    {png}")
     return rc
+
+
+def _check_learner(bench, out, backend, args: argparse.Namespace) -> dict:
+    """Run the learner adequacy check; print its table; warn (stderr) per inadequate group."""
+    from alharness.execution.adequacy import CHECK_FILE, check_learner, format_table, warnings
+
+    result = check_learner(bench, out, backend=backend, seeds=args.check_seeds, tol=args.tolerance,
+                           progress=not args.quiet, max_concurrent=args.workers)
+    print(format_table(result), file=sys.stderr if args.func is cmd_bench else sys.stdout)
+    for line in warnings(result):
+        print(f"warning: {line}", file=sys.stderr)
+    print(f"learner check: {out}/{CHECK_FILE}", file=sys.stderr)
+    return result
+
+
+def cmd_check_learner(args: argparse.Namespace) -> int:
+    """Train each (dataset, learner)'s full-supervision reference at 1x/2x/4x steps and on 50 % of the masks."""
+    from alharness.execution.backends import make_backend
+    from alharness.execution.benchmark import load_benchmark
+
+    bench = load_benchmark(args.file)
+    out = (args.out if "://" in args.out else Path(args.out)) if args.out else Path("results") / bench.name
+    backend = make_backend(args.backend, address=args.address, num_cpus=args.num_cpus, retries=args.retries)
+    result = _check_learner(bench, out, backend, args)
+    return EXIT_FAILED_CAMPAIGNS if result["failed"] else EXIT_OK
+
+
+def _add_check_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--check-seeds", type=int, default=1, help="seeds of the learner check (default: the first one)")
+    p.add_argument("--tolerance", type=float, default=0.01,
+                   help="mIoU gain from doubling the steps below which the learner counts as converged (default 0.01)")
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -204,8 +238,21 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--backend", choices=["local", "ray"], default="ray",
                    help="where campaigns run: Ray tasks, or one at a time in this process for debugging (default: ray; "
                         "--address, --num-cpus and --retries are Ray's)")
+    b.add_argument("--check-learner", action="store_true",
+                   help="first run the learner adequacy check (see 'alharness check-learner'); warn per under-trained group")
+    _add_check_options(b)
     _add_ray_options(b)
     b.set_defaults(func=cmd_bench)
+
+    cl = sub.add_parser("check-learner", help="is the learner converged? full supervision at 1x/2x/4x steps and on 50 %% "
+                                              "of the masks; writes RESULTS/learner_check.json")
+    cl.add_argument("file", help="benchmark TOML")
+    cl.add_argument("--out", help="results directory (default: results/<benchmark name>)")
+    cl.add_argument("--backend", choices=["local", "ray"], default="ray", help="where the campaigns run (default: ray)")
+    cl.add_argument("--retries", type=int, default=2, help="reruns of a campaign whose worker or node died (default: 2)")
+    _add_check_options(cl)
+    _add_ray_options(cl)
+    cl.set_defaults(func=cmd_check_learner)
 
     lb = sub.add_parser("leaderboard", help="rank strategies in a results directory")
     lb.add_argument("results", help="results directory written by 'alharness bench'")

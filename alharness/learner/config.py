@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 from dataclasses import asdict, dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import Field
@@ -22,6 +22,9 @@ from alharness.registry import MODELS, PIPELINES, param_types, show, type_proble
 
 _HARNESS_SET = ("num_classes", "in_channels")
 IMAGE_LABEL_LOSSES = ("none", "pooled", "head")
+#: the cap of ``steps = "auto"`` unless ``max_steps`` says otherwise: about 13x the
+#: fixed default of 150 steps, which the reference learners were found to underfit with
+AUTO_MAX_STEPS = 2000
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -54,7 +57,8 @@ class LearnerConfig:
     by ``weak_weight``; ``lse_r`` the sharpness of the pooled loss;
     ``pseudo_label_threshold`` the confidence below which pseudo-labels are
     ignored.
-    Schedule: ``steps`` or ``epochs`` (epochs > 0 wins), ``batch_size``,
+    Schedule: ``steps`` (or ``"auto"``: until converged, at most ``max_steps``,
+    see ``alharness.learner.learner``) or ``epochs`` (epochs > 0 wins), ``batch_size``,
     ``lr``, ``weight_decay``, ``flip``; ``labels_then_masks`` trains on image
     labels for ``weak_steps`` steps (0: ``steps``) before the masks;
     ``head_steps`` trains the IoU / loss-prediction / maturity heads with the
@@ -76,7 +80,11 @@ class LearnerConfig:
     # Types and ranges are checked when the config is built (_check_types).
     model: str = "tiny_unet"
     model_params: dict[str, Any] = field(default_factory=dict)
-    steps: Annotated[int, Field(ge=0)] = 150
+    steps: Annotated[int, Field(ge=0)] | Literal["auto"] = 150
+    # steps = "auto": train until converged (see learner._AutoStop), at most max_steps
+    # steps; progress is a relative gain of auto_tol in the windowed training loss.
+    max_steps: Annotated[int, Field(ge=1)] = AUTO_MAX_STEPS
+    auto_tol: Annotated[float, Field(ge=0, lt=1)] = 0.01
     batch_size: Annotated[int, Field(ge=1)] = 8
     lr: Annotated[float, Field(gt=0)] = 3e-3
     weight_decay: Annotated[float, Field(ge=0)] = 1e-4
@@ -127,6 +135,8 @@ class LearnerConfig:
         object.__setattr__(self, "heads", tuple(sorted(set(heads))))
         if self.labels_then_masks and self.image_label_loss == "none":
             raise ConfigError("learner.labels_then_masks needs image_label_loss = 'pooled' or 'head' (the loss of the first phase)")
+        if self.steps == "auto" and self.epochs > 0:
+            raise ConfigError("learner: steps = 'auto' trains until converged; it cannot be combined with epochs > 0")
         if not isinstance(self.weights_path, str):
             raise ConfigError(f"learner.weights_path must be a path string ('' for random init), got {self.weights_path!r}")
 
@@ -152,6 +162,8 @@ class LearnerConfig:
             del d["pipeline"]
         if d["weight_prediction"]:  # likewise (MADBAL's "Averaging" ablation switch)
             del d["weight_prediction"]
+        if d["steps"] != "auto":  # the cap and tolerance only matter (and enter the id) with steps = "auto"
+            del d["max_steps"], d["auto_tol"]
         return d
 
 

@@ -65,7 +65,8 @@ class _Batches:
         self.strata = [torch.from_numpy(np.asarray(g, np.int64)) for g in groups if len(g)]
         return self
 
-    def steps(self, steps: int) -> int:
+    def steps(self, steps: int | str) -> int | str:
+        """Steps of this phase (``"auto"`` stays: ``Learner._run`` decides when to stop)."""
         return self.epochs * math.ceil(self.n / self.batch_size) if self.epochs > 0 else steps
 
     def indices(self, steps: int) -> Iterator[list[torch.Tensor]]:
@@ -213,15 +214,28 @@ class Learner:
 
     def _run(self, params, b: _Batches, steps: int, loss_fn: LossFn, forward: Callable[[torch.Tensor], dict[str, torch.Tensor]],
              *, val: tuple[np.ndarray, np.ndarray] | None = None, stats: dict[str, Any] | None = None) -> tuple[int, float]:
-        """One training phase (its own AdamW and one-cycle schedule); returns (steps done, last loss)."""
+        """One training phase (its own AdamW and one-cycle schedule); returns (steps done, last loss).
+
+        ``steps = "auto"``: at most ``max_steps``, at a constant learning rate
+        after a linear warm-up (a one-cycle schedule needs its length in
+        advance), stopped by ``_EarlyStopping`` on the validation split when
+        one is passed, else by ``_AutoStop`` on a training-loss plateau."""
         cfg = self.config
         if steps == 0:
             return 0, float("nan")
+        auto = steps == "auto"
+        steps = cfg.max_steps if auto else steps
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        # OneCycleLR divides by (pct_start·steps − 1), zero at exactly 10 steps: warm up for 1.5 steps there.
-        pct_start = 0.1 if steps != 10 else 0.15
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=pct_start)
-        stopper = _EarlyStopping(self, val, cfg.patience, cfg.val_every) if val is not None else None
+        if auto:
+            warm = max(1, min(100, steps // 10))
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warm))
+        else:
+            # OneCycleLR divides by (pct_start·steps − 1), zero at exactly 10 steps: warm up for 1.5 steps there.
+            pct_start = 0.1 if steps != 10 else 0.15
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=pct_start)
+        patience = (cfg.patience or AUTO_PATIENCE) if auto else cfg.patience
+        stopper = _EarlyStopping(self, val, patience, cfg.val_every) if val is not None else None
+        plateau = _AutoStop(cfg.val_every, cfg.auto_tol, AUTO_PATIENCE) if auto and stopper is None else None
         loss = None
         done = 0
         for groups in b.indices(steps):
@@ -242,6 +256,8 @@ class Learner:
             sched.step()
             done += 1
             if stopper is not None and stopper.after_step(done, final=done == steps):
+                break
+            if plateau is not None and plateau.after_step(float(loss.detach())):
                 break
         if stopper is not None and stats is not None:
             stats["val_miou"] = stopper.finish()
@@ -365,6 +381,35 @@ class Learner:
             pixels[start : start + len(probs)] = probs.argmax(1)
             conf[start : start + len(probs)] = probs.max(1)
         return pixels, conf
+
+
+#: ``steps = "auto"``: checks in a row without progress before stopping
+#: (validation checks when ``patience`` is 0, training-loss windows always)
+AUTO_PATIENCE = 3
+
+
+class _AutoStop:
+    """A training-loss plateau: the mean loss of each window of ``every`` steps
+    against the best window so far; ``patience`` windows in a row that do not
+    improve on it by a relative ``tol`` stop training. Deterministic: it reads
+    only the losses of a seeded run."""
+
+    def __init__(self, every: int, tol: float, patience: int):
+        self.every, self.tol, self.patience = every, tol, patience
+        self.window: list[float] = []
+        self.best, self.bad = math.inf, 0
+
+    def after_step(self, loss: float) -> bool:
+        """Note one step's loss; True when training should stop."""
+        self.window.append(loss)
+        if len(self.window) < self.every:
+            return False
+        mean, self.window = sum(self.window) / len(self.window), []
+        if mean < self.best * (1 - self.tol):
+            self.best, self.bad = mean, 0
+        else:
+            self.bad += 1
+        return self.bad >= self.patience
 
 
 class _EarlyStopping:
