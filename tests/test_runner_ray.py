@@ -168,5 +168,5 @@ def test_fractional_gpus_are_validated():
 
     assert task_resources(tiny_spec(num_gpus=0.25)) == {"num_cpus": 1.0, "num_gpus": 0.25}
     assert task_resources(tiny_spec(num_gpus=2)) == {"num_cpus": 1.0, "num_gpus": 2.0}
-    with pytest.raises(ConfigError, match="num_gpus = 1.5"):
+    with pytest.raises(ConfigError, match=r"num_gpus must be 0, a fraction in \(0, 1\] or a whole number of GPUs, got 1.5"):
         task_resources(tiny_spec(num_gpus=1.5))

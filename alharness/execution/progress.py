@@ -26,38 +26,10 @@ def _fmt(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
-def _ray_slots(specs: Sequence[Any]) -> int | None:
-    """Campaigns a Ray cluster can run at once: per resource, its total over the
-    mean a campaign reserves (CPUs, GPUs), the smallest of those; None without Ray up."""
-    ray_backend = sys.modules.get("alharness.execution.backends.ray")
-    if ray_backend is None:
-        return None
-    import ray  # loaded already: the Ray backend imported it
-
-    if not ray.is_initialized():
-        return None
-    cluster = ray.cluster_resources()
-    demands = [ray_backend.task_resources(s) for s in specs]
-    slots = []
-    for key, resource in (("num_cpus", "CPU"), ("num_gpus", "GPU")):
-        mean = sum(d.get(key, 0.0) for d in demands) / len(demands)
-        if mean > 0:
-            slots.append(math.floor(cluster.get(resource, 0.0) / mean + 1e-9))
-    return max(1, min(slots)) if slots else None
-
-
 def backend_slots(backend: Any, specs: Sequence[Any]) -> int | None:
-    """How many of ``specs`` the backend can run at once, or None if it cannot be told."""
+    """How many of ``specs`` the backend can run at once (its ``slots(specs)``), or None if it cannot tell."""
     slots = getattr(backend, "slots", None)
-    if callable(slots):
-        return slots(specs)
-    local = sys.modules.get("alharness.execution.backends.local")
-    if local is not None and isinstance(backend, local.LocalBackend):
-        return 1  # runs one campaign at a time, in this process
-    ray_backend = sys.modules.get("alharness.execution.backends.ray")
-    if ray_backend is not None and isinstance(backend, ray_backend.RayBackend) and specs:
-        return _ray_slots(specs)
-    return None
+    return slots(specs) if callable(slots) else None
 
 
 class Progress:

@@ -25,6 +25,9 @@ class LocalBackend:
     def check(self, specs: Sequence[CampaignSpec]) -> None:
         pass  # whatever a spec asks for, this process tries it
 
+    def slots(self, specs: Sequence[CampaignSpec]) -> int:
+        return 1  # one campaign at a time, in this process
+
     def start(self) -> None:
         pass
 

@@ -19,6 +19,7 @@ import os
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
+import math  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, Sequence  # noqa: E402
 
@@ -105,6 +106,20 @@ class RayBackend:
     def check(self, specs: Sequence[CampaignSpec]) -> None:
         for s in specs:
             task_resources(s)
+
+    def slots(self, specs: Sequence[CampaignSpec]) -> int | None:
+        """Campaigns the cluster can run at once: per resource (CPU, GPU), its
+        total over the mean a campaign reserves, the smallest of those."""
+        if not ray.is_initialized() or not specs:
+            return None
+        cluster = ray.cluster_resources()
+        demands = [task_resources(s) for s in specs]
+        slots = []
+        for key, resource in (("num_cpus", "CPU"), ("num_gpus", "GPU")):
+            mean = sum(d.get(key, 0.0) for d in demands) / len(demands)
+            if mean > 0:
+                slots.append(math.floor(cluster.get(resource, 0.0) / mean + 1e-9))
+        return max(1, min(slots)) if slots else None
 
     def start(self) -> None:
         self._started = init_ray(self.address, self.num_cpus)
