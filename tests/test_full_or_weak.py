@@ -68,7 +68,7 @@ def test_fixed_proportions_spend_the_budget_in_the_stated_proportion(fraction):
 def test_train_and_score_refuses_unbought_data_and_scores_on_validation_only():
     SEEN.clear()
     spec = tiny_spec(strategy="test_score_spy", dataset_params=POOL, validation="charged", budget=200, rounds=1,
-                     initial_masks=3)
+                     initial_masks=3, strategy_process=False)  # the spy records in this process
     run_campaign(spec)
     ctx = SEEN[0]
     service = ctx.train_and_score

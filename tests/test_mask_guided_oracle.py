@@ -52,7 +52,8 @@ def test_ordinary_strategy_cannot_declare_an_oracle_need():
 
 def test_oracle_experiment_gets_the_true_iou_score_only_and_is_flagged():
     SEEN.clear()
-    rows = run_campaign(tiny_spec(strategy="test_oracle_spy", strategy_params={"beta": 0.5}, rounds=2)).rows
+    rows = run_campaign(tiny_spec(strategy="test_oracle_spy", strategy_params={"beta": 0.5}, rounds=2,
+                                  strategy_process=False)).rows  # the spy records in this process
     assert len(SEEN) == 2 and all(r["oracle_experiment"] is True for r in rows)
     ds = DATASETS.create("synthetic_shapes", **TINY_DATASET)
     pool = ds.split("train")

@@ -96,7 +96,7 @@ def test_metabox_campaign_never_requeries_labelled_pixels_and_trains_on_meta_set
         return original(self, X, y, *a, **k)
 
     monkeypatch.setattr(GradientBoostingRegressor, "fit", spy)
-    res = run_campaign(tiny_spec(strategy="metabox", budget=80, rounds=2,
+    res = run_campaign(tiny_spec(strategy="metabox", budget=80, rounds=2, strategy_process=False,  # spy in this process
                                  strategy_params={"box_size": 8, "boxes_per_round": 4, "initial_images": 1,
                                                   "meta_images": 1, "n_estimators": 10}))
     boxes = [q for q in res.queries if q["query_type"] == "region"]

@@ -63,6 +63,8 @@ def test_a_dead_worker_is_retried(tmp_path):
 
     marker = tmp_path / "crashed-once"
     doc = tiny_benchmark_doc(strategies=[{"name": "test_crash_worker", "marker": str(marker)}], seeds=[0])
+    # The strategy runs in the campaign's process, so its crash kills the Ray worker (the fault under test).
+    doc["resources"] = {"strategy_process": False}
     bench = parse_benchmark(doc)
     summary = run_benchmark(bench, tmp_path / "out", progress=False, retries=1)
     assert marker.exists(), "the worker never crashed; the test proves nothing"
@@ -82,6 +84,7 @@ def test_a_dead_worker_is_retried(tmp_path):
 
     marker2 = tmp_path / "crashed-again"
     doc = tiny_benchmark_doc(strategies=[{"name": "test_crash_worker", "marker": str(marker2)}], seeds=[1])
+    doc["resources"] = {"strategy_process": False}
     summary = run_benchmark(parse_benchmark(doc), tmp_path / "out2", progress=False, retries=0)
     assert summary.ok == 0 and len(summary.failed) == 1
     assert "Worker" in summary.failed[0]["error"] or "died" in summary.failed[0]["error"].lower()
