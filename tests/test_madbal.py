@@ -1,6 +1,10 @@
-"""MADBAL (issue 10): Eqs. (4)-(8) on hand-made tensors, superpixels, selection budgets, ablations."""
+"""MADBAL (issue 10): Eqs. (4)-(8) on hand-made tensors, superpixels, selection budgets, ablations;
+the superpixel-feature paths (issue 20): the encoder-only pass, the per-patch reference, the encoder map."""
 
 from __future__ import annotations
+
+import dataclasses
+import functools
 
 import numpy as np
 import pytest
@@ -10,15 +14,18 @@ from alharness.toolkit import superpixels as S
 from alharness.campaign.context import make_context
 from alharness.campaign.loop import run_campaign
 from alharness.annotation.costs import build_cost_models
-from alharness.datasets.base import make_pool_view
+from alharness.datasets.base import SplitData, make_pool_view
 from alharness.errors import ConfigError
 from alharness.annotation.labels import LabelState
 from alharness.learner import Learner, LearnerConfig, losses
+from alharness.learner.heads import HEADS, Network
 from alharness.learner.services import pool_outputs
 from alharness.annotation.oracle import Oracle
-from alharness.registry import DATASETS, STRATEGIES
+from alharness.registry import DATASETS, MODELS, STRATEGIES
 from alharness.seeding import derive_rng
 from alharness.testing import parametrize_with_checks
+from alharness.toolkit import backbone_features, encoder_features, to_tensor
+from alharness.toolkit.model_outputs import boundary_mask, predicted_boundary
 from strategies import madbal as M
 
 from conftest import TINY_DATASET, tiny_spec
@@ -53,6 +60,15 @@ def test_boundary_is_where_the_prediction_changes():
     probs[0, :, :, 2:] = [[[0.0]], [[1.0]]]  # right half predicted class 1
     b = M.boundary_of(probs)[0]
     assert b[:, 1:3].all() and not b[:, 0].any() and not b[:, 3].any()
+
+
+def test_predicted_labels_and_boundary_match_their_references():
+    rng = np.random.default_rng(0)
+    probs = rng.integers(0, 3, (5, 4, 9, 7)).astype(np.float32)  # many ties: the first maximum wins
+    np.testing.assert_array_equal(M.predicted_labels(probs), probs.argmax(axis=1))
+    for shape in ((1, 1, 1), (2, 1, 6), (2, 6, 1), (3, 9, 7)):
+        labels = torch.from_numpy(rng.integers(0, 3, shape))
+        assert torch.equal(predicted_boundary(labels), boundary_mask(labels, ignore_index=-1)), shape
 
 
 # -- Eqs. (5)-(8) ----------------------------------------------------------------
@@ -221,6 +237,8 @@ def test_bad_parameters_name_the_choices():
         STRATEGIES.create("pixel_entropy", pixels_per_image=0)
     with pytest.raises(ConfigError, match="has no parameter 'uncertainty'"):
         STRATEGIES.create("madbal_vanilla", uncertainty="madbal")
+    with pytest.raises(ConfigError, match="valid choices: encoder_map, patches"):
+        STRATEGIES.create("madbal", cluster_features="vgg16")
 
 
 def test_madbal_campaign_counts_clicks_per_pixel():
@@ -232,6 +250,135 @@ def test_madbal_campaign_counts_clicks_per_pixel():
     n = TINY_DATASET["n_train"]
     assert [r["spent_clicks"] for r in rows] == [4 * n, 7 * n, 10 * n]
     assert rows[-1]["labelled_pixel_fraction"] == pytest.approx(10 / 24**2)
+
+
+# -- superpixel features (issue 20) ------------------------------------------------------
+
+ENCODER_MODELS = {
+    "tiny_unet": {"width": 4, "depth": 2},
+    "unet_timm": {"encoder": "resnet10t", "decoder_width": 8},
+    "lraspp_mobilenet_v3_large": {},
+    "deeplabv3_resnet50": {},
+}
+
+
+@pytest.mark.parametrize("name", ENCODER_MODELS)
+def test_the_encoder_only_pass_gives_the_forward_pass_features(name):
+    torch.manual_seed(0)
+    base = MODELS.create(name, num_classes=3, in_channels=3, **ENCODER_MODELS[name])
+    net = Network(base, 3, HEADS).eval()
+    x = torch.randn(2, 3, 34, 30)  # not a multiple of any stride (tiny_unet pads)
+    with torch.no_grad():
+        parts = base.forward_parts(x)
+        maps = base.forward_encoder(x)
+        assert [m.shape for m in maps] == [m.shape for m in parts.encoder]
+        for a, b in zip(maps, parts.encoder):
+            torch.testing.assert_close(a, b)
+        torch.testing.assert_close(encoder_features(net, x), backbone_features(net, x))
+        torch.testing.assert_close(net(x, heads=("feature_map",))["feature_map"], parts.encoder[-1])
+
+
+def test_encoder_features_fall_back_to_the_forward_pass_without_one():
+    class Plain(torch.nn.Module):  # only the minimal model contract: logits + features
+        def forward(self, x):
+            return {"logits": x[:, :2], "features": x.mean(dim=(2, 3))}
+
+    x = torch.randn(2, 3, 5, 5)
+    torch.testing.assert_close(encoder_features(Network(Plain(), 2), x), x.mean(dim=(2, 3)))
+
+
+def test_per_patch_features_and_selections_equal_the_whole_network_reference(monkeypatch):
+    strat = STRATEGIES.create("madbal", pixels_per_image=5, n_clusters=3, superpixel_size=8, cluster_features="patches")
+    ctx, _ = _context(strat, labelled=[(1, [0, 5], [3, 3])])
+    images = np.asarray(ctx.pool.images)
+    sp = S.compute(images, 8)
+    reference = M.superpixel_features(ctx.model, images, sp, 16, batch=2048, encoder_only=False)
+    np.testing.assert_allclose(M.superpixel_features(ctx.model, images, sp, 16), reference, atol=1e-5)
+    new = strat.propose(dataclasses.replace(ctx, rng=derive_rng(0, "same")))
+    old_strat = STRATEGIES.create("madbal", pixels_per_image=5, n_clusters=3, superpixel_size=8, cluster_features="patches")
+    monkeypatch.setattr(M, "superpixel_features", functools.partial(M.superpixel_features, batch=2048, encoder_only=False))
+    old = old_strat.propose(dataclasses.replace(ctx, rng=derive_rng(0, "same")))
+    assert new == old
+    np.testing.assert_array_equal(strat.last_clusters, old_strat.last_clusters)
+    assert strat.last_budgets == old_strat.last_budgets
+
+
+def test_services_keep_the_deepest_encoder_map_in_float16():
+    _, pool = _pool(n=4, size=32)
+    state = LabelState(4, (32, 32), 3, 255)
+    state.set_full_mask(0, pool.masks[0])
+    learner = Learner(LearnerConfig(steps=2, batch_size=2, model_params={"width": 4, "depth": 2}), 3, 255)
+    learner.fit(np.asarray(pool.images), state, seed=0)
+    out = pool_outputs(learner, np.asarray(pool.images), {"feature_map", "features"})
+    fmap = out["feature_map"]
+    assert fmap.dtype == np.float16 and fmap.shape == (4, 16, 8, 8) and not fmap.flags.writeable
+    np.testing.assert_allclose(fmap.astype(np.float32).mean(axis=(2, 3)), out["features"], atol=2e-3)
+
+
+# Hand-made pool: three vertical stripes of flat colour, the model confident on the first,
+# hesitant on the second, lost on the third (each stripe has its own dominant class).
+_STRIPE_COLOURS = ((200, 40, 40), (40, 200, 40), (40, 40, 200))
+_STRIPE_PROBS = ((0.98, 0.01, 0.01), (0.1, 0.8, 0.1), (0.33, 0.33, 0.34))
+
+
+def _striped_context(n=3, h=48, w=144):
+    third = w // 3
+    images = np.zeros((n, h, w, 3), np.uint8)
+    probs = np.zeros((n, 3, h, w), np.float32)
+    for k, (colour, p) in enumerate(zip(_STRIPE_COLOURS, _STRIPE_PROBS)):
+        images[:, :, k * third : (k + 1) * third] = colour
+        probs[:, :, :, k * third : (k + 1) * third] = np.array(p, np.float32)[None, :, None, None]
+    masks = probs.argmax(axis=1).astype(np.uint8)
+    split = SplitData(dataset_ids=np.arange(n), images=images, masks=masks, instances=None, num_classes=3, ignore_index=255)
+    state = LabelState(n, (h, w), 3, 255)
+    state.set_full_mask(0, masks[0])
+    # A briefly trained network, so that its features tell the colours apart (a random one barely does).
+    learner = Learner(LearnerConfig(steps=20, batch_size=2, model_params={"width": 8, "depth": 2}), 3, 255)
+    learner.fit(images, state, seed=0)
+    outputs = pool_outputs(learner, images, {"model", "feature_map"})
+    probs.setflags(write=False)
+    outputs["probabilities"] = probs  # hand-made, not the network's
+    oracle = Oracle(split, build_cost_models({}), "pixels", 1.0)
+    ctx = make_context(make_pool_view(split, ("a", "b", "c")), LabelState(n, (h, w), 3, 255), oracle, 1, 3, 50.0,
+                       derive_rng(0, "stripes"), 0, outputs)
+    return ctx, third
+
+
+def _stripe_summary(strat, batch, ctx, third):
+    """Stripes ranked by their cluster's uncertainty (Eq. 7), each image's budget per stripe (Eq. 8), picks per stripe."""
+    sp = S.compute(np.asarray(ctx.pool.images), 8)
+    stripe_of_sp = ((sp.boxes[:, 1] + sp.boxes[:, 3]) // 2) // third
+    clusters = strat.last_clusters
+    # Each cluster is named by the stripe most of its superpixels lie in.
+    stripe_of = {c: int(np.bincount(stripe_of_sp[clusters == c]).argmax()) for c in np.unique(clusters)}
+    u_cl = strat.diagnostics()["cluster_uncertainty"]
+    ranked = [stripe_of[c] for c in sorted(stripe_of, key=lambda c: -u_cl[c])]
+    budgets = [{stripe_of[c]: b for c, b in per_image.items() if b} for per_image in strat.last_budgets]
+    picks = {q.image: np.bincount([x // third for _, x in q.coords], minlength=3).tolist() for q in batch}
+    return ranked, budgets, picks
+
+
+def test_hand_made_case_gives_the_same_top_clusters_on_every_feature_path(monkeypatch):
+    ctx, third = _striped_context()
+
+    def run(features):
+        strat = STRATEGIES.create("madbal_vanilla", pixels_per_image=6, n_clusters=3, superpixel_size=8,
+                                  cluster_features=features)
+        return _stripe_summary(strat, strat.propose(dataclasses.replace(ctx, rng=derive_rng(0, "k"))), ctx, third)
+
+    runs = {"encoder map": run("encoder_map"), "encoder per patch": run("patches")}
+    monkeypatch.setattr(M, "superpixel_features", functools.partial(M.superpixel_features, encoder_only=False))
+    runs["whole network per patch"] = run("patches")
+    # Entropies 1.10, 0.64, 0.11: Eq. (8) gives ⌈3.6⌉, ⌈2.1⌉, ⌈0.4⌉ of 6 pixels, and the ceilings'
+    # excess of 2 comes back from the least uncertain clusters: 4, 2 and 0 pixels per image.
+    for label, (ranked, budgets, picks) in runs.items():
+        assert ranked == [2, 1, 0], label
+        assert budgets == [{2: 4, 1: 2}] * 3, label
+    # A patch sees its flat colour only: the picks follow the budgets exactly. On the encoder map a
+    # superpixel by a stripe's edge also sees the next stripe and may join its cluster, where Eq. (6)
+    # favours it as a rare class: picks may move to the edge of the neighbouring stripe.
+    assert runs["encoder per patch"][2] == runs["whole network per patch"][2] == {i: [0, 2, 4] for i in range(3)}
+    assert all(sum(p) == 6 and p[0] == 0 for p in runs["encoder map"][2].values())
 
 
 # -- learner parts MADBAL relies on --------------------------------------------------

@@ -20,8 +20,8 @@ from alharness.contract.views import LabelStateView, PoolView
 
 # What a strategy may ask the loop to compute over the pool each round
 # (alharness.learner.services documents each; a test keeps the two in step).
-NEEDS = frozenset({"probabilities", "features", "model", "class_scores", "iou", "loss_prediction", "maturity",
-                   "maturity_weights"})
+NEEDS = frozenset({"probabilities", "features", "feature_map", "model", "class_scores", "iou", "loss_prediction",
+                   "maturity", "maturity_weights"})
 # Oracle-experiment needs: statistics of pool ground truth the strategy has
 # NOT bought (e.g. the mask-guided paper's oracle selection by true IoU,
 # Table 3). The loop computes them on the harness side
@@ -41,7 +41,8 @@ class StrategyContext:
 
     ``probabilities`` ((N, C, H, W) float32) and ``features`` ((N, F)) are
     the current model's outputs on the pool, present only if the strategy
-    declared them in ``needs``; ``model`` likewise, and the head outputs
+    declared them in ``needs``; ``feature_map`` ((N, F, h, w) float16, the
+    deepest encoder map that ``features`` pools) and ``model`` likewise, and the head outputs
     ``class_scores`` (N, C), ``iou`` (N,), ``loss_prediction`` (N, 2, H, W),
     ``maturity`` and ``maturity_weights`` (N, K, H, W) (see
     ``alharness.learner.services``); ``true_iou`` (N,) only for oracle
@@ -62,6 +63,7 @@ class StrategyContext:
     initial_masks: int = 0
     probabilities: np.ndarray | None = None
     features: np.ndarray | None = None
+    feature_map: np.ndarray | None = None
     model: Any = None
     class_scores: np.ndarray | None = None
     iou: np.ndarray | None = None

@@ -25,6 +25,10 @@ Heads read a model's :class:`~alharness.learner.models.Parts`:
   features, give two logit channels (centre, boundary) per pixel, output
   ``loss_prediction`` (B, 2, H, W). Without ``maturity`` it reads the endpoint
   features only (the paper's "No maturity-awareness" ablation).
+
+Besides heads, ``Network.forward`` may be asked for ``feature_map``: the
+deepest encoder map (B, F, h, w) that ``features`` pools; no head computes
+it, it is the pass's own (MADBAL reuses it for its superpixel features).
 """
 
 from __future__ import annotations
@@ -141,12 +145,20 @@ class Network(nn.Module):
         self.loss_prediction = LossPredictionHead(dec[-1], n_mat) if "loss_prediction" in self.head_names else None
 
     def forward(self, x: torch.Tensor, heads: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
-        """Run the model and the heads in ``heads`` (default: every head built)."""
+        """Run the model and the heads in ``heads`` (default: every head built);
+        ``"feature_map"`` in ``heads`` adds the deepest encoder map to the output."""
         heads = self.head_names if heads is None else tuple(heads)
         if not heads:
             out = self.base(x)
             return {"logits": out["logits"], "features": out["features"]}
         return self.head_outputs(self.parts(x), heads)
+
+    def encoder_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``features`` (B, F) of ``forward(x)``; only the encoder runs when the model
+        has :meth:`~alharness.learner.models.SegmentationModel.encoder_features`."""
+        if hasattr(self.base, "encoder_features"):
+            return self.base.encoder_features(x)
+        return self.base(x)["features"]
 
     def parts(self, x: torch.Tensor) -> Parts:
         """The model's forward pass, opened up (logits and features only for models without ``forward_parts``)."""
@@ -159,6 +171,11 @@ class Network(nn.Module):
         """Head outputs on an already computed forward pass (the frozen-network phase reuses it)."""
         heads = set(heads)
         out: dict[str, torch.Tensor] = {"logits": parts.logits, "features": parts.features}
+        if "feature_map" in heads:
+            if not parts.encoder:
+                raise ConfigError("feature_map: the model does not expose its encoder maps "
+                                  "(subclass alharness.learner.models.SegmentationModel)")
+            out["feature_map"] = parts.encoder[-1]
         if "classification" in heads:
             out["class_logits"] = self.classification(parts.features)
         if "iou" in heads:

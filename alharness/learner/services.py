@@ -11,6 +11,10 @@ need               array                       from
 =================  ==========================  =====================================
 probabilities      (N, C, H, W) float32        softmax of the segmentation logits
 features           (N, F) float32              pooled deepest encoder features
+feature_map        (N, F, h, w) float16        the deepest encoder map that ``features``
+                                               pools, at the encoder's output stride
+                                               (F·h·w·2 bytes per image: 2 MB for a
+                                               256×512 image through tiny_unet width 16)
 model              the trained network         (eval mode; outputs a dict)
 class_scores       (N, C) float32 in [0, 1]    classification head (sigmoid) if the
                                                model has one, else the LSE power mean
@@ -39,6 +43,7 @@ from alharness.learner.config import LearnerConfig
 SERVICES: dict[str, str | None] = {
     "probabilities": None,
     "features": None,
+    "feature_map": None,
     "model": None,
     "class_scores": None,
     "iou": "iou",
@@ -83,6 +88,8 @@ def pool_outputs(learner, images: np.ndarray, needs: Iterable[str]) -> dict[str,
         return out
     has_classifier = "classification" in learner.config.model_heads
     heads = set(heads_for(arrays))
+    if "feature_map" in needs:
+        heads.add("feature_map")  # not a head: the network returns the pass's deepest encoder map
     if "class_scores" in needs and has_classifier:
         heads.add("classification")
     n, (h, w) = len(images), images.shape[1:3]
@@ -97,6 +104,8 @@ def pool_outputs(learner, images: np.ndarray, needs: Iterable[str]) -> dict[str,
             batch["probabilities"] = probs
         if "features" in needs:
             batch["features"] = o["features"]
+        if "feature_map" in needs:  # float16: as large as the probabilities otherwise
+            batch["feature_map"] = o["feature_map"].to(torch.float16)
         if "class_scores" in needs:
             batch["class_scores"] = (torch.sigmoid(o["class_logits"].float()) if has_classifier
                                      else losses.pooled_class_scores(probs, r))
@@ -110,9 +119,9 @@ def pool_outputs(learner, images: np.ndarray, needs: Iterable[str]) -> dict[str,
         if "maturity_weights" in needs:
             batch["maturity_weights"] = o["maturity_weights"]
         for name, t in batch.items():
-            a = t.float().cpu().numpy()
+            a = (t if t.dtype == torch.float16 else t.float()).cpu().numpy()
             if name not in buffers:
-                buffers[name] = np.empty((n, *a.shape[1:]), np.float32)
+                buffers[name] = np.empty((n, *a.shape[1:]), a.dtype)
             buffers[name][start : start + len(a)] = a
     for name in arrays:
         out[name] = _readonly(buffers[name]) if name in buffers else _readonly(np.empty((0, *shapes.get(name, ())), np.float32))

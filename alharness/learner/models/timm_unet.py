@@ -47,6 +47,10 @@ class TimmUNet(SegmentationModel):
         self.decoder_channels = (decoder_width,) * len(chans)
         self.feature_dim = chans[-1]
 
+    def forward_encoder(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The timm encoder's stages, without the decoder."""
+        return list(self.encoder(x))
+
     def forward_parts(self, x: torch.Tensor) -> Parts:
         stages = self.encoder(x)
         y = None

@@ -40,6 +40,30 @@ class TinyUNet(SegmentationModel):
 
     def forward_parts(self, x: torch.Tensor) -> Parts:
         h, w = x.shape[-2:]
+        skips, ph, pw = self._encode(x)
+        x = skips[-1]
+        decoder = []
+        for up, dec, skip in zip(self.up, self.dec, reversed(skips[:-1])):
+            x = dec(torch.cat([up(x), skip], dim=1))
+            decoder.append(x)
+        features = skips[-1].mean(dim=(2, 3))
+        if ph or pw:  # heads must not see the padding either
+            skips, decoder = _crop(skips, h, w, h + ph), _crop(decoder, h, w, h + ph)
+        return Parts(logits=self.head(x)[..., :h, :w], features=features, encoder=skips, decoder=decoder)
+
+    def forward_encoder(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """``Parts.encoder`` without the decoder."""
+        h, w = x.shape[-2:]
+        skips, ph, pw = self._encode(x)
+        return _crop(skips, h, w, h + ph) if ph or pw else skips
+
+    def encoder_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``Parts.features`` without the decoder (pooled over the padded deepest map, as ``forward_parts``)."""
+        return self._encode(x)[0][-1].mean(dim=(2, 3))
+
+    def _encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], int, int]:
+        """The encoder maps of ``x`` padded to a multiple of 2**depth, and the padding (bottom, right)."""
+        h, w = x.shape[-2:]
         m = 2**self.depth
         ph, pw = (-h) % m, (-w) % m
         if ph or pw:  # pad to a multiple of 2**depth, crop back at the end
@@ -48,14 +72,7 @@ class TinyUNet(SegmentationModel):
         for i, block in enumerate(self.down):
             x = block(x if i == 0 else F.max_pool2d(x, 2))
             skips.append(x)
-        features = x.mean(dim=(2, 3))
-        decoder = []
-        for up, dec, skip in zip(self.up, self.dec, reversed(skips[:-1])):
-            x = dec(torch.cat([up(x), skip], dim=1))
-            decoder.append(x)
-        if ph or pw:  # heads must not see the padding either
-            skips, decoder = _crop(skips, h, w, h + ph), _crop(decoder, h, w, h + ph)
-        return Parts(logits=self.head(x)[..., :h, :w], features=features, encoder=skips, decoder=decoder)
+        return skips, ph, pw
 
 
 def _crop(maps: list[torch.Tensor], h: int, w: int, padded_h: int) -> list[torch.Tensor]:

@@ -27,14 +27,19 @@ class DeepLabV3(SegmentationModel):
         self.decoder_channels = (self.classifier[1].out_channels,)
         self.feature_dim = self.encoder_channels[-1]
 
-    def forward_parts(self, x: torch.Tensor) -> Parts:
+    def forward_encoder(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The ResNet stages' outputs (layer1 … layer4), without the ASPP head."""
         encoder = []
         y = x
         for name, module in self.backbone.items():
             y = module(y)
             if name.startswith("layer"):
                 encoder.append(y)
-        final = y
+        return encoder
+
+    def forward_parts(self, x: torch.Tensor) -> Parts:
+        encoder = self.forward_encoder(x)
+        y = final = encoder[-1]
         for layer in list(self.classifier)[:-1]:  # DeepLabHead cannot be sliced
             final = layer(final)
         logits = F.interpolate(self.classifier[-1](final), size=x.shape[-2:], mode="bilinear", align_corners=False)
@@ -59,7 +64,12 @@ class LRASPP(SegmentationModel):
         self.decoder_channels = (self.head.cbr[0].out_channels,)
         self.feature_dim = self.encoder_channels[-1]
 
-    def forward_parts(self, x: torch.Tensor) -> Parts:
+    def forward_encoder(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The MobileNetV3 taps, without the LR-ASPP head."""
+        return self._backbone(x)[0]
+
+    def _backbone(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The encoder taps and the head's low-level input."""
         encoder, low = [], None
         y = x
         for name, module in self.backbone.items():
@@ -68,6 +78,11 @@ class LRASPP(SegmentationModel):
                 encoder.append(y)
             if name == self.low_name:
                 low = y
+        return encoder, low
+
+    def forward_parts(self, x: torch.Tensor) -> Parts:
+        encoder, low = self._backbone(x)
+        y = encoder[-1]  # the last block is the last tap
         # LRASPPHead.forward, kept open to return its high-branch map.
         high = self.head.cbr(y) * self.head.scale(y)
         high = F.interpolate(high, size=low.shape[-2:], mode="bilinear", align_corners=False)
