@@ -266,7 +266,9 @@ class DatasetMemo(Cheat):
         for ds in list(cache._memo.values()):
             found.kinds.add(type(ds).__name__)
             found.add_planes(np.asarray(ds.masks), -1)
-            found.pool_masks.append(np.asarray(ds.masks)[np.asarray(ctx.pool.dataset_ids)])
+            ids = np.asarray(ctx.pool.dataset_ids)
+            if len(ids) and len(ds.masks) > ids.max():  # the memo may hold other tests' datasets too
+                found.pool_masks.append(np.asarray(ds.masks)[ids])
 
 
 @register_strategy("hostile_service")
