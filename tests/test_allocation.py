@@ -1,15 +1,17 @@
 """Full-or-weak allocation math: the GP of eqs. (4)-(5) recovers a known
 logarithmic surface; the structured grid posterior, the Pareto front and
 the eq. (3) / eq. (7) solutions match brute force (gpytorch's posterior and
-direct search) on small grids."""
+direct search) on small grids; the analytic fit takes gpytorch's Adam steps
+(same gradient, same hyperparameters, same decisions)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from alharness.toolkit.allocation import (StrategyGrid, decide, expected_improvement, fit_gp, grid_ei, log_surface,
-                                  pareto_front, posterior_brute, posterior_grid, solve_brute, solve_on_front)
+from alharness.toolkit.allocation import (StrategyGrid, allocation_step, decide, expected_improvement, fit_gp,
+                                          fit_gp_analytic, fit_with, grid_ei, log_surface, pareto_front,
+                                          posterior_brute, posterior_grid, solve_brute, solve_on_front)
 
 
 def _samples(seed: int, n: int = 60, c_hi: int = 80, s_hi: int = 30, noise: float = 0.005):
@@ -108,3 +110,91 @@ def test_grid_respects_budget_pool_and_what_was_bought():
     assert (grid.cost(c, s) <= 40).all()
     everything = {(a, b) for a in range(3, 21) for b in range(2, 10) if a + b <= 22 and (a - 3) + 12 * (b - 2) <= 40}
     assert set(zip(c.tolist(), s.tolist())) == everything
+
+
+# -- the analytic fit against gpytorch (the reference) ---------------------------
+
+def _rel(a, b):
+    return max(float(((getattr(a, k) - getattr(b, k)).abs() / getattr(a, k).abs()).max())
+               for k in ("gamma", "beta", "lengthscale", "outputscale", "noise"))
+
+
+def test_mll_gradient_matches_gpytorch_autograd():
+    import gpytorch
+    import torch
+
+    from alharness.toolkit import allocation as A
+
+    c, s, y = _samples(5, n=30)
+    fit = fit_gp(c, s, y, (100.0, 100.0), iters=7)  # somewhere off the start
+    model = fit.model
+    model.train()
+    model.likelihood.train()
+    model.zero_grad()  # the fit's last step left its gradients
+    mll = gpytorch.mlls.ExactMarginalLogLikelihood(model.likelihood, model)
+    with gpytorch.settings.max_cholesky_size(10**6):
+        loss = -mll(model(fit.x), fit.y)
+    loss.backward()
+    raw = torch.cat([model.mean_module.gamma, model.mean_module.raw_beta,
+                     model.covar_module.base_kernel.raw_lengthscale.reshape(2),
+                     model.covar_module.raw_outputscale.reshape(1),
+                     model.likelihood.noise_covar.raw_noise.reshape(1)]).detach()[None]
+    expected = torch.cat([model.mean_module.gamma.grad, model.mean_module.raw_beta.grad,
+                          model.covar_module.base_kernel.raw_lengthscale.grad.reshape(2),
+                          model.covar_module.raw_outputscale.grad.reshape(1),
+                          model.likelihood.noise_covar.raw_noise.grad.reshape(1)])
+    g, ours = A._mll_grad(raw, A._Samples.of(fit.x[None], fit.y[None]))
+    np.testing.assert_allclose(g[0].numpy(), expected.numpy(), rtol=1e-9, atol=1e-12)
+    assert float(ours[0]) == pytest.approx(float(loss.detach()), rel=1e-12)
+
+
+@pytest.mark.parametrize("iters", [1, 30, 100])
+def test_analytic_fit_takes_the_same_adam_steps_as_gpytorch(iters):
+    c, s, y = _samples(6, n=50)
+    ref, fast = fit_gp(c, s, y, (100.0, 100.0), iters=iters), fit_gp_analytic(c, s, y, (100.0, 100.0), iters=iters)
+    assert fast.model is None and _rel(ref, fast) < 1e-7, (ref.params(), fast.params())
+    assert fast.final_loss == pytest.approx(ref.final_loss, rel=1e-9)
+    # A batch of independent fits, several blocks of it (the cache-sized chunks).
+    rng = np.random.default_rng(7)
+    cb, sb = rng.integers(0, 81, (70, 12)), rng.integers(0, 31, (70, 12))
+    yb = log_surface(cb, sb) + rng.normal(0, 0.005, cb.shape)
+    refb, fastb = fit_gp(cb, sb, yb, (100.0, 100.0), iters=iters), fit_gp_analytic(cb, sb, yb, (100.0, 100.0), iters=iters)
+    assert fastb.gamma.shape == (70, 2) and _rel(refb, fastb) < 1e-6
+
+
+def _choice(d):
+    """A decision's strategies: eq. (3), eq. (7) and the front's size (EI agrees to rounding only)."""
+    return d.solution.c3, d.solution.s3, d.solution.c7, d.solution.s7, d.solution.front_size
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 8])
+def test_analytic_fit_gives_the_same_decisions(seed):
+    c, s, y = _samples(seed)
+    grid = StrategyGrid(c0=int(c.max()) // 2, s0=int(s.max()) // 3, c_max=110, s_max=60, alpha_c=1, alpha_s=12,
+                        budget_left=260, total_max=140)
+    ref, fast = fit_gp(c, s, y, (100.0, 100.0)), fit_gp_analytic(c, s, y, (100.0, 100.0))
+    m_star = float(y.max()) - 0.01 * seed
+    for T, t in [(8, 0), (8, 3), (8, 7), (3, 1)]:
+        assert _choice(decide(ref, m_star, grid, T, t)) == _choice(decide(fast, m_star, grid, T, t)), (T, t)
+    # The analytic fit also feeds gpytorch's posterior (the brute-force reference).
+    assert _choice(decide(fast, m_star, grid, 8, 3, brute=True)) == _choice(decide(ref, m_star, grid, 8, 3, brute=True))
+    assert _choice(allocation_step(c, s, y, m_star, grid, 8, 3, scale=(100.0, 100.0))) == \
+        _choice(allocation_step(c, s, y, m_star, grid, 8, 3, scale=(100.0, 100.0), gp="gpytorch"))
+    with pytest.raises(ValueError, match="gp must be one of"):
+        fit_with("autograd", c, s, y, (100.0, 100.0))
+
+
+def test_front_by_cost_level_equals_the_sorted_front():
+    from alharness.toolkit.allocation import _front_by_level, _front_by_sort, _integer_levels
+
+    rng = np.random.default_rng(1)
+    for trial in range(20):
+        n = int(rng.integers(1200, 3000))  # dense enough in cost levels for the level path
+        cost = rng.integers(0, int(rng.integers(1, 400)), n) * float(rng.choice([1, 12]))
+        ei = np.round(rng.random(n), int(rng.integers(1, 4)))  # ties within and across costs
+        level = _integer_levels(cost)
+        assert level is not None
+        assert np.array_equal(_front_by_level(level, ei), _front_by_sort(cost, ei)), trial
+    assert _integer_levels(np.array([0.0, 0.5, 1.0])) is None  # fractional prices: the sort
+    assert _integer_levels(np.array([0.0, 1e9])) is None  # a sparse range: the sort
+    np.testing.assert_array_equal(pareto_front(np.array([0.5, 0.0, 1.5]), np.array([0.2, 0.1, 0.3])), [1, 0, 2])

@@ -70,6 +70,25 @@ def test_replayed_gp_stays_within_budget_and_near_the_best_fixed_strategy():
     assert gp >= best_fixed - 0.03, (gp, best_fixed, worst_fixed)
 
 
+def test_replay_with_the_analytic_fit_makes_gpytorchs_decisions():
+    surf = _log_surface()
+    camps = [ReplayCampaign(budget=float(b), alpha_s=a, T=4, seed=s)
+             for s, (b, a) in enumerate([(500, 12.0), (900, 12.0), (1300, 5.0), (700, 25.0), (1100, 12.0)])]
+    fast = replay_gp(surf, camps, initial_fraction=0.03, samples=5)
+    ref = replay_gp(surf, camps, initial_fraction=0.03, samples=5, gp="gpytorch")
+    assert [(r["C"], r["S"], r["cost"]) for r in fast] == [(r["C"], r["S"], r["cost"]) for r in ref]
+    with pytest.raises(ValueError, match="gp must be one of"):
+        replay_gp(surf, camps[:1], gp="autograd")
+
+
+def test_surface_draw_is_the_mean_plus_the_spread_times_the_given_normals():
+    surf = _log_surface()
+    c, s = np.array([[10, 300], [599, 0]]), np.array([[3, 70], [0, 80]])
+    z = np.random.default_rng(1).standard_normal(c.shape)
+    np.testing.assert_allclose(surf.draw(c, s, z), surf(c, s) + surf._interp(surf.std, c, s) * z, rtol=0, atol=1e-15)
+    np.testing.assert_array_equal(surf.sample(c, s, np.random.default_rng(1)), surf.draw(c, s, z))
+
+
 def test_sweep_cli_writes_parquet_and_figures(tmp_path):
     import pyarrow as pa
 

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from alharness.toolkit.allocation import StrategyGrid, decide, fit_gp
+from alharness.toolkit.allocation import StrategyGrid, decide, fit_with
 from alharness.errors import ConfigError, ResultsError
 from alharness.seeding import derive_rng
 
@@ -140,7 +140,8 @@ class Surface:
         d = table.to_pydict()
         return cls.from_points(d["C"], d["S"], d["miou"], meta.get("n_pool"))
 
-    def _interp(self, grid: np.ndarray, c: Any, s: Any) -> np.ndarray:
+    def _weights(self, c: Any, s: Any) -> tuple:
+        """Bilinear cell corners and weights of the points (c, s) (clipped to the grid)."""
         c = np.clip(np.asarray(c, float), self.c[0], self.c[-1])
         s = np.clip(np.asarray(s, float), self.s[0], self.s[-1])
         i = np.clip(np.searchsorted(self.c, c, side="right") - 1, 0, max(len(self.c) - 2, 0))
@@ -148,8 +149,16 @@ class Surface:
         i1, j1 = np.minimum(i + 1, len(self.c) - 1), np.minimum(j + 1, len(self.s) - 1)
         wc = np.where(i1 > i, (c - self.c[i]) / np.maximum(self.c[i1] - self.c[i], 1e-12), 0.0)
         ws = np.where(j1 > j, (s - self.s[j]) / np.maximum(self.s[j1] - self.s[j], 1e-12), 0.0)
+        return i, j, i1, j1, wc, ws
+
+    @staticmethod
+    def _blend(grid: np.ndarray, w: tuple) -> np.ndarray:
+        i, j, i1, j1, wc, ws = w
         return ((1 - wc) * (1 - ws) * grid[i, j] + wc * (1 - ws) * grid[i1, j] + (1 - wc) * ws * grid[i, j1]
                 + wc * ws * grid[i1, j1])
+
+    def _interp(self, grid: np.ndarray, c: Any, s: Any) -> np.ndarray:
+        return self._blend(grid, self._weights(c, s))
 
     def __call__(self, c: Any, s: Any) -> np.ndarray:
         """Expected utility at (c, s), interpolated."""
@@ -157,8 +166,12 @@ class Surface:
 
     def sample(self, c: Any, s: Any, rng: np.random.Generator) -> np.ndarray:
         """One noisy draw: the interpolated mean plus the interpolated seed spread times N(0, 1)."""
-        c = np.asarray(c)
-        return self(c, s) + self._interp(self.std, c, s) * rng.standard_normal(np.shape(c))
+        return self.draw(c, s, rng.standard_normal(np.shape(np.asarray(c))))
+
+    def draw(self, c: Any, s: Any, z: np.ndarray) -> np.ndarray:
+        """The interpolated mean plus the interpolated seed spread times the given N(0, 1) draws ``z``."""
+        w = self._weights(c, s)
+        return self._blend(self.mean, w) + self._blend(self.std, w) * z
 
     @property
     def c_max(self) -> int:
@@ -208,9 +221,10 @@ def replay_estimated_best_fixed(surface: Surface, camp: ReplayCampaign, proporti
 
 
 def replay_gp(surface: Surface, camps: Sequence[ReplayCampaign], *, initial_fraction: float = 0.08,
-              samples: int = 8, gp_iters: int = 100, brute: bool = False) -> list[dict[str, Any]]:
+              samples: int = 8, gp_iters: int = 100, brute: bool = False, gp: str = "analytic") -> list[dict[str, Any]]:
     """Alg. 2 with Alg. 1 samples drawn from the surface, for campaigns sharing T (one batched GP fit per round).
 
+    ``gp``: the fit, "analytic" or "gpytorch" (the reference; same decisions, slower).
     ``brute``: EI from gpytorch's posterior at every grid point instead of the structured evaluation."""
     if not camps:
         return []
@@ -219,37 +233,50 @@ def replay_gp(surface: Surface, camps: Sequence[ReplayCampaign], *, initial_frac
         raise ValueError("replay_gp: a batch must share T (group campaigns by T)")
     b, n = len(camps), surface.n_pool
     rngs = [derive_rng(c.seed, "replay", "gp", c.budget, c.alpha_s, c.T) for c in camps]
-    n0 = max(1, round(initial_fraction * n))
-    cs = np.zeros((b, 2), np.int64)
-    spent = np.zeros(b)
-    for k, camp in enumerate(camps):  # Alg. 2 input: (C0, S0), within the budget
-        s0 = min(n0, int(camp.budget / camp.alpha_s), surface.s_max)
-        c0 = min(n0, int((camp.budget - camp.alpha_s * s0) / camp.alpha_c), surface.c_max)
-        cs[k] = (c0, s0)
-        spent[k] = camp.alpha_c * c0 + camp.alpha_s * s0
-    xs_c, xs_s, ys = [[] for _ in camps], [[] for _ in camps], [[] for _ in camps]
+    cs, spent = _initial_strategies(surface, camps, initial_fraction)
+    xs_c, xs_s, ys = np.zeros((b, 0), np.int64), np.zeros((b, 0), np.int64), np.zeros((b, 0))
     fit_s = ei_s = 0.0
     for t in range(T):
-        m_star = np.zeros(b)
-        for k in range(b):  # Alg. 1 on the surface
-            rng = rngs[k]
-            for j in range(samples):
-                c_, s_ = (cs[k, 0], cs[k, 1]) if j == 0 else (rng.integers(0, cs[k, 0] + 1), rng.integers(0, cs[k, 1] + 1))
-                y = float(surface.sample(c_, s_, rng))
-                if j == 0:
-                    m_star[k] = y
-                xs_c[k].append(int(c_))
-                xs_s[k].append(int(s_))
-                ys[k].append(y)
-        fit = fit_gp(np.array(xs_c), np.array(xs_s), np.array(ys), (float(n), float(n)), iters=gp_iters)
+        c_, s_, y_ = _utility_samples(surface, cs, rngs, samples)
+        m_star = y_[:, 0]  # Alg. 1: the first sample uses all the data bought so far
+        xs_c, xs_s, ys = np.hstack([xs_c, c_]), np.hstack([xs_s, s_]), np.hstack([ys, y_])
+        fit = fit_with(gp, xs_c, xs_s, ys, (float(n), float(n)), iters=gp_iters)
         fit_s += fit.fit_s
         for k, camp in enumerate(camps):
             left = camp.budget - spent[k]
             grid = StrategyGrid(c0=int(cs[k, 0]), s0=int(cs[k, 1]), c_max=surface.c_max, s_max=surface.s_max,
                                 alpha_c=camp.alpha_c, alpha_s=camp.alpha_s, budget_left=max(left, 0.0), total_max=n)
-            d = decide(fit.member(k, own_model=brute), m_star[k], grid, T, t, brute=brute)
+            d = decide(fit.member(k, own_model=brute), float(m_star[k]), grid, T, t, brute=brute)
             ei_s += d.ei_s
             cs[k] += (d.delta_c, d.delta_s)
             spent[k] += camp.alpha_c * d.delta_c + camp.alpha_s * d.delta_s
+    utility = surface(cs[:, 0], cs[:, 1])
     return [{"strategy": "full_or_weak_gp", "C": int(cs[k, 0]), "S": int(cs[k, 1]), "cost": float(spent[k]),
-             "utility": float(surface(cs[k, 0], cs[k, 1])), "fit_s": fit_s / b, "ei_s": ei_s / b} for k in range(b)]
+             "utility": float(utility[k]), "fit_s": fit_s / b, "ei_s": ei_s / b} for k in range(b)]
+
+
+def _initial_strategies(surface: Surface, camps: Sequence[ReplayCampaign],
+                        initial_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Alg. 2's input (C0, S0) of each campaign (§4.3: a fraction of the pool each, within the budget) and its cost."""
+    n0 = max(1, round(initial_fraction * surface.n_pool))
+    cs = np.zeros((len(camps), 2), np.int64)
+    spent = np.zeros(len(camps))
+    for k, camp in enumerate(camps):
+        s0 = min(n0, int(camp.budget / camp.alpha_s), surface.s_max)
+        c0 = min(n0, int((camp.budget - camp.alpha_s * s0) / camp.alpha_c), surface.c_max)
+        cs[k] = (c0, s0)
+        spent[k] = camp.alpha_c * c0 + camp.alpha_s * s0
+    return cs, spent
+
+
+def _utility_samples(surface: Surface, cs: np.ndarray, rngs: Sequence[np.random.Generator],
+                     samples: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Alg. 1 on the surface for every campaign: M sizes (C', S'), the first (C, S) itself, the others
+    uniform in [0, C] × [0, S], and one noisy surface draw at each; (b, M) arrays."""
+    sub = np.empty((len(cs), samples, 2), np.int64)
+    z = np.empty((len(cs), samples))
+    sub[:, 0] = cs
+    for k, rng in enumerate(rngs):
+        sub[k, 1:] = rng.integers(0, cs[k] + 1, size=(samples - 1, 2))
+        z[k] = rng.standard_normal(samples)
+    return sub[..., 0], sub[..., 1], surface.draw(sub[..., 0], sub[..., 1], z)
