@@ -10,9 +10,11 @@ adds the seed-to-seed spread as Gaussian noise.
 
 Replay fidelity: ``replay_gp`` runs Alg. 2 against a surface instead of
 training models — Alg. 1's utility samples are surface values at the
-subsampled (C', S') — for a whole batch of campaigns at once (one batched GP
-fit per round), so sweeps over thousands of (alpha_s, T, budget, seed) take
-minutes. ``replay_fixed`` and ``replay_estimated_best_fixed`` give the
+subsampled (C', S') — for a whole batch of campaigns at once (Alg. 1's draws
+and the surface's interpolation vectorised over the batch, one batched GP fit
+per round: the analytic fit, which takes the gpytorch reference's Adam steps
+and so its decisions), so sweeps over thousands of (alpha_s, T, budget, seed)
+take minutes. ``replay_fixed`` and ``replay_estimated_best_fixed`` give the
 baselines on the same surface.
 """
 
@@ -242,11 +244,12 @@ def replay_gp(surface: Surface, camps: Sequence[ReplayCampaign], *, initial_frac
         xs_c, xs_s, ys = np.hstack([xs_c, c_]), np.hstack([xs_s, s_]), np.hstack([ys, y_])
         fit = fit_with(gp, xs_c, xs_s, ys, (float(n), float(n)), iters=gp_iters)
         fit_s += fit.fit_s
+        members = [fit.member(k, own_model=True) for k in range(b)] if brute else fit.members()
         for k, camp in enumerate(camps):
             left = camp.budget - spent[k]
             grid = StrategyGrid(c0=int(cs[k, 0]), s0=int(cs[k, 1]), c_max=surface.c_max, s_max=surface.s_max,
                                 alpha_c=camp.alpha_c, alpha_s=camp.alpha_s, budget_left=max(left, 0.0), total_max=n)
-            d = decide(fit.member(k, own_model=brute), float(m_star[k]), grid, T, t, brute=brute)
+            d = decide(members[k], float(m_star[k]), grid, T, t, brute=brute)
             ei_s += d.ei_s
             cs[k] += (d.delta_c, d.delta_s)
             spent[k] += camp.alpha_c * d.delta_c + camp.alpha_s * d.delta_s

@@ -113,6 +113,7 @@ class GPFit:
     noise: torch.Tensor  # (...)
     fit_s: float = 0.0
     final_loss: float = float("nan")
+    solved: "_Solved | None" = None  # set by ``members``: the batch's Cholesky factors, solved at once
 
     def params(self, index: int | None = None) -> dict[str, Any]:
         """Hyperparameters as plain floats (of batch member ``index``)."""
@@ -131,6 +132,15 @@ class GPFit:
         if own_model:
             one.model = one.gpytorch_model()
         return one
+
+    def members(self) -> list["GPFit"]:
+        """Every batch member as an unbatched fit, with K's Cholesky factor and K^-1 (y - mu) (eqs. 4-5)
+        computed for the whole batch in one go."""
+        solved = _solve(self)
+        out = [self.member(i) for i in range(len(self.y))]
+        for i, one in enumerate(out):
+            one.solved = _Solved(solved.chol[i], solved.alpha[i])
+        return out
 
     def gpytorch_model(self) -> AllocationGP:
         """This (unbatched) fit's hyperparameters in an eval-mode gpytorch model (reference posterior)."""
@@ -364,15 +374,18 @@ class _Solved:
 
 
 def _solve(fit: GPFit) -> _Solved:
-    """Cholesky of K + noise I and alpha = (K + noise I)^-1 (y - mu(X)), eq. (4)/(5) hyperparameters."""
-    x, y = fit.x, fit.y
-    kc = _rbf_1d(x[:, 0], x[:, 0], fit.lengthscale[0])
-    ks = _rbf_1d(x[:, 1], x[:, 1], fit.lengthscale[1])
-    k = fit.outputscale * kc * ks + fit.noise * torch.eye(len(y), dtype=DTYPE)
+    """Cholesky of K + noise I and alpha = (K + noise I)^-1 (y - mu(X)), eq. (4)/(5) hyperparameters
+    (a batch of fits at once; ``members`` hands each its part)."""
+    if fit.solved is not None:
+        return fit.solved
+    x, y, ell = fit.x, fit.y, fit.lengthscale[..., None, None, :]
+    d = (x[..., :, None, :] - x[..., None, :, :]) / ell
+    kc, ks = torch.exp(-0.5 * d[..., 0] ** 2), torch.exp(-0.5 * d[..., 1] ** 2)  # eq. (5)'s two factors
+    k = fit.outputscale[..., None, None] * kc * ks + fit.noise[..., None, None] * torch.eye(y.shape[-1], dtype=DTYPE)
     chol = torch.linalg.cholesky(k)
-    resid = (y - prior_mean(fit, x[:, 0], x[:, 1], scaled=True)).unsqueeze(-1)
-    alpha = torch.cholesky_solve(resid, chol).squeeze(-1)
-    return _Solved(chol, alpha)
+    g, b = fit.gamma[..., None, :], fit.beta[..., None, :]
+    resid = (y - (g * torch.log1p(b * x)).sum(-1)).unsqueeze(-1)  # y - mu(X), eq. (4)
+    return _Solved(chol, torch.cholesky_solve(resid, chol).squeeze(-1))
 
 
 def prior_mean(fit: GPFit, c: torch.Tensor, s: torch.Tensor, *, scaled: bool = False) -> torch.Tensor:
