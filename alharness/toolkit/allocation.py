@@ -205,7 +205,7 @@ def _inputs(c: Any, s: Any, y: Any, scale: tuple[float, float]) -> tuple[torch.T
 
 # -- the same fit by hand: analytic gradients of the marginal likelihood --------
 #
-# fit_gp spends most of its time in gpytorch's autograd. The GP of eqs. (4)-(5)
+# "Full or Weak annotations?", §3.3 and §4.3 (eqs. 4-5, Adam lr 0.1). fit_gp spends most of its time in gpytorch's autograd. The GP of eqs. (4)-(5)
 # has eight hyperparameters and a closed-form gradient of its log marginal
 # likelihood, so the same Adam run (same start, same steps, same update) can be
 # taken on tensors directly, batched over independent fits.
@@ -213,9 +213,9 @@ def _inputs(c: Any, s: Any, y: Any, scale: tuple[float, float]) -> tuple[torch.T
 # Unconstrained ("raw") parameters, as gpytorch stores them: gamma_c, gamma_s (eq. 4),
 # raw beta_c, raw beta_s (eq. 4), raw l_c, raw l_s (eq. 5), raw sigma^2 (eq. 5), raw noise.
 _GAMMA, _BETA, _ELL, _SIG2, _NOISE = slice(0, 2), slice(2, 4), slice(4, 6), 6, 7
-# The likelihood's GreaterThan(1e-4) constraint keeps its bound in a float32 buffer.
+# Eq. (5)'s noise term: the likelihood's GreaterThan(1e-4) constraint keeps its bound in a float32 buffer.
 _NOISE_FLOOR = float(torch.tensor(1e-4, dtype=torch.float32))
-_CACHE_ELEMENTS = 1 << 18  # float64 entries of one (b, n, n) block in a batched fit: 2 MiB
+_CACHE_ELEMENTS = 1 << 18  # float64 entries of one (b, n, n) block of eq. (5)'s K in a batched fit: 2 MiB
 
 
 def _inv_softplus(v: torch.Tensor) -> torch.Tensor:
@@ -271,13 +271,13 @@ def _mll_grad(raw: torch.Tensor, data: _Samples) -> tuple[torch.Tensor, torch.Te
     k = kb * sig2.view(b, 1, 1)
     k.diagonal(dim1=-2, dim2=-1).add_(noise[:, None])
     chol, _ = torch.linalg.cholesky_ex(k)
-    w = torch.cholesky_inverse(chol).mT.contiguous()  # symmetric; LAPACK leaves it column-major
+    w = torch.cholesky_inverse(chol).mT.contiguous()  # K^-1 of eq. (5), symmetric; LAPACK leaves it column-major
     alpha = (w @ r.unsqueeze(-1)).squeeze(-1)
     loss = ((r * alpha).sum(-1) / 2 + torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)) / n \
         + 0.5 * math.log(2 * math.pi)
-    w.sub_(alpha[:, :, None] * alpha[:, None, :])  # K^-1 - alpha alpha^T
+    w.sub_(alpha[:, :, None] * alpha[:, None, :])  # 2n dL/dK = K^-1 - alpha alpha^T (eqs. 4-5 likelihood)
     g_noise = torch.diagonal(w, dim1=-2, dim2=-1).sum(-1)
-    p = w.mul_(kb).view(b, -1)  # (K^-1 - alpha alpha^T) * dK/dsigma^2
+    p = w.mul_(kb).view(b, -1)  # (K^-1 - alpha alpha^T) * dK/dsigma^2, eq. (5)
     g = torch.empty_like(raw)
     g_mu = -alpha / n
     g[:, _GAMMA] = (g_mu[:, :, None] * log_term).sum(1)
@@ -287,7 +287,7 @@ def _mll_grad(raw: torch.Tensor, data: _Samples) -> tuple[torch.Tensor, torch.Te
     g[:, 5] = h * sig2 * torch.linalg.vecdot(p, data.ds.view(b, -1)) / ell[:, 1] ** 3
     g[:, _SIG2] = h * p.sum(-1)
     g[:, _NOISE] = h * g_noise
-    g[:, 2:] *= _softplus_grad(raw[:, 2:])  # through the positivity constraints
+    g[:, 2:] *= _softplus_grad(raw[:, 2:])  # through the positivity of beta (eq. 4), l, sigma^2, noise (eq. 5)
     return g, loss
 
 
@@ -316,7 +316,7 @@ def fit_gp_analytic(c: Any, s: Any, y: Any, scale: tuple[float, float], *, iters
     xb, yb = x.reshape(-1, *x.shape[-2:]), y.reshape(-1, y.shape[-1])
     raw = _raw_start().expand(len(yb), 8).clone()
     loss = torch.empty(len(yb), dtype=DTYPE)
-    # Independent fits, taken a few at a time so that each (b, n, n) block stays in a core's cache.
+    # Independent fits of eqs. (4)-(5), taken a few at a time so that each (b, n, n) block stays in a core's cache.
     step = max(1, _CACHE_ELEMENTS // xb.shape[1] ** 2)
     with torch.no_grad():
         for i in range(0, len(yb), step):
@@ -433,7 +433,7 @@ def _grid_quadratic(cg: torch.Tensor, sg: torch.Tensor, fit: GPFit, kc: torch.Te
         r = torch.einsum("acsd,sd->acs", y, us).reshape(rc * rc, -1)
         pc = (uc[:, :, None] * uc[:, None, :]).reshape(len(uc), rc * rc)
         return r.T @ pc.T
-    # Kernel blocks of high numerical rank (very short length scales): exact, one C at a time.
+    # Eq. (5)'s blocks of high numerical rank (very short length scales): exact, one C at a time.
     out = torch.empty(len(ks), len(kc), dtype=DTYPE)
     for i in range(len(kc)):
         v = torch.linalg.solve_triangular(chol, (kc[i][None, :] * ks).T, upper=False)
@@ -451,8 +451,8 @@ def expected_improvement(mean: Any, var: Any, m_star: float) -> Any:
     sd = torch.as_tensor(var, dtype=DTYPE).clamp(min=0.0).sqrt_()
     pos = sd > 0
     z = d / torch.where(pos, sd, 1.0)
-    ei = torch.erf(z / math.sqrt(2)).add_(1).mul_(0.5).mul_(d)  # (u - m*) Phi(z)
-    ei.add_(z.square_().neg_().div_(2).sub_(math.log(math.sqrt(2 * math.pi))).exp_().mul_(sd))  # + sd phi(z)
+    ei = torch.erf(z / math.sqrt(2)).add_(1).mul_(0.5).mul_(d)  # eq. (6): (u - m*) Phi(z)
+    ei.add_(z.square_().neg_().div_(2).sub_(math.log(math.sqrt(2 * math.pi))).exp_().mul_(sd))  # eq. (6): + sd phi(z)
     ei = torch.where(pos, ei.clamp_(min=0.0), d.clamp_(min=0.0))
     return ei.numpy() if is_np else ei
 
