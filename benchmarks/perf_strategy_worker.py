@@ -84,6 +84,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)  # as the quickstart's num_cpus = 1 gives each campaign
     print(f"strategy processes' server: started and first fork in {server_start_s():.2f} s (once per campaign process)")
+    for process in (False, True):  # first-use costs (lazy imports, allocator) are no one mode's
+        run_campaign(dataclasses.replace(big_pool_specs(64)[0], strategy_process=process))
     if not args.no_quickstart:
         specs = list(load_benchmark(HERE / "quickstart.toml").specs)[: args.campaigns]
         compare(f"quickstart ({len(specs)} campaigns)", specs)

@@ -186,3 +186,20 @@ def test_pool_images_reach_the_strategy_process_as_a_plain_copy():
     (report,) = _reports(in_process)
     assert any(f.endswith(".npy") for f in report["files"]), "in process the images are the cache's memory map"
     assert np.isfinite(in_process.rows[-1]["miou"])
+
+
+def test_large_arrays_arrive_as_read_only_anonymous_memory(monkeypatch, idle):
+    """From 1 MiB on (here: every buffer) arrays travel as sealed memfds: no
+    file name, and not writable in the strategy process even after setflags."""
+    from alharness.campaign import strategy_worker
+
+    monkeypatch.setattr(strategy_worker, "_SHARE_BYTES", 1)
+    res = run_campaign(tiny_spec(strategy="hostile_memmap", strategy_params={"write": False}, rounds=1))
+    (report,) = _reports(res)
+    assert report["files"] == [] and not set(report["planes"]) & _unbought_truth(res)
+    res = run_campaign(tiny_spec(strategy="hostile_write_setflags", rounds=2))
+    assert [r["wrote"] for r in _reports(res)] == [False, False]
+    assert _scores(res.rows) == _scores(idle.rows)
+    a = run_campaign(tiny_spec(strategy="entropy", strategy_process=False))
+    b = run_campaign(tiny_spec(strategy="entropy"))
+    assert _scores(a.rows) == _scores(b.rows) and a.queries == b.queries

@@ -34,7 +34,7 @@ from alharness import Strategy, register_strategy
 
 # Harness-side classes whose instances lead to ground truth, labels or the oracle.
 TELLING = {"Oracle", "SplitData", "SegmentationDataset", "PoolTruth", "ImageTruth", "LabelState", "TrainAndScore",
-           "Ledger", "CampaignState", "CampaignSetup", "Learner", "memmap", "mmap"}
+           "Ledger", "CampaignState", "CampaignSetup", "Learner", "memmap"}
 _MAX_PLANES = 5000
 
 
@@ -240,12 +240,18 @@ class GarbageCollector(Cheat):
 
 @register_strategy("hostile_memmap")
 class MemmapFiles(Cheat):
-    """Follows the pool images' memory map to its cache file and loads ``masks.npy`` beside it."""
+    """Follows the pool images' memory map (and this process's mapped files) to
+    the cache and loads ``masks.npy`` beside them."""
 
     route = "memmap"
 
     def read(self, ctx, found):
         found.look(walk([ctx.pool.images]), len(ctx.pool))
+        try:  # every file this process has mapped
+            with open("/proc/self/maps") as fh:
+                found.files.update(line.split()[-1] for line in fh if line.rstrip().endswith(".npy"))
+        except OSError:
+            pass
         for name in list(found.files):
             path = os.path.join(os.path.dirname(name), "masks.npy")
             if os.path.exists(path):
