@@ -163,22 +163,14 @@ def run_benchmark(
     *,
     address: str | None = None,
     num_cpus: int | None = None,
-    max_concurrent: int | None = None,
-    resume: bool = True,
     retries: int = 2,
-    attempts: int = 1,
-    checkpoints: bool = True,
-    batch_size: int = 256,
-    flush_s: float = 5.0,
-    progress: bool = True,
+    **options: Any,
 ) -> RunSummary:
     """Run every campaign of ``bench`` not yet finished under ``out_dir`` on Ray.
 
-    ``address`` / ``num_cpus`` / ``retries``: as :class:`RayBackend`; the
-    rest as :func:`alharness.execution.scheduler.run_benchmark`.
+    ``address`` / ``num_cpus`` / ``retries``: as :class:`RayBackend`; ``options``
+    (``max_concurrent``, ``resume``, ``attempts``, ``checkpoints``,
+    ``batch_size``, ``flush_s``, ``progress``) as
+    :func:`alharness.execution.scheduler.run_benchmark`.
     """
-    return scheduler.run_benchmark(
-        bench, out_dir, backend=RayBackend(address, num_cpus, retries=retries), max_concurrent=max_concurrent,
-        resume=resume, attempts=attempts, checkpoints=checkpoints, batch_size=batch_size, flush_s=flush_s,
-        progress=progress,
-    )
+    return scheduler.run_benchmark(bench, out_dir, backend=RayBackend(address, num_cpus, retries=retries), **options)
