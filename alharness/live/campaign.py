@@ -64,11 +64,12 @@ from alharness.annotation.truth import ImageTruth
 from alharness.campaign.checkpoint import Checkpointer
 from alharness.campaign.context import make_context
 from alharness.campaign.evaluation import evaluate, evaluate_extra_networks
-from alharness.campaign.loop import TIMING_COLUMNS, CampaignSetup, round_allowance, round_row
+from alharness.campaign.loop import TIMING_COLUMNS, CampaignSetup, _constant_columns, round_allowance, round_row
 from alharness.campaign.spec import CampaignSpec
 from alharness.campaign.state import CampaignState
+from alharness.campaign.strategy_worker import InProcessStrategy
 from alharness.contract.queries import FullMask, Query
-from alharness.contract.strategy import LOOP_NEEDS, NEEDS, ORACLE_NEEDS, Strategy
+from alharness.contract.strategy import LOOP_NEEDS, NEEDS, ORACLE_NEEDS
 from alharness.datasets.base import IGNORE_INDEX, SplitData, make_pool_view
 from alharness.errors import ConfigError, PluginError, QueryRefused
 from alharness.learner import services as learner_services
@@ -76,7 +77,6 @@ from alharness.learner.pipeline import make_learner
 from alharness.live import formats
 from alharness.live.images import load_masks, load_test
 from alharness.live.tasks import Answer, ExportError, LiveError, PoolFacts, Task, priority, task_id
-from alharness.registry import STRATEGIES
 from alharness.results.store import Location, write_campaign
 from alharness.seeding import derive_int_seed, derive_rng
 
@@ -146,33 +146,6 @@ class LiveRun:
 # -- assembling a run from its directory -----------------------------------------------------------------
 
 
-class LiveStrategy:
-    """The strategy, in this process, as the loop's helpers use one (needs, flags,
-    ``select``, diagnostics as JSON text, state for checkpoints). A live pool
-    holds no ground truth, so there is nothing to keep away from it in another process."""
-
-    def __init__(self, name: str, params: dict[str, Any]):
-        self.strategy: Strategy = STRATEGIES.create(name, **params)
-        self.needs = frozenset(getattr(self.strategy, "needs", frozenset()))
-        self.oracle_experiment = bool(getattr(self.strategy, "oracle_experiment", False))
-        self.paces_itself = bool(getattr(self.strategy, "paces_itself", False))
-
-    def select(self, ctx: Any, deadline: Any = None) -> Any:
-        return self.strategy.initial(ctx) if ctx.round == 0 else self.strategy.propose(ctx)
-
-    def diagnostics(self) -> str:
-        return json.dumps(self.strategy.diagnostics(), sort_keys=True, default=str)
-
-    def get_state(self) -> Any:
-        return self.strategy.get_state()
-
-    def set_state(self, state: Any) -> None:
-        self.strategy.set_state(state)
-
-    def close(self) -> None:
-        pass
-
-
 def check_live_needs(spec: CampaignSpec, strategy: Any) -> frozenset[str]:
     """What the strategy needs from the model; refuses what a live campaign cannot give."""
     needs = frozenset(getattr(strategy, "needs", frozenset()))
@@ -186,14 +159,6 @@ def check_live_needs(spec: CampaignSpec, strategy: Any) -> frozenset[str]:
         raise PluginError(f"{who} needs {sorted(needs - NEEDS)}; the loop provides {sorted(NEEDS)}")
     learner_services.check_needs(spec.learner, needs, who=who)
     return needs
-
-
-def _columns(spec: CampaignSpec) -> dict[str, Any]:
-    """The columns every row shares: the simulation's, plus ``live``."""
-    same = ("benchmark", "campaign_id", "dataset", "strategy", "strategy_label", "budget_metric", "budget",
-            "validation", "seed")
-    return {**{k: getattr(spec, k) for k in same}, "reference_id": spec.reference().campaign_id,
-            "cost_model": spec.cost_label, "oracle_experiment": False, **spec.param_columns(), "live": True}
 
 
 def _pool(directory: Path, facts: PoolFacts) -> SplitData:
@@ -212,12 +177,13 @@ def assemble(directory: Path, config: dict[str, Any]) -> LiveRun:
     facts = PoolFacts(tuple(config["classes"]), tuple(config["size"]), tuple(config["stems"]), IGNORE_INDEX)
     pool = _pool(directory, facts)
     oracle = Oracle(pool, build_cost_models(spec.costs), spec.budget_metric, spec.budget)
-    strategy = LiveStrategy(spec.strategy, spec.strategy_params)
+    strategy = InProcessStrategy(spec.strategy, spec.strategy_params)  # no ground truth here to keep from it
     needs = check_live_needs(spec, strategy)
     pool_view = make_pool_view(pool, facts.class_names)
     labels = LabelState(len(pool_view), facts.image_shape, facts.num_classes, IGNORE_INDEX)
     learner = make_learner(spec.learner, facts.num_classes, IGNORE_INDEX)
-    setup = CampaignSetup(spec, pool_view, None, None, needs, needs, None, {}, _columns(spec))
+    columns = {**_constant_columns(spec, strategy), "live": True}
+    setup = CampaignSetup(spec, pool_view, None, None, needs, needs, None, {}, columns)
     return LiveRun(directory, config, spec, facts, setup, CampaignState(labels, oracle, learner, strategy, None))
 
 
@@ -433,7 +399,6 @@ def close(run: LiveRun, rnd: int) -> dict[str, Any]:
         timings.update(train_s=t1 - t0, eval_s=time.perf_counter() - t1)
     timings["round_s"] = sum(v for k, v in timings.items() if k != "round_s")
     row = round_row(run.setup, state, rnd, len(tasks), timings)
-    row["diagnostics"] = state.strategy.diagnostics()  # JSON text, as the simulation stores it
     leads = [run.answers[t.id].lead_time for t in answered if run.answers[t.id].lead_time is not None]
     row.update(unanswered=len(tasks) - len(answered), lead_time_s=float(sum(leads)) if leads else None)
     state.rows.append(row)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from alharness.campaign.spec import CampaignSpec
+from alharness.campaign.strategy_worker import InProcessStrategy
 from alharness.errors import ConfigError
 from alharness.live import campaign as live
 from alharness.live.formats import FORMATS, write_configs
@@ -100,7 +101,7 @@ def _config(args: dict[str, Any], out: Path) -> tuple[dict[str, Any], list[str],
     size = _size(chosen, args.get("size"))
     resize = args.get("resize") or chosen.dataset_params.get("resize", "crop")
     spec = live_spec(chosen, images_dir, classes, size, resize)
-    live.check_live_needs(spec, live.LiveStrategy(spec.strategy, spec.strategy_params))
+    live.check_live_needs(spec, InProcessStrategy(spec.strategy, spec.strategy_params))
     url = args.get("image_url") or f"/data/local-files/?d={(out.resolve() / 'images').relative_to('/')}/"
     config = {"format_version": live.FORMAT_VERSION, "spec": spec.to_json(), "benchmark_file": str(Path(args["file"]).resolve()),
               "images": str(images_dir), "masks": str(Path(args["masks"]).resolve()) if args.get("masks") else None,
