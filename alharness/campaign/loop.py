@@ -352,7 +352,7 @@ def round_row(setup: CampaignSetup, state: CampaignState, rnd: int, batch_size: 
         **{f"spent_{m}": ledger.total(m) for m in state.oracle.cost_models},
         **{f"n_{kind}": ledger.count(kind) for kind in QUERY_TYPES},
         "batch_size": batch_size,
-        "n_noisy": sum(e.noisy for e in ledger),
+        "n_noisy": ledger.noisy_count(),
         "labelled_pixel_fraction": state.labels.labelled_pixel_fraction(),
         "miou": state.miou,
         "per_class_iou": state.class_iou,
