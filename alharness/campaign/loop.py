@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
-from alharness.annotation.costs import build_cost_models
 from alharness.annotation.labels import LabelState
 from alharness.annotation.noise import Annotator
 from alharness.annotation.oracle import Oracle
@@ -184,7 +183,8 @@ def setup_campaign(spec: CampaignSpec, deadline: Deadline | None = None) -> tupl
     if not in_process:
         warm_up()  # the strategy processes' server boots while the data loads
     pool, pool_view, test, val_split = _load_splits(spec)
-    cost_models = build_cost_models(spec.costs)
+    # The metrics the spec records (and its id covers), not every installed cost model.
+    cost_models = spec.cost_models()
     annotator = Annotator(spec.noise, derive_rng(spec.seed, "noise")) if spec.noise.active else None
     oracle = Oracle(pool, cost_models, spec.budget_metric, spec.budget, annotator)
     strategy = open_strategy(spec.strategy, spec.strategy_params, in_process=in_process, pool=pool_view,

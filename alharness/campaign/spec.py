@@ -157,6 +157,10 @@ class CampaignSpec:
                                   f"valid keys: {', '.join(NoiseConfig.__dataclass_fields__)}")
             object.__setattr__(self, "noise", NoiseConfig(**self.noise))
 
+    def cost_models(self) -> dict[str, Any]:
+        """A fresh instance of every metric the campaign records (``costs``, in its order)."""
+        return _build_cost_models(self.costs, f"campaign ({self.strategy} on {self.dataset})")
+
     def recorded_metrics(self) -> list[str]:
         """The cost metrics this campaign records (and its id covers): every
         built-in metric, as always, plus the enforced one and those the
