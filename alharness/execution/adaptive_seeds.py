@@ -36,6 +36,7 @@ from typing import Any, Callable
 import numpy as np
 
 from alharness.campaign.spec import CampaignSpec
+from alharness.results.stats import MIN_SEEDS, _interval
 
 RANK_BY = ("final_miou", "auc")
 LEVEL = 0.95
@@ -77,9 +78,7 @@ def paired_interval(a: dict[int, float], b: dict[int, float], seed_text: str) ->
         return 0, -np.inf, np.inf
     diff = np.array([a[s] - b[s] for s in seeds])
     rng = np.random.default_rng(zlib.crc32(f"{seed_text}|{seeds}".encode()))
-    means = diff[rng.integers(0, len(diff), size=(N_BOOT, len(diff)))].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
-    return len(seeds), float(lo), float(hi)
+    return len(seeds), *_interval(diff, rng, N_BOOT, LEVEL)  # the report's percentile bootstrap
 
 
 def decide(values: dict[str, dict[int, float]], active: set[str], min_seeds: int) -> tuple[set[str], bool]:
@@ -161,8 +160,6 @@ def _step(g: _Group, values: dict[str, float], policy: SeedPolicy, wave: int) ->
     """Decide on ``g`` after ``wave``; give it the next seeds unless it stops."""
     vals = {st: {seed: values[g.specs[st][seed].campaign_id] for seed in given
                  if g.specs[st][seed].campaign_id in values} for st, given in g.seeds.items()}
-    from alharness.results.stats import MIN_SEEDS
-
     if len(g.specs) == 1:
         g.reason = "one strategy: nothing to compare"
         return
