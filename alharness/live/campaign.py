@@ -89,17 +89,6 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def write_json(path: Path, doc: Any) -> None:
-    """Write atomically (temporary file, fsync, rename): a reader sees the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        fh.write(json.dumps(doc, indent=1) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
-
-
 @dataclass
 class LiveRun:
     """A live campaign as loaded from its directory: the simulation's setup and
@@ -344,8 +333,8 @@ def _write_tasks(run: LiveRun, rnd: int, tasks: list[Task], extra: dict[str, Any
     paths = formats.write_round(run.directory / "tasks" / f"round-{rnd:03d}", run.config["format"], tasks, run.facts,
                                 image_url=run.config["image_url"], predicted=_predicted(run, tasks),
                                 model_version=f"alharness {run.spec.strategy_label} round {rnd}", info=info)
-    write_json(run.directory / "tasks" / f"round-{rnd:03d}.json", {"round": rnd, **extra,
-                                                                    "tasks": [t.to_json() for t in tasks]})
+    formats.write_json(run.directory / "tasks" / f"round-{rnd:03d}.json",
+                       {"round": rnd, **extra, "tasks": [t.to_json() for t in tasks]})
     return paths
 
 
@@ -517,8 +506,8 @@ def prelabelled(run: LiveRun) -> list[Task]:
                           f"what is already labelled, as it covers a simulation's initial masks)") from None
     tasks = [Task(task_id(cfg["run"], 0, i), 0, i, q, priority(i, len(queries)), "prelabelled")
              for i, q in enumerate(queries)]
-    write_json(run.directory / "tasks" / "round-000.json", {"round": 0, "allowance": run.spec.budget, "price": price,
-                                                            "proposed": _now(), "tasks": [t.to_json() for t in tasks]})
+    formats.write_json(run.directory / "tasks" / "round-000.json", {"round": 0, "allowance": run.spec.budget, "price": price,
+                                                                    "proposed": _now(), "tasks": [t.to_json() for t in tasks]})
     if not any(t.id in run.answers for t in tasks):
         answers = [Answer(t.id, masks[int(t.query.image)], None, "prelabelled") for t in tasks]
         _write_answers(run, answers, {"imported": _now(), "export": str(Path(cfg["masks"]).resolve()), "format": "masks"})

@@ -111,12 +111,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_shadow(args: argparse.Namespace) -> int:
     from alharness.live import campaign as live
+    from alharness.live.formats import write_json
     from alharness.live.shadow import shadow_export
 
     run = live.open_run(args.dir)
     doc, n = shadow_export(run, args.masks, args.format)
     out = Path(args.out)
-    live.write_json(out, doc)
+    write_json(out, doc)
     print(f"wrote {n} answer(s) from the ground truth in {args.masks} to {out}")
     print(f"next: alharness live import {run.directory} {out}")
     return EXIT_OK

@@ -68,12 +68,11 @@ def read_export(doc: Any, tasks: Mapping[str, Task], facts: PoolFacts, where: st
     return answers
 
 
-def _write_json(path: Path, doc: Any) -> None:
-    """Write atomically: a reader sees the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    tmp.replace(path)
+def write_json(path: Path, doc: Any) -> None:
+    """Write atomically and durably (``Location.write_bytes``): a reader sees the old file or the whole new one."""
+    from alharness.results.store import Location  # pyarrow: only once a file is written, not when the CLI loads
+
+    Location(path.parent).write_bytes(path.name, (json.dumps(doc, indent=1) + "\n").encode())
 
 
 def write_configs(directory: Path, facts: PoolFacts) -> list[Path]:
@@ -93,7 +92,7 @@ def write_round(directory: Path, fmt: str, tasks: list[Task], facts: PoolFacts, 
     (each type is its own project, with its own labelling config); COCO, one file."""
     if fmt == "coco":
         path = directory / "coco.json"
-        _write_json(path, coco.tasks_document(tasks, facts, info))
+        write_json(path, coco.tasks_document(tasks, facts, info))
         return [path]
     by_kind: dict[str, list[dict]] = defaultdict(list)
     for t in tasks:
@@ -102,7 +101,7 @@ def write_round(directory: Path, fmt: str, tasks: list[Task], facts: PoolFacts, 
     paths = []
     for kind, docs in by_kind.items():
         paths.append(directory / f"{kind}.json")
-        _write_json(paths[-1], docs)
+        write_json(paths[-1], docs)
     return paths
 
 

@@ -18,7 +18,7 @@ from alharness.campaign.spec import CampaignSpec
 from alharness.campaign.strategy_worker import InProcessStrategy
 from alharness.errors import ConfigError
 from alharness.live import campaign as live
-from alharness.live.formats import FORMATS, write_configs
+from alharness.live.formats import FORMATS, write_configs, write_json
 from alharness.live.images import list_images, load_images, read_classes
 from alharness.live.label_studio import RESERVED
 from alharness.live.tasks import LiveError, PoolFacts
@@ -134,7 +134,7 @@ def start(args: dict[str, Any]) -> tuple[live.LiveRun, list[str]]:
     facts = PoolFacts(tuple(config["classes"]), tuple(config["size"]), tuple(config["stems"]), 255)
     write_configs(out / "label-studio", facts)
     config.update(run=uuid.uuid4().hex[:8], started=live._now(), sources=[list(s) for s in sources])
-    live.write_json(existing, config)  # the commit of "started"
+    write_json(existing, config)  # the commit of "started"
     run = live.open_run(out)
     live.begin(run)
     return run, notes
