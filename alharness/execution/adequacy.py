@@ -24,7 +24,6 @@ import json
 from typing import Any
 
 from alharness.campaign.spec import CampaignSpec
-from alharness.campaign.reference import REFERENCE_BUDGET
 from alharness.execution.benchmark import Benchmark
 from alharness.learner import LearnerConfig
 from alharness.registry import DATASETS
@@ -45,13 +44,9 @@ def scaled(learner: LearnerConfig, factor: int) -> LearnerConfig:
 
 
 def _half_pool(ref: CampaignSpec) -> CampaignSpec:
-    """Random masks for half the pool in round 0 (scored on round 0)."""
+    """Random masks for half the pool in round 0 (scored on round 0): the reference, another strategy."""
     pool = len(DATASETS.create(ref.dataset, **ref.dataset_params).splits["train"])
-    return CampaignSpec(dataset=ref.dataset, dataset_params=ref.dataset_params, strategy="random", costs=ref.costs,
-                        budget_metric=ref.budget_metric, budget=REFERENCE_BUDGET, rounds=1, seed=ref.seed,
-                        initial_masks=max(1, pool // 2), learner=ref.learner, validation=ref.validation,
-                        benchmark=ref.benchmark, num_cpus=ref.num_cpus, num_gpus=ref.num_gpus,
-                        timeout_s=ref.timeout_s, strategy_process=ref.strategy_process)
+    return dataclasses.replace(ref.reference(), strategy="random", initial_masks=max(1, pool // 2))
 
 
 def _group(spec: CampaignSpec) -> str:
