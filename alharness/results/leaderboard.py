@@ -37,6 +37,14 @@ def _has_column(con, table: str, column: str) -> bool:
     return column in {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
 
 
+def pricing_sql(con) -> str:
+    """SQL for a campaign's pricing group: its ``cost_model`` label (the
+    enforced metric and any non-default cost parameters) where the results
+    record one, else its budget metric. Campaigns priced differently (a sweep
+    over a cost ratio) are separate groups."""
+    return "cost_model" if _has_column(con, "rounds", "cost_model") else "budget_metric"
+
+
 def dataset_label_sql(con) -> str:
     """SQL for the ``rounds`` rows' dataset label: the dataset's name, plus
     every parameter (``p_dataset_*`` column) whose value differs between
@@ -76,13 +84,11 @@ def _per_campaign_sql(con, cost_metric: str | None, reach: float) -> str:
     x_expr, metric_name, own = _cost_axis(con, cost_metric)
     has_ref = _has_column(con, "rounds", "reference_id")
     ref_id = "reference_id" if has_ref else "CAST(NULL AS VARCHAR)"
-    # Campaigns priced differently (a sweep over a cost ratio) are separate groups.
-    pricing = "cost_model" if _has_column(con, "rounds", "cost_model") else "budget_metric"
-    # Campaigns on differently configured datasets of one name are separate groups too.
+    # Campaigns priced differently, or on differently configured datasets of one name, are separate groups.
     return f"""
     WITH base AS (
         SELECT {dataset_label_sql(con)} AS dataset, strategy, strategy_label, budget, seed, campaign_id, {ref_id} AS reference_id,
-               {pricing} AS pricing,
+               {pricing_sql(con)} AS pricing,
                round, miou, {metric_name} AS metric, {x_expr} AS x
         FROM rounds
     ),

@@ -15,12 +15,13 @@ round, and thumbnails of queried images with their boxes / pixels drawn).
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -165,20 +166,46 @@ def _reach_cell(r: dict[str, Any]) -> str:
     return "never" if r["reached"] == 0 else f"{r['cost_to_reach_mean']:.4g} ({r['reached']}/{r['seeds']})"
 
 
-def _leaderboard_section(doc: _Doc, con, metric: str | None) -> list[dict[str, Any]]:
-    boards = {reach: report.leaderboard(con, metric, reach) for reach in REACHES}
-    rows = boards[REACHES[0]]
+Boards = Callable[[str | None, float], list[dict[str, Any]]]
+
+
+def _leaderboards(con) -> Boards:
+    """``report.leaderboard(con, metric, reach)``, each (metric, reach) queried
+    once per report: "What to buy", the leaderboards and the cost table show
+    the same boards."""
+    return functools.lru_cache(maxsize=None)(functools.partial(report.leaderboard, con))
+
+
+def _group_key(r: dict[str, Any]) -> tuple:
+    """The group of a leaderboard or verdict row: (dataset, cost metric, pricing, budget)."""
+    return r["dataset"], r["cost_metric"], r["pricing"], r["budget"]
+
+
+def _groups(rows: list[dict[str, Any]]) -> dict[tuple, list[int]]:
+    """Leaderboard rows' indices by group (``_group_key``), in row order (best AUC first within each)."""
     groups: dict[tuple, list[int]] = {}
     for i, r in enumerate(rows):
-        groups.setdefault((r["dataset"], r["cost_metric"], r["pricing"], r["budget"]), []).append(i)
-    for (dataset, cost_metric, pricing, budget), idx in groups.items():
+        groups.setdefault(_group_key(r), []).append(i)
+    return groups
+
+
+def _group_title(key: tuple) -> str:
+    """A group as words: "dataset, budget 60 label_equivalents", plus its pricing where that is not the metric."""
+    dataset, cost_metric, pricing, budget = key
+    priced = "" if pricing == cost_metric else f", priced {pricing}"
+    return f"{dataset}, budget {budget:g} {cost_metric}{priced}"
+
+
+def _leaderboard_section(doc: _Doc, boards: Boards, metric: str | None) -> list[dict[str, Any]]:
+    rows = boards(metric, REACHES[0])
+    for (dataset, cost_metric, pricing, budget), idx in _groups(rows).items():
         first = rows[idx[0]]
         basis = (f"of full supervision (final mIoU {first['full_miou_mean']:.3f} with every mask)"
                  if first["reach_of"] == "full supervision" else "of the best strategy's final mIoU (no full-supervision reference in these results)")
         table = []
         for rank, i in enumerate(idx, 1):
             r = rows[i]
-            reach_cells = [_reach_cell(boards[reach][i]) for reach in REACHES]
+            reach_cells = [_reach_cell(boards(metric, reach)[i]) for reach in REACHES]
             table.append([str(rank), r["strategy"], str(r["seeds"]),
                           f"{r['final_miou_mean']:.3f} ± {r['final_miou_std']:.3f}", f"{r['auc_mean']:.3f} ± {r['auc_std']:.3f}",
                           *reach_cells, f"{r['final_cost_mean']:.4g}"])
@@ -191,7 +218,7 @@ def _leaderboard_section(doc: _Doc, con, metric: str | None) -> list[dict[str, A
     return rows
 
 
-def _cost_table_section(doc: _Doc, con, metrics: list[str], enforced: list[str]) -> None:
+def _cost_table_section(doc: _Doc, boards: Boards, metrics: list[str], enforced: list[str]) -> None:
     """Cost to reach 95 % in every recorded metric side by side (metabox-plus Table 1)."""
     if len(metrics) < 2:
         return
@@ -199,7 +226,7 @@ def _cost_table_section(doc: _Doc, con, metrics: list[str], enforced: list[str])
     cells: dict[tuple, dict[str, str]] = {}
     basis = {}
     for metric in metrics:
-        for r in report.leaderboard(con, None if enforced == [metric] else metric, reach):
+        for r in boards(None if enforced == [metric] else metric, reach):
             key = (r["dataset"], r["budget"], r["strategy"])
             basis[(r["dataset"], r["budget"])] = r["reach_of"]
             cells.setdefault(key, {})[metric] = (
@@ -212,8 +239,7 @@ def _cost_table_section(doc: _Doc, con, metrics: list[str], enforced: list[str])
                           f"{basis[(dataset, budget)]} (metabox-plus Table 1 layout; seeds that never reached it are counted in brackets)")
 
 
-def _comparison_section(doc: _Doc, con) -> None:
-    rows = report.per_campaign(con)
+def _comparison_section(doc: _Doc, rows: list[dict[str, Any]]) -> None:
     boot = [b for metric in ("auc", "final_miou") for b in stats.paired_bootstrap(rows, metric)]
     if boot:
         doc.h(3, "Paired bootstrap between strategies")
@@ -233,13 +259,13 @@ def _comparison_section(doc: _Doc, con) -> None:
                           f"strategy beat the column strategy (ties count ½)")
 
 
-def _sensitivity_section(doc: _Doc, con, out_dir: Path) -> None:
+def _sensitivity_section(doc: _Doc, con, rows: list[dict[str, Any]], out_dir: Path) -> None:
     """Rank of each strategy at each value of a cost parameter that varies between campaigns."""
     cols = [r[0] for r in con.execute("DESCRIBE rounds").fetchall() if r[0].startswith("p_cost_")]
     varying = [c for c in cols if con.execute(f"SELECT count(DISTINCT {c}) FROM rounds").fetchone()[0] > 1]
     if not varying:
         return
-    rows = report.per_campaign(con)
+    rows = [dict(r) for r in rows]  # the parameter columns are added to copies
     doc.h(2, "Cost sensitivity")
     for col in varying:
         value = dict(con.execute(f"SELECT campaign_id, any_value({col}) FROM rounds GROUP BY 1").fetchall())
@@ -343,9 +369,9 @@ def _query_shares(con) -> dict[tuple, dict[str, float]]:
     """(dataset, budget metric, pricing, budget, strategy label) → query type → mean share of the budget spent on it."""
     if "queries" not in {r[0] for r in con.execute("SHOW TABLES").fetchall()}:
         return {}
-    pricing = "cost_model" if "cost_model" in {r[0] for r in con.execute("DESCRIBE rounds").fetchall()} else "budget_metric"
     data = con.execute(f"""
-        WITH c AS (SELECT DISTINCT campaign_id, {report.dataset_label_sql(con)} AS dataset, budget_metric, {pricing} AS pricing,
+        WITH c AS (SELECT DISTINCT campaign_id, {report.dataset_label_sql(con)} AS dataset, budget_metric,
+                          {report.pricing_sql(con)} AS pricing,
                           budget, strategy_label FROM rounds WHERE strategy <> '{REFERENCE_STRATEGY}'),
              n AS (SELECT dataset, budget_metric, pricing, budget, strategy_label, count(*) AS seeds FROM c GROUP BY ALL)
         SELECT c.dataset, c.budget_metric, c.pricing, c.budget, c.strategy_label, q.query_type,
@@ -436,7 +462,8 @@ def _how_sure(best: str, runner: str | None, found: list[dict[str, Any]]) -> tup
             f"{v['sentence']}.")
 
 
-def _what_to_buy_section(doc: _Doc, con, rows: list[dict[str, Any]], found: list[dict[str, Any]], results_dir: Path) -> None:
+def _what_to_buy_section(doc: _Doc, con, boards: Boards, rows: list[dict[str, Any]], found: list[dict[str, Any]],
+                         results_dir: Path) -> None:
     """Per dataset, budget and pricing: the best strategy by AUC, its query mix, its cost to 90/95 %
     of full supervision, and how sure the harness is (verdict against the runner-up, adequacy)."""
     doc.h(2, "What to buy")
@@ -444,20 +471,17 @@ def _what_to_buy_section(doc: _Doc, con, rows: list[dict[str, Any]], found: list
           "mean over seeds), the shares of the budget it spent on each query type, its mean cost to 90 % and 95 % "
           "of the target, and how sure the harness is: the verdict against the runner-up (exact paired sign-flip test, "
           "Holm-adjusted over the group's pairs; see verdicts.md) and whether the learner is adequate.")
-    boards = {reach: report.leaderboard(con, None, reach) for reach in REACHES}
+    board = boards(None, REACHES[0])
     shares, inadequate = _query_shares(con), learner_inadequate(rows)
-    groups: dict[tuple, list[int]] = {}
-    for i, r in enumerate(boards[REACHES[0]]):
-        groups.setdefault((r["dataset"], r["cost_metric"], r["pricing"], r["budget"]), []).append(i)
+    groups = _groups(board)
     table, notes, warnings = [], [], _adequacy_notes(con, results_dir)
     for key, idx in groups.items():
-        best = boards[REACHES[0]][idx[0]]
-        runner = boards[REACHES[0]][idx[1]]["strategy"] if len(idx) > 1 else None
-        cell, sentence = _how_sure(best["strategy"], runner, [v for v in found if (v["dataset"], v["cost_metric"], v["pricing"], v["budget"]) == key])
-        priced = "" if key[2] == key[1] else f", priced {key[2]}"
-        where = f"{key[0]}, budget {key[3]:g} {key[1]}{priced}"
+        best = board[idx[0]]
+        runner = board[idx[1]]["strategy"] if len(idx) > 1 else None
+        cell, sentence = _how_sure(best["strategy"], runner, [v for v in found if _group_key(v) == key])
+        where = _group_title(key)
         table.append([where, best["strategy"], f"{best['auc_mean']:.3f}", _mix_text(shares.get((*key, best["strategy"]), {})),
-                      *(_reach_cell(boards[reach][idx[0]]) for reach in REACHES), cell])
+                      *(_reach_cell(boards(None, reach)[idx[0]]) for reach in REACHES), cell])
         notes.append(f"{where}: {sentence}")
         if key in inadequate:
             warnings.append(f"LEARNER INADEQUATE on {where}: {', '.join(inadequate[key])} beat full supervision by more than "
@@ -466,7 +490,7 @@ def _what_to_buy_section(doc: _Doc, con, rows: list[dict[str, Any]], found: list
     if not table:
         doc.p("No finished strategy campaigns in these results.")
         return
-    basis = "full supervision" if all(boards[REACHES[0]][i]["reach_of"] == "full supervision" for i in sum(groups.values(), [])) \
+    basis = "full supervision" if all(r["reach_of"] == "full supervision" for r in board) \
         else "full supervision where every campaign has its reference, else the best strategy's final mIoU"
     for warning in warnings:  # before the table: they say how far to trust it
         doc.warn(warning)
@@ -488,7 +512,7 @@ def compute_verdicts(con) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(per-campaign rows, verdicts on AUC and final mIoU for every pair of every group, grouped)."""
     rows = report.per_campaign(con)
     found = sorted((v for m in VERDICT_METRICS for v in stats.verdicts(rows, m)),
-                   key=lambda v: (v["dataset"], v["cost_metric"], v["pricing"], v["budget"]))
+                   key=_group_key)
     return rows, found
 
 
@@ -496,11 +520,9 @@ def write_verdicts(found: list[dict[str, Any]], out_dir: Path) -> list[str]:
     """Write ``verdicts.md`` and ``verdicts.json`` into ``out_dir``; return the Markdown body's lines."""
     lines, key = [], None
     for v in found:
-        k = (v["dataset"], v["cost_metric"], v["pricing"], v["budget"])
-        if k != key:
-            key = k
-            priced = "" if k[2] == k[1] else f", priced {k[2]}"
-            lines += ["", f"## {k[0]}, budget {k[3]:g} {k[1]}{priced}", ""]
+        if _group_key(v) != key:
+            key = _group_key(v)
+            lines += ["", f"## {_group_title(key)}", ""]
         lines.append(f"- {v['sentence']}.")
     (out_dir / "verdicts.md").write_text(VERDICTS_HEAD + "\n".join(lines) + "\n")
     (out_dir / "verdicts.json").write_text(json.dumps(found, indent=1, default=float) + "\n")
@@ -532,7 +554,8 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None) -> 
         if "campaigns" in {r[0] for r in con.execute("SHOW TABLES").fetchall()} else {}
     n_ref = con.execute(f"SELECT count(DISTINCT campaign_id) FROM rounds WHERE strategy = '{REFERENCE_STRATEGY}'").fetchone()[0]
     rows, found = compute_verdicts(con)
-    _what_to_buy_section(doc, con, rows, found, results_dir)
+    boards = _leaderboards(con)
+    _what_to_buy_section(doc, con, boards, rows, found, results_dir)
     doc.h(2, "What ran")
     doc.p(f"Results: {results_dir}. Campaigns: {status.get('ok', 0)} finished, {status.get('failed', 0)} failed"
           f" ({n_ref} of the finished are full-supervision references).")
@@ -560,12 +583,12 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None) -> 
         doc.h(2, f"Cost in {metric}" + ("" if metric in enforced else " (re-scored: the budget was enforced in another metric)"))
         path = report.plot_learning_curves(con, out_dir / f"curves_{metric}.png", axis)
         doc.image(path, f"Test mIoU against cost in {metric}: mean over seeds, band ±1 std; dashed: full supervision")
-        _leaderboard_section(doc, con, axis)
-    _cost_table_section(doc, con, metrics, enforced)
+        _leaderboard_section(doc, boards, axis)
+    _cost_table_section(doc, boards, metrics, enforced)
     doc.h(2, "Comparisons between strategies")
-    _comparison_section(doc, con)
+    _comparison_section(doc, rows)
     _verdict_section(doc, found, out_dir)
-    _sensitivity_section(doc, con, out_dir)
+    _sensitivity_section(doc, con, rows, out_dir)
     doc.h(2, "Diagnostics per strategy")
     _diagnostics_section(doc, con, out_dir)
     _thumbnails_section(doc, con, out_dir)
