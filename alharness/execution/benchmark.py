@@ -24,7 +24,7 @@ from alharness.annotation.noise import NoiseConfig
 from alharness.learner import LearnerConfig
 from alharness.campaign.spec import RESOURCE_FIELDS, CampaignSpec
 from alharness.execution.adaptive_seeds import SeedPolicy
-from alharness.execution.schema import check_file
+from alharness.execution.schema import check_file, unknown_keys
 from alharness.registry import COSTS, DATASETS, STRATEGIES, Registry
 
 
@@ -103,8 +103,7 @@ def _config(cls: type, key: str, table: dict[str, Any], where: str) -> Any:
     """``[learner]`` / ``[noise]`` as their config dataclass, which checks its fields."""
     unknown = sorted(set(table) - set(cls.__dataclass_fields__))
     if unknown:
-        raise ConfigError(f"{where}: [{key}]: unknown key(s) {', '.join(map(repr, unknown))}; "
-                          f"valid keys: {', '.join(sorted(cls.__dataclass_fields__))}")
+        raise ConfigError(unknown_keys(where, f"[{key}]", unknown, set(cls.__dataclass_fields__)))
     try:
         return cls(**table)
     except ConfigError as exc:  # "learner.lr must be ...", "learner: ...": the table is named once

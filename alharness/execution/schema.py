@@ -130,7 +130,7 @@ def check_file(doc: dict[str, Any], where: str) -> BenchmarkFile:
     unknown = sorted(set(doc.get("resources", {}) if isinstance(doc.get("resources"), dict) else ())
                      - set(ResourcesTable.model_fields) - set(RESOURCE_FIELDS))
     if unknown:
-        raise ConfigError(_unknown(where, "[resources]", unknown, set(ResourcesTable.model_fields) | set(RESOURCE_FIELDS)))
+        raise ConfigError(unknown_keys(where, "[resources]", unknown, set(ResourcesTable.model_fields) | set(RESOURCE_FIELDS)))
     try:
         checked = BenchmarkFile.model_validate(doc)
     except ValidationError as exc:
@@ -155,7 +155,8 @@ def _check_other_resources(table: dict[str, Any], where: str) -> None:
                 raise ConfigError(f"{where}: [resources] {key} must be {problem}, got {show(value)}")
 
 
-def _unknown(where: str, table: str, keys: list[str], valid: set[str]) -> str:
+def unknown_keys(where: str, table: str, keys: list[str], valid: set[str]) -> str:
+    """The one-line error for keys a table does not have."""
     prefix = f"{where}: {table}:" if table else f"{where}:"
     return f"{prefix} unknown key(s) {', '.join(map(repr, keys))}; valid keys: {', '.join(sorted(valid))}"
 
@@ -189,9 +190,9 @@ def _message(exc: ValidationError, doc: dict[str, Any], where: str) -> str:
         loc = extra[0]["loc"][:-1]
         keys = sorted(str(e["loc"][-1]) for e in extra if e["loc"][:-1] == loc)
         if tuple(loc[:2]) == ("benchmark", "seeds"):
-            return _unknown(where, "[benchmark] seeds", keys, set(SeedsTable.model_fields))
+            return unknown_keys(where, "[benchmark] seeds", keys, set(SeedsTable.model_fields))
         model = _TABLES.get(loc[0]) if loc else BenchmarkFile
-        return _unknown(where, f"[{loc[0]}]" if loc else "", keys, set((model or BenchmarkFile).model_fields))
+        return unknown_keys(where, f"[{loc[0]}]" if loc else "", keys, set((model or BenchmarkFile).model_fields))
     loc = errors[0]["loc"]
     table, key, value, field = _locate(loc, doc)
     if errors[0]["type"] == "missing":
