@@ -76,7 +76,7 @@ from alharness.learner import services as learner_services
 from alharness.learner.pipeline import make_learner
 from alharness.live import formats
 from alharness.live.images import load_masks, load_test
-from alharness.live.tasks import Answer, ExportError, LiveError, PoolFacts, Task, priority, task_id
+from alharness.live.tasks import Answer, ExportError, LiveError, PoolFacts, Task, placed, priority, task_id
 from alharness.results.store import Location, write_campaign
 from alharness.seeding import derive_int_seed, derive_rng
 
@@ -250,9 +250,7 @@ def answer_truth(q: Query, value: Any, facts: PoolFacts) -> tuple[Any, bool]:
         return ShownTruth(facts, counts=np.bincount(np.asarray(value)[:, 0], minlength=n)[:n]), True
     if q.kind not in ("region", "pixels"):
         return None, False
-    mask = np.full(facts.image_shape, IGNORE_INDEX, np.uint8)
-    mask[(slice(q.bounds[0], q.bounds[2]), slice(q.bounds[1], q.bounds[3])) if q.kind == "region" else q.pixel_index] = value
-    return ImageTruth(mask=mask, instances=None, num_classes=n, ignore_index=IGNORE_INDEX), False
+    return ImageTruth(mask=placed(q, value, facts), instances=None, num_classes=n, ignore_index=IGNORE_INDEX), False
 
 
 def live_costs(run: LiveRun, q: Query, value: Any) -> dict[str, float]:

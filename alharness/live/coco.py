@@ -34,7 +34,7 @@ import numpy as np
 
 from alharness.contract.queries import Query
 from alharness.live.encoding import EncodingError, coco_to_mask, mask_to_coco
-from alharness.live.tasks import AnswerError, ExportError, Item, PoolFacts, Task, box_row
+from alharness.live.tasks import AnswerError, ExportError, Item, PoolFacts, Task, box_row, placed
 
 
 def _base(facts: PoolFacts, info: dict[str, Any]) -> dict[str, Any]:
@@ -75,13 +75,6 @@ def _masks(q: Query, labels: np.ndarray, facts: PoolFacts) -> list[dict]:
             for c in np.unique(labels) if c != facts.ignore_index]
 
 
-def _region_masks(q: Query, a: np.ndarray, facts: PoolFacts) -> list[dict]:
-    y0, x0, y1, x1 = q.bounds
-    full = np.full(facts.image_shape, facts.ignore_index, np.uint8)
-    full[y0:y1, x0:x1] = a
-    return _masks(q, full, facts)
-
-
 def _labels_of(present: np.ndarray, counts: np.ndarray | None = None) -> list[dict]:
     return [{"category_id": c + 1, "present": bool(p), **({} if counts is None or c == 0 else {"count": int(counts[c])})}
             for c, p in enumerate(np.asarray(present).tolist())]
@@ -90,7 +83,7 @@ def _labels_of(present: np.ndarray, counts: np.ndarray | None = None) -> list[di
 # What each type puts in its answers entry and in annotations: (entry fields, annotations).
 _ENCODERS: dict[str, Callable[[Query, Any, PoolFacts], tuple[dict, list[dict]]]] = {
     "full_mask": lambda q, a, f: ({}, _masks(q, a, f)),
-    "region": lambda q, a, f: ({}, _region_masks(q, a, f)),
+    "region": lambda q, a, f: ({}, _masks(q, placed(q, a, f), f)),
     "boxes": lambda q, a, f: ({}, [{"image_id": int(q.image) + 1, "category_id": c + 1, "bbox": [x0, y0, x1 - x0, y1 - y0],
                                     "area": (x1 - x0) * (y1 - y0), "iscrowd": 0}
                                    for c, y0, x0, y1, x1 in np.asarray(a).tolist()]),

@@ -34,7 +34,7 @@ import numpy as np
 
 from alharness.contract.queries import Query
 from alharness.live.encoding import EncodingError, brush_to_mask, mask_to_brush
-from alharness.live.tasks import AnswerError, ExportError, Item, PoolFacts, Task, box_row
+from alharness.live.tasks import AnswerError, ExportError, Item, PoolFacts, Task, box_row, placed
 
 CONTROLS = {"full_mask": "mask", "region": "mask", "boxes": "boxes", "image_labels": "labels",
             "class_presence": "present", "labels_with_counts": "labels", "pixels": "points"}
@@ -155,13 +155,6 @@ def _choice_names(present: np.ndarray, facts: PoolFacts) -> list[str]:
     return [facts.class_names[c] for c in np.flatnonzero(present)] or [NONE_CHOICE]
 
 
-def _enc_region(q: Query, a: np.ndarray, facts: PoolFacts) -> list[dict]:
-    y0, x0, y1, x1 = q.bounds
-    full = np.full(facts.image_shape, facts.ignore_index, np.uint8)
-    full[y0:y1, x0:x1] = a
-    return [_region_square(q, facts), *_brushes(full, facts)]
-
-
 def _enc_counts(q: Query, a: tuple, facts: PoolFacts) -> list[dict]:
     present, counts = a
     out = [_result(facts, "labels", "choices", {"choices": _choice_names(present, facts)}, 0)]
@@ -171,7 +164,7 @@ def _enc_counts(q: Query, a: tuple, facts: PoolFacts) -> list[dict]:
 
 _ENCODERS: dict[str, Callable[[Query, Any, PoolFacts], list[dict]]] = {
     "full_mask": lambda q, a, f: _brushes(a, f),
-    "region": _enc_region,
+    "region": lambda q, a, f: [_region_square(q, f), *_brushes(placed(q, a, f), f)],
     "boxes": lambda q, a, f: [_result(f, "boxes", "rectanglelabels", {**_rect(f, y0, x0, y1, x1),
                                                                       "rectanglelabels": [f.class_names[c]]}, k)
                               for k, (c, y0, x0, y1, x1) in enumerate(np.asarray(a).tolist())],

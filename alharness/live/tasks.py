@@ -152,6 +152,17 @@ class Item:
     where: str = ""  # 'FILE: Label Studio task 17', for messages
 
 
+def placed(q: Query, value: np.ndarray, facts: PoolFacts) -> np.ndarray:
+    """A region's or pixels' answer in its image: the answered labels where the query asked, void elsewhere."""
+    mask = np.full(facts.image_shape, facts.ignore_index, np.uint8)
+    if isinstance(q, Pixels):
+        mask[q.pixel_index] = value
+    else:
+        y0, x0, y1, x1 = q.bounds
+        mask[y0:y1, x0:x1] = value
+    return mask
+
+
 def box_row(c: int, x0: float, y0: float, x1: float, y1: float, facts: PoolFacts) -> tuple[int, int, int, int, int]:
     """A drawn box (pixel edges, any float) as a Boxes answer row (class, y0, x0, y1, x1): edges
     rounded to the nearest pixel and clipped to the image; a foreground class and one pixel at least."""
