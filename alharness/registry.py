@@ -31,7 +31,6 @@ class Entry(Generic[T]):
     factory: Callable[..., T]
     description: str
     origin: str
-    module: str = ""
 
 
 def _origin(obj: Any) -> str:
@@ -85,7 +84,6 @@ class Registry(Generic[T]):
                     factory=factory,
                     description=description or _first_doc_line(factory),
                     origin=origin,
-                    module=getattr(factory, "__module__", "") or "",
                 )
                 self._types.pop(name, None)
             if hasattr(factory, "__dict__") and inspect.isclass(factory):
@@ -149,7 +147,7 @@ class Registry(Generic[T]):
 
     def is_builtin(self, name: str) -> bool:
         """Whether ``name`` comes from one of the core's built-in modules (not from a plugin package)."""
-        module = self.get(name).module
+        module = getattr(self.get(name).factory, "__module__", "") or ""
         return any(module == m or module.startswith(m + ".") for m in self._builtin_modules)
 
     def __contains__(self, name: str) -> bool:
