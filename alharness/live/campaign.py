@@ -150,6 +150,11 @@ def check_live_needs(spec: CampaignSpec, strategy: Any) -> frozenset[str]:
     return needs
 
 
+def pool_facts(config: dict[str, Any]) -> PoolFacts:
+    """The pool's public facts as live.json records them."""
+    return PoolFacts(tuple(config["classes"]), tuple(config["size"]), tuple(config["stems"]), IGNORE_INDEX)
+
+
 def _pool(directory: Path, facts: PoolFacts) -> SplitData:
     """The pool as the task queue's Oracle holds it: the images, and masks that are void everywhere."""
     from PIL import Image
@@ -163,7 +168,7 @@ def _pool(directory: Path, facts: PoolFacts) -> SplitData:
 def assemble(directory: Path, config: dict[str, Any]) -> LiveRun:
     """A run's fixed parts and a fresh state (nothing resumed or replayed yet)."""
     spec = CampaignSpec.from_json(config["spec"])
-    facts = PoolFacts(tuple(config["classes"]), tuple(config["size"]), tuple(config["stems"]), IGNORE_INDEX)
+    facts = pool_facts(config)
     pool = _pool(directory, facts)
     oracle = Oracle(pool, build_cost_models(spec.costs), spec.budget_metric, spec.budget)
     strategy = InProcessStrategy(spec.strategy, spec.strategy_params)  # no ground truth here to keep from it

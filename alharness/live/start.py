@@ -21,7 +21,7 @@ from alharness.live import campaign as live
 from alharness.live.formats import FORMATS, write_configs, write_json
 from alharness.live.images import list_images, load_images, read_classes
 from alharness.live.label_studio import RESERVED
-from alharness.live.tasks import LiveError, PoolFacts
+from alharness.live.tasks import LiveError
 
 DEFAULT_SIZE = 256
 
@@ -131,8 +131,7 @@ def start(args: dict[str, Any]) -> tuple[live.LiveRun, list[str]]:
         raise LiveError(f"{out} exists and is not empty; choose another --out")
     images, sources = load_images(list(found.values()), tuple(config["size"]), config["resize"])
     _write_pool(out, list(found), images)
-    facts = PoolFacts(tuple(config["classes"]), tuple(config["size"]), tuple(config["stems"]), 255)
-    write_configs(out / "label-studio", facts)
+    write_configs(out / "label-studio", live.pool_facts(config))
     config.update(run=uuid.uuid4().hex[:8], started=live._now(), sources=[list(s) for s in sources])
     write_json(existing, config)  # the commit of "started"
     run = live.open_run(out)
