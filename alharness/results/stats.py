@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from itertools import combinations
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -28,6 +28,13 @@ def _by_group(rows: Iterable[dict[str, Any]], metric: str) -> dict[GroupKey, dic
         if r.get(metric) is not None:
             out[(r["dataset"], r["metric"], r["pricing"], r["budget"])][r["strategy_label"]][int(r["seed"])] = float(r[metric])
     return out
+
+
+def _paired(by_strategy: dict[str, dict[int, float]]) -> Iterator[tuple[str, str, np.ndarray]]:
+    """Every strategy pair (a before b by name) with the differences A − B on their common seeds, in seed order."""
+    for a, b in combinations(sorted(by_strategy), 2):
+        seeds = sorted(set(by_strategy[a]) & set(by_strategy[b]))
+        yield a, b, np.array([by_strategy[a][s] - by_strategy[b][s] for s in seeds])
 
 
 def paired_bootstrap(rows: Iterable[dict[str, Any]], metric: str = "auc", n_boot: int = 10_000,
@@ -48,16 +55,13 @@ def paired_bootstrap(rows: Iterable[dict[str, Any]], metric: str = "auc", n_boot
     rng = np.random.default_rng(seed)
     out = []
     for (dataset, cost_metric, pricing, budget), by_strategy in sorted(_by_group(rows, metric).items()):
-        for a, b in combinations(sorted(by_strategy), 2):
-            seeds = sorted(set(by_strategy[a]) & set(by_strategy[b]))
-            if not seeds:
+        for a, b, diff in _paired(by_strategy):
+            if not len(diff):
                 continue
-            diff = np.array([by_strategy[a][s] - by_strategy[b][s] for s in seeds])
             lo, hi = _interval(diff, rng, n_boot, level)
             out.append({"dataset": dataset, "cost_metric": cost_metric, "pricing": pricing, "budget": budget, "a": a, "b": b,
-                        "metric": metric, "seeds": len(seeds), "mean_diff": float(diff.mean()),
-                        "lo": float(lo), "hi": float(hi),
-                        "significant": bool(lo > 0 or hi < 0) if len(seeds) >= MIN_SEEDS else None})
+                        "metric": metric, "seeds": len(diff), "mean_diff": float(diff.mean()), "lo": lo, "hi": hi,
+                        "significant": bool(lo > 0 or hi < 0) if len(diff) >= MIN_SEEDS else None})
     return out
 
 
@@ -191,23 +195,21 @@ def verdicts(rows: Iterable[dict[str, Any]], metric: str = "auc", n_boot: int = 
     rng = np.random.default_rng(seed)
     out = []
     for (dataset, cost_metric, pricing, budget), by_strategy in sorted(_by_group(rows, metric).items()):
-        pairs = []
-        for a, b in combinations(sorted(by_strategy), 2):
-            seeds = sorted(set(by_strategy[a]) & set(by_strategy[b]))
-            pairs.append((a, b, np.array([by_strategy[a][s] - by_strategy[b][s] for s in seeds])))
-        tested = [p for p in pairs if len(p[2]) >= MIN_SEEDS]
-        k = max(1, len(tested))
+        pairs = list(_paired(by_strategy))
+        k = max(1, sum(len(diff) >= MIN_SEEDS for _, _, diff in pairs))
+        group = []
         for a, b, diff in pairs:
             row = {"dataset": dataset, "cost_metric": cost_metric, "pricing": pricing, "budget": budget, "metric": metric,
                    "a": a, "b": b, "k": k, "seeds": len(diff)}
             if len(diff) >= MIN_SEEDS:
                 row.update(_pair_stats(diff, k, rng, n_boot))
-            out.append(row)
-        tested_rows = [r for r in out[len(out) - len(pairs):] if "p" in r]
-        for r, adj in zip(tested_rows, holm([r["p"] for r in tested_rows])):
+            group.append(row)
+        tested = [r for r in group if "p" in r]
+        for r, adj in zip(tested, holm([r["p"] for r in tested])):
             r["p_holm"] = adj
-        for r in out[len(out) - len(pairs):]:
+        for r in group:
             _decide(r)
+        out += group
     return out
 
 
