@@ -12,9 +12,11 @@ checkpoints the state after each.
 
 The strategy runs in a process of its own unless the spec says
 ``strategy_process = false`` (alharness.campaign.strategy_worker). The label
-state is the loop's: its digest is recorded after every oracle answer and
-checked before and after each proposal and after the last round, so a
-campaign whose labels disagree with its ledger fails (it is never ranked).
+state is the loop's: its digest is recorded after every oracle answer that
+wrote labels and checked before each proposal, after it where strategy code
+ran in the campaign process (in process, or a loop service), and after the
+last round, so a campaign whose labels disagree with its ledger fails (it is
+never ranked).
 ``[resources] timeout_s`` bounds a campaign's wall time (``Deadline``).
 """
 
@@ -288,13 +290,17 @@ def run_round(setup: CampaignSetup, state: CampaignState, rnd: int) -> dict[str,
     state.verify_labels(f"before round {rnd}'s proposal")
     with _timed(timings, "select_s"):
         batch = state.strategy.select(ctx, deadline)
-    # In process, the views' .base or setflags(write=True) reach the loop's arrays: a write fails here.
-    state.verify_labels(f"after strategy {spec.strategy!r} proposed in round {rnd}")
+    if state.strategy.in_process or setup.services:
+        # Strategy code ran in this process (the views' .base or setflags(write=True) reach the
+        # loop's arrays, as a service's label state does): a write fails here. A strategy process
+        # holds copies only, so there the check before the proposal is the one that matters.
+        state.verify_labels(f"after strategy {spec.strategy!r} proposed in round {rnd}")
     deadline.check()
     deadline.enter(rnd, "oracle")
     with _timed(timings, "oracle_s"):
         oracle.answer(batch, strategy=spec.strategy, round=rnd, state=state.labels, limit=allowance)
-    state.record_labels()
+    if batch:  # an empty batch wrote nothing: the recorded digest still holds
+        state.record_labels()
     if rnd == 0:
         state.spent_after_initial = oracle.spent
     if rnd == 0 or batch:

@@ -75,6 +75,7 @@ class StrategyHandle(Protocol):
     needs: frozenset[str]
     oracle_experiment: bool
     paces_itself: bool
+    in_process: bool  # the strategy's code runs in the campaign's process (and can reach its arrays)
 
     def select(self, ctx: StrategyContext, deadline: Any = None) -> Any: ...
     def diagnostics(self) -> str: ...
@@ -113,6 +114,8 @@ def _diagnostics_json(strategy: Strategy) -> str:
 # -- in process ------------------------------------------------------------------
 class InProcessStrategy:
     """The strategy in the campaign's own process (``strategy_process = false``)."""
+
+    in_process = True
 
     def __init__(self, name: str, params: dict[str, Any]):
         self.strategy: Strategy = STRATEGIES.create(name, **params)
@@ -610,6 +613,8 @@ class _Child:
 
 class StrategyWorker:
     """A strategy in a process of its own (see the module docstring)."""
+
+    in_process = False
 
     def __init__(self, name: str, params: dict[str, Any], pool: PoolView, quote_model: Any, deadline: Any = None):
         import torch
