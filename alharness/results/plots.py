@@ -27,6 +27,15 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path: str | Path, dpi: int) -> Path:
+    """Write ``fig`` as PNG at ``path`` (its folder made if missing), close it and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    _pyplot().close(fig)
+    return path
+
+
 @dataclass(frozen=True)
 class CurvePanel:
     """One learning-curve panel: a (dataset, budget, budget metric) with its mean-over-seeds curves.
@@ -68,11 +77,7 @@ def learning_curves(panels: Sequence[CurvePanel], path: str | Path, cost_metric:
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, 110)
 
 
 def rank_lines(by_value: Mapping[Any, Mapping[str, float]], parameter: str, path: str | Path) -> Path:
@@ -90,10 +95,7 @@ def rank_lines(by_value: Mapping[Any, Mapping[str, float]], parameter: str, path
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path, 100)
 
 
 def query_mix(by_label: Mapping[str, Mapping[str, Mapping[int, tuple[float, float]]]], path: str | Path) -> Path:
@@ -129,10 +131,7 @@ def query_mix(by_label: Mapping[str, Mapping[str, Mapping[int, tuple[float, floa
     handles, names = [Patch(color=colors[q]) for q in qtypes], qtypes
     fig.legend(handles, names, loc="lower center", ncol=min(len(qtypes), 6), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
-    path = Path(path)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path, 90)
 
 
 def query_thumbnails(shown: Sequence[tuple[int, Any, Sequence[Mapping[str, Any]]]], title: str, path: str | Path) -> Path:
@@ -167,10 +166,7 @@ def query_thumbnails(shown: Sequence[tuple[int, Any, Sequence[Mapping[str, Any]]
         ax.axis("off")
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path, 90)
 
 
 @dataclass(frozen=True)
@@ -205,10 +201,7 @@ def sweep_by_alpha(panels: Sequence[SweepPanel], path: str | Path) -> Path:
     axes[0][0].set_ylabel("expected mIoU (surface)")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, 120)
 
 
 def sweep_by_T(alpha_s: float, budgets: Sequence[float], best_fixed: Sequence[float],
@@ -225,7 +218,4 @@ def sweep_by_T(alpha_s: float, budgets: Sequence[float], best_fixed: Sequence[fl
     ax.set_title(f"alpha_s = {alpha_s:g}", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, 120)
