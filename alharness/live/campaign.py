@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 
 from alharness.annotation.answers import answer as oracle_answer, record
-from alharness.annotation.costs import LabelledPixels, build_cost_models
+from alharness.annotation.costs import LabelledPixels
 from alharness.annotation.labels import LabelState
 from alharness.annotation.ledger import Ledger, LedgerEntry
 from alharness.annotation.oracle import Oracle
@@ -64,7 +64,8 @@ from alharness.annotation.truth import ImageTruth
 from alharness.campaign.checkpoint import Checkpointer
 from alharness.campaign.context import make_context
 from alharness.campaign.evaluation import evaluate, evaluate_extra_networks
-from alharness.campaign.loop import TIMING_COLUMNS, CampaignSetup, _constant_columns, round_allowance, round_row
+from alharness.campaign.loop import (TIMING_COLUMNS, CampaignSetup, _constant_columns, _round_outputs, round_allowance,
+                                     round_row)
 from alharness.campaign.spec import CampaignSpec
 from alharness.campaign.state import CampaignState
 from alharness.campaign.strategy_worker import InProcessStrategy
@@ -170,7 +171,7 @@ def assemble(directory: Path, config: dict[str, Any]) -> LiveRun:
     spec = CampaignSpec.from_json(config["spec"])
     facts = pool_facts(config)
     pool = _pool(directory, facts)
-    oracle = Oracle(pool, build_cost_models(spec.costs), spec.budget_metric, spec.budget)
+    oracle = Oracle(pool, spec.cost_models(), spec.budget_metric, spec.budget)  # the metrics a simulation records
     strategy = InProcessStrategy(spec.strategy, spec.strategy_params)  # no ground truth here to keep from it
     needs = check_live_needs(spec, strategy)
     pool_view = make_pool_view(pool, facts.class_names)
@@ -346,7 +347,7 @@ def propose(run: LiveRun, rnd: int) -> list[Task]:
     spec, state, setup = run.spec, run.state, run.setup
     allowance = round_allowance(spec, state, rnd)
     t0 = time.perf_counter()
-    outputs = learner_services.pool_outputs(state.learner.services, setup.pool_view.images, setup.model_needs) if rnd > 0 else {}
+    outputs = _round_outputs(setup, state, rnd)  # the model's outputs only: no loop services, no oracle experiment
     t1 = time.perf_counter()
     ctx = make_context(setup.pool_view, state.labels, state.oracle, rnd, spec.rounds, allowance,
                        derive_rng(spec.seed, "strategy", rnd), spec.initial_masks, outputs)
