@@ -20,19 +20,30 @@ def _print_problems(problems: list[str]) -> None:
         print(f"warning: {p}", file=sys.stderr)
 
 
+def _results_dir(args: argparse.Namespace, bench) -> "str | Path":
+    """``--out``, or results/<benchmark name>; a URI (s3://bucket/prefix, file:///...)
+    is any pyarrow file system every node can write."""
+    return (args.out if "://" in args.out else Path(args.out)) if args.out else Path("results") / bench.name
+
+
+def _backend(args: argparse.Namespace):
+    """The ``--backend`` asked for, with the Ray options (the local backend ignores them)."""
+    from alharness.execution.backends import make_backend
+
+    return make_backend(args.backend, address=args.address, num_cpus=args.num_cpus, retries=args.retries)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from alharness.execution.benchmark import load_benchmark
 
     bench = load_benchmark(args.file, open_datasets=not args.no_data_check)  # validated before anything starts
-    # A URI (s3://bucket/prefix, file:///...) is any pyarrow file system every node can write.
-    out = (args.out if "://" in args.out else Path(args.out)) if args.out else Path("results") / bench.name
+    out = _results_dir(args, bench)
     upto = "up to " if bench.seeding is not None else ""  # adaptive seeding: waves decide how many run
     print(f"benchmark {bench.name!r}: {upto}{len(bench.specs)} campaigns -> {out}", file=sys.stderr)
     from alharness.results import reference_cache
-    from alharness.execution.backends import make_backend
     from alharness.execution.scheduler import run_benchmark
 
-    backend = make_backend(args.backend, address=args.address, num_cpus=args.num_cpus, retries=args.retries)
+    backend = _backend(args)
     if args.check_learner:
         _check_learner(bench, out, backend, args)
     if not args.no_resume and (n := reference_cache.restore(out, bench.specs)):
@@ -81,13 +92,10 @@ def _check_learner(bench, out, backend, args: argparse.Namespace) -> dict:
 
 def cmd_check_learner(args: argparse.Namespace) -> int:
     """Train each (dataset, learner)'s full-supervision reference at 1x/2x/4x steps and on 50 % of the masks."""
-    from alharness.execution.backends import make_backend
     from alharness.execution.benchmark import load_benchmark
 
     bench = load_benchmark(args.file)
-    out = (args.out if "://" in args.out else Path(args.out)) if args.out else Path("results") / bench.name
-    backend = make_backend(args.backend, address=args.address, num_cpus=args.num_cpus, retries=args.retries)
-    result = _check_learner(bench, out, backend, args)
+    result = _check_learner(bench, _results_dir(args, bench), _backend(args), args)
     return EXIT_FAILED_CAMPAIGNS if result["failed"] else EXIT_OK
 
 
