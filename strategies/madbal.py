@@ -58,8 +58,7 @@ import torch
 from pydantic import Field
 from sklearn.cluster import KMeans
 
-from alharness.contract import Pixels, Query, Strategy, StrategyContext, check_int
-from alharness.errors import ConfigError
+from alharness.contract import Pixels, Query, Strategy, StrategyContext, check_choice, check_int
 from alharness.registry import register_strategy
 from alharness.toolkit import (Superpixels, backbone_features, check_superpixel_method, compute_superpixels,
                                encoder_features, pixel_entropy, predicted_boundary, to_tensor, within_budget)
@@ -265,14 +264,10 @@ class Madbal(Strategy):
                  n_clusters: Annotated[int, Field(ge=1)] = 10, superpixel_size: Annotated[int, Field(ge=2)] = 16,
                  superpixel_method: str = "slic", patch_size: Annotated[int, Field(ge=2)] = 16,
                  uncertainty: str = "madbal", breakdown: str = "clusters", cluster_features: str = "encoder_map"):
-        if uncertainty not in UNCERTAINTIES:
-            raise ConfigError(f"madbal: unknown uncertainty {uncertainty!r}; valid choices: {', '.join(UNCERTAINTIES)}")
-        if breakdown not in BREAKDOWNS:
-            raise ConfigError(f"madbal: unknown breakdown {breakdown!r}; valid choices: {', '.join(BREAKDOWNS)}")
+        check_choice("madbal", "uncertainty", uncertainty, UNCERTAINTIES)
+        check_choice("madbal", "breakdown", breakdown, BREAKDOWNS)
         check_superpixel_method(superpixel_method, where="madbal: superpixel_method")
-        if cluster_features not in CLUSTER_FEATURES:
-            raise ConfigError(f"madbal: unknown cluster_features {cluster_features!r}; "
-                              f"valid choices: {', '.join(CLUSTER_FEATURES)}")
+        check_choice("madbal", "cluster_features", cluster_features, CLUSTER_FEATURES)
         self.pixels_per_image = check_int("madbal", "pixels_per_image", pixels_per_image, 1)
         self.initial_pixels = check_int("madbal", "initial_pixels", initial_pixels, 0)
         self.n_clusters = check_int("madbal", "n_clusters", n_clusters, 1)
