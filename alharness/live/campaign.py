@@ -61,7 +61,7 @@ from alharness.annotation.labels import LabelState
 from alharness.annotation.ledger import Ledger, LedgerEntry
 from alharness.annotation.oracle import Oracle
 from alharness.annotation.truth import ImageTruth
-from alharness.campaign.checkpoint import Checkpointer
+from alharness.campaign.checkpoint import Checkpointer, delete_checkpoints
 from alharness.campaign.context import make_context
 from alharness.campaign.evaluation import evaluate, evaluate_extra_networks
 from alharness.campaign.loop import (TIMING_COLUMNS, CampaignSetup, _constant_columns, _round_outputs, round_allowance,
@@ -193,9 +193,9 @@ def _save(run: LiveRun, step: str) -> None:
     """Checkpoint the state after a step (the commit of that step), then drop older checkpoints."""
     name = f"{run.spec.campaign_id}.{step}"
     old = [n for n in _checkpoints(run) if n != name]
-    Checkpointer(Location(run.directory), name).save(run.state)
-    for n in old:
-        (run.directory / "checkpoints" / f"{n}.ckpt").unlink(missing_ok=True)
+    location = Location(run.directory)
+    Checkpointer(location, name).save(run.state)
+    delete_checkpoints(location, old)
 
 
 def _read_rounds(run: LiveRun) -> None:
