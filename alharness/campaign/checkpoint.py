@@ -14,8 +14,8 @@ CPU, produces exactly the rows an uninterrupted run produces:
 * the learner's state: its networks' weights and every attribute
   (round r+1's predictions come from round r's model; with
   ``warm_start`` training continues from it too),
-* the strategy's own state (see the contract below; from a strategy
-  process it arrives pickled there and stays an opaque blob here),
+* the strategy's own state (see the contract below), pickled where the
+  strategy runs (its process or this one) and kept here as an opaque blob,
 * every other field of the loop's ``CampaignState``
   (alharness.campaign.state): the rows so far, the next round, what round 0
   spent and the last scores, saved by name.

@@ -65,7 +65,6 @@ from alharness.registry import STRATEGIES
 # Context fields that travel once (pool) or are rebuilt in the child (quote,
 # labels, services, the model).
 _LOCAL_FIELDS = ("pool", "labels", "quote", "model")
-_LABEL_ARRAYS = ("pixels", "image_labels", "has_full_mask", "counts")
 _REPR_LIMIT = 200
 
 
@@ -107,8 +106,28 @@ def _flags(strategy: Any) -> dict[str, Any]:
             "paces_itself": bool(getattr(strategy, "paces_itself", False))}
 
 
+def _take_flags(handle: Any, flags: dict[str, Any]) -> None:
+    handle.needs = frozenset(flags["needs"])
+    handle.oracle_experiment = flags.get("oracle_experiment") is True
+    handle.paces_itself = flags.get("paces_itself") is True
+
+
+def _select(strategy: Strategy, ctx: StrategyContext) -> Any:
+    return strategy.initial(ctx) if ctx.round == 0 else strategy.propose(ctx)
+
+
 def _diagnostics_json(strategy: Strategy) -> str:
     return json.dumps(strategy.diagnostics(), sort_keys=True, default=str)
+
+
+def _dump_state(strategy: Strategy) -> bytes:
+    """The strategy's state as a checkpoint holds it: pickled where the strategy runs."""
+    return pickle.dumps(strategy.get_state(), protocol=5)
+
+
+def _load_state(strategy: Strategy, state: Any) -> None:
+    # Checkpoints written before states were always pickled hold the state itself.
+    strategy.set_state(pickle.loads(state) if isinstance(state, bytes) else state)
 
 
 # -- in process ------------------------------------------------------------------
@@ -119,23 +138,20 @@ class InProcessStrategy:
 
     def __init__(self, name: str, params: dict[str, Any]):
         self.strategy: Strategy = STRATEGIES.create(name, **params)
-        flags = _flags(self.strategy)
-        self.needs = frozenset(flags["needs"])
-        self.oracle_experiment = flags["oracle_experiment"]
-        self.paces_itself = flags["paces_itself"]
+        _take_flags(self, _flags(self.strategy))
 
     def select(self, ctx: StrategyContext, deadline: Any = None) -> Any:
-        return self.strategy.initial(ctx) if ctx.round == 0 else self.strategy.propose(ctx)
+        return _select(self.strategy, ctx)
 
     def diagnostics(self) -> str:
         return _diagnostics_json(self.strategy)
 
-    def get_state(self) -> Any:
-        return self.strategy.get_state()
+    def get_state(self) -> bytes:
+        """The strategy's state pickled, as a strategy process sends it (either handle resumes from it)."""
+        return _dump_state(self.strategy)
 
     def set_state(self, state: Any) -> None:
-        # A checkpoint written by a strategy process holds its state pickled.
-        self.strategy.set_state(pickle.loads(state) if isinstance(state, bytes) else state)
+        _load_state(self.strategy, state)
 
     def close(self) -> None:
         pass
@@ -498,18 +514,22 @@ class _Service:
         return reply[1]
 
 
+def _readonly(v: Any) -> Any:
+    """``v`` with every array in it (itself, or a dict's values) made read-only."""
+    if isinstance(v, np.ndarray):
+        v.setflags(write=False)
+    elif isinstance(v, dict):
+        for a in v.values():
+            _readonly(a)
+    return v
+
+
 def _child_context(msg: dict[str, Any], pool: PoolView, quote: Callable, conn: Any) -> StrategyContext:
     """The round's StrategyContext, rebuilt from the message (every array read-only)."""
     import torch
 
-    def ro(a: np.ndarray) -> np.ndarray:
-        a.setflags(write=False)
-        return a
-
-    lab = msg["labels"]
-    labels = LabelStateView(**{k: ro(lab[k]) for k in _LABEL_ARRAYS},
-                            boxes={k: ro(v) for k, v in lab["boxes"].items()}, ignore_index=lab["ignore_index"])
-    fields = {k: (ro(v) if isinstance(v, np.ndarray) else v) for k, v in msg["fields"].items()}
+    labels = LabelStateView(**{k: _readonly(v) for k, v in msg["labels"].items()})
+    fields = {k: _readonly(v) for k, v in msg["fields"].items()}
     fields.update({name: _Service(conn, name) for name in msg["services"]})
     if msg["model"] is not None:
         fields["model"] = torch.load(io.BytesIO(msg["model"]), weights_only=False)
@@ -530,10 +550,8 @@ def _build_in_child(init: dict[str, Any]) -> tuple[Strategy, PoolView, Callable]
         importlib.import_module(init["module"])
     strategy = STRATEGIES.create(init["name"], **init["params"])
     p = init["pool"]
-    for a in (p["images"], p["dataset_ids"]):
-        a.setflags(write=False)
-    pool = PoolView(images=p["images"], dataset_ids=p["dataset_ids"], class_names=tuple(p["class_names"]),
-                    ignore_index=p["ignore_index"])
+    pool = PoolView(images=_readonly(p["images"]), dataset_ids=_readonly(p["dataset_ids"]),
+                    class_names=tuple(p["class_names"]), ignore_index=p["ignore_index"])
     quote_model = pickle.loads(init["quote_model"])
     return strategy, pool, quote_model.quote
 
@@ -542,15 +560,14 @@ def _handle(op: str, msg: Any, strategy: Strategy, pool: PoolView, quote: Callab
     import torch
 
     if op == "select":
-        ctx = _child_context(msg, pool, quote, conn)
-        batch = strategy.initial(ctx) if ctx.round == 0 else strategy.propose(ctx)
+        batch = _select(strategy, _child_context(msg, pool, quote, conn))
         return ("batch", encode_batch(batch), torch.get_rng_state().numpy())
     if op == "diagnostics":
         return ("diagnostics", _diagnostics_json(strategy))
     if op == "get_state":
-        return ("state", pickle.dumps(strategy.get_state(), protocol=5))
+        return ("state", _dump_state(strategy))
     if op == "set_state":
-        strategy.set_state(pickle.loads(msg) if isinstance(msg, bytes) else msg)
+        _load_state(strategy, msg)
         return ("ok",)
     raise PluginError(f"strategy process: unknown request {op!r}")
 
@@ -624,7 +641,6 @@ class StrategyWorker:
         self._child = _Child(self._conn, pid)
         # Dropped without close() (a caller of setup_campaign that forgot): killed, never left running.
         self._finalizer = weakref.finalize(self, self._child.stop, True)
-        self._services: dict[str, Callable] = {}
         factory = STRATEGIES.get(name).factory
         init = {"name": name, "params": params, "module": factory.__module__, "sys_path": list(sys.path),
                 "threads": torch.get_num_threads(),
@@ -641,9 +657,7 @@ class StrategyWorker:
                 and all(isinstance(n, str) for n in flags["needs"])):
             self._finalizer()
             raise StrategyError(f"strategy {name!r}: its process sent a malformed description")
-        self.needs = frozenset(flags["needs"])
-        self.oracle_experiment = flags.get("oracle_experiment") is True
-        self.paces_itself = flags.get("paces_itself") is True
+        _take_flags(self, flags)
 
     # -- the loop's calls ------------------------------------------------------------
     def select(self, ctx: StrategyContext, deadline: Any = None) -> Any:
@@ -651,14 +665,12 @@ class StrategyWorker:
         import torch
 
         fields = {f.name: getattr(ctx, f.name) for f in dataclasses.fields(ctx) if f.name not in _LOCAL_FIELDS}
-        self._services = {n: fields.pop(n) for n in list(fields) if n in LOOP_NEEDS and fields[n] is not None}
-        lab = ctx.labels
-        msg = {"fields": fields, "services": sorted(self._services),
-               "labels": {**{k: getattr(lab, k) for k in _LABEL_ARRAYS}, "boxes": dict(lab.boxes),
-                          "ignore_index": lab.ignore_index},
+        services = {n: fields.pop(n) for n in list(fields) if n in LOOP_NEEDS and fields[n] is not None}
+        labels = {f.name: getattr(ctx.labels, f.name) for f in dataclasses.fields(ctx.labels)}
+        msg = {"fields": fields, "services": sorted(services), "labels": labels,
                "model": _model_bytes(ctx.model), "torch_rng": torch.get_rng_state().numpy()}
         self._request("select", msg)
-        wire, rng_state = self._reply("batch", deadline)
+        wire, rng_state = self._reply("batch", deadline, services)
         # The strategy's draws from torch's global generator count as if it ran here.
         torch.set_rng_state(torch.from_numpy(np.asarray(rng_state, np.uint8).copy()))
         return decode_batch(wire)
@@ -679,7 +691,7 @@ class StrategyWorker:
         return value
 
     def set_state(self, state: Any) -> None:
-        self._request("set_state", state if isinstance(state, bytes) else pickle.dumps(state))
+        self._request("set_state", state)
         self._reply("ok")
 
     def close(self) -> None:
@@ -705,8 +717,8 @@ class StrategyWorker:
         self._finalizer()
         return StrategyError(f"strategy {self.name!r}: its process died (the strategy exited or was killed)")
 
-    def _reply(self, expected: str, deadline: Any = None) -> tuple:
-        """Wait for the reply ``expected``, answering service calls meanwhile."""
+    def _reply(self, expected: str, deadline: Any = None, services: dict[str, Callable] | None = None) -> tuple:
+        """Wait for the reply ``expected``, answering calls of ``services`` meanwhile (a proposal's)."""
         while True:
             left = deadline.left() if deadline is not None else None
             if not self._conn.poll(0) and not wait([self._conn], left):
@@ -726,17 +738,17 @@ class StrategyWorker:
                 raise StrategyError(f"strategy {self.name!r}: its process broke the protocol")
             if msg[0] == "error":
                 raise self._error(msg[1])
-            if msg[0] == "call" and expected == "batch":
-                self._serve_call(msg)
+            if msg[0] == "call" and services is not None:
+                self._serve_call(msg, services)
                 continue
             if msg[0] == expected:
                 return msg[1:]
             self._finalizer()
             raise StrategyError(f"strategy {self.name!r}: its process sent {msg[0]!r} where {expected!r} was due")
 
-    def _serve_call(self, msg: tuple) -> None:
+    def _serve_call(self, msg: tuple, services: dict[str, Callable]) -> None:
         _, name, args, kwargs = (msg + (None,) * 4)[:4]
-        service = self._services.get(name) if isinstance(name, str) else None
+        service = services.get(name) if isinstance(name, str) else None
         if service is None or not isinstance(args, list) or not isinstance(kwargs, dict):
             raise StrategyError(f"strategy {self.name!r} called {name!r}, which it did not declare in needs")
         try:
