@@ -194,12 +194,18 @@ class _Loop:
                         message=f"{'ok' if ok else 'FAILED'} {spec.strategy_label} seed {spec.seed}")
 
 
+def _finished(scan: store.ScanResult, resume: bool, ran: set[str] | None = None) -> set[str]:
+    """Ids that count as finished: ok in the store (without ``resume``, only those in ``ran``:
+    already run by this invocation)."""
+    return {cid for cid, s in scan.status.items() if s == "ok" and (resume or cid in (ran or ()))}
+
+
 def _plan(specs: Sequence[CampaignSpec], loc: store.Location, resume: bool,
           ran: set[str] | None = None) -> tuple[list[CampaignSpec], RunSummary]:
     """The campaigns to run: those not finished in the store (all of them, from round 0, without ``resume``,
-    except those in ``ran``: already run by this invocation)."""
+    except those in ``ran``)."""
     scan = store.scan(loc)
-    done = {cid for cid, s in scan.status.items() if s == "ok" and (resume or cid in (ran or ()))}
+    done = _finished(scan, resume, ran)
     todo = [s for s in specs if s.campaign_id not in done]
     if not resume:
         delete_checkpoints(loc, [s.campaign_id for s in todo])  # start over means from round 0
@@ -236,7 +242,7 @@ def run_benchmark(
     loc.make_dir()
     opts = dict(checkpoints=checkpoints, attempts=attempts, max_concurrent=max_concurrent, batch_size=batch_size,
                 flush_s=flush_s)
-    if getattr(bench, "seeding", None) is not None:
+    if bench.seeding is not None:
         return _run_adaptive(bench, loc, backend, resume=resume, progress=progress, **opts)
     todo, summary = _plan(bench.specs, loc, resume)
     backend.check(todo)  # bad resources fail before anything runs
@@ -278,7 +284,7 @@ def _run_adaptive(bench: Benchmark, loc: store.Location, backend: Backend, *, re
     started = False
 
     def finished() -> set[str]:
-        return {cid for cid, s in store.scan(loc).status.items() if s == "ok" and (resume or cid in ran)}
+        return _finished(store.scan(loc), resume, ran)
 
     def run(todo: list[CampaignSpec], waves: dict[str, int]) -> set[str]:
         nonlocal started
