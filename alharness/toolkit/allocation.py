@@ -410,7 +410,7 @@ def _posterior_rows(fit: GPFit, cg: torch.Tensor, sg: torch.Tensor) -> tuple[tor
     kc = _rbf_1d(cg, fit.x[:, 0], fit.lengthscale[0])  # (nc, n)
     ks = _rbf_1d(sg, fit.x[:, 1], fit.lengthscale[1])  # (ns, n)
     sig2 = fit.outputscale
-    mean = (fit.gamma[1] * torch.log1p(fit.beta[1] * sg))[:, None] + (fit.gamma[0] * torch.log1p(fit.beta[0] * cg))[None, :]
+    mean = prior_mean(fit, cg[None, :], sg[:, None], scaled=True)  # eq. (4), (ns, nc)
     # Eq. (5): k(x*, X) alpha = sigma^2 sum_i Ks[s, i] Kc[c, i] alpha_i: one matrix product.
     mean.addmm_(ks * solved.alpha, kc.T, alpha=float(sig2))
     quad = _grid_quadratic(cg, sg, fit, kc, ks, solved.chol)
