@@ -26,7 +26,7 @@ from alharness.annotation.oracle_experiments import check_oracle_needs, oracle_o
 from alharness.campaign.context import make_context
 from alharness.campaign.scoring import loop_outputs
 from alharness.contract.queries import QUERY_TYPES, FullMask, ImageLabels, Query
-from alharness.contract.strategy import LOOP_NEEDS, NEEDS, ORACLE_NEEDS, Strategy, StrategyContext
+from alharness.contract.strategy import LOOP_NEEDS, ORACLE_NEEDS, Strategy, StrategyContext, unknown_needs
 from alharness.datasets.base import make_pool_view
 from alharness.errors import DuplicateQueryError, PluginError, QueryRefused
 from alharness.learner import Learner, LearnerConfig
@@ -304,10 +304,9 @@ def check_needs_declared(strategy: StrategyLike, params: dict[str, Any] | None =
     trial = _trial(strategy, params, seed)
     strat = _instance(trial)
     needs = frozenset(strat.needs)
-    unknown = sorted(needs - NEEDS - ORACLE_NEEDS - LOOP_NEEDS)
-    if unknown:
-        _fail(trial.label, f"needs {unknown}; the loop provides {sorted(NEEDS | LOOP_NEEDS)} "
-                           f"(and, to oracle experiments, {sorted(ORACLE_NEEDS)})")
+    why = unknown_needs(needs)
+    if why:
+        _fail(trial.label, why)
     try:
         check_oracle_needs(strat, needs, trial.label)
     except PluginError as exc:

@@ -35,6 +35,15 @@ ORACLE_NEEDS = frozenset({"true_iou", "true_click_vertices"})
 LOOP_NEEDS = frozenset({"train_and_score"})
 
 
+def unknown_needs(needs: Iterable[str]) -> str | None:
+    """Why ``needs`` holds something nobody provides ("needs [...]; the loop provides ..."), or None."""
+    unknown = sorted(frozenset(needs) - NEEDS - ORACLE_NEEDS - LOOP_NEEDS)
+    if not unknown:
+        return None
+    return (f"needs {unknown}; the loop provides {sorted(NEEDS | LOOP_NEEDS)} "
+            f"(and, to oracle experiments, {sorted(ORACLE_NEEDS)})")
+
+
 @dataclass(frozen=True)
 class StrategyContext:
     """Everything a strategy may use to choose its next batch.
