@@ -365,23 +365,29 @@ _ADEQUACY_COLUMNS = ("adequacy", "learner_adequacy")
 _ADEQUATE = {None, "ok", "adequate", "converged", True}
 
 
-def _query_shares(con) -> dict[tuple, dict[str, float]]:
-    """(dataset, budget metric, pricing, budget, strategy label) → query type → mean share of the budget spent on it."""
+def _query_shares(con, rows: list[dict[str, Any]]) -> dict[tuple, dict[str, float]]:
+    """(dataset, budget metric, pricing, budget, strategy label) → query type → mean share of the budget
+    spent on it, over the group's campaigns (``rows``: ``report.per_campaign``, so the groups are the
+    leaderboard's), largest first."""
     if "queries" not in {r[0] for r in con.execute("SHOW TABLES").fetchall()}:
         return {}
-    data = con.execute(f"""
-        WITH c AS (SELECT DISTINCT campaign_id, {report.dataset_label_sql(con)} AS dataset, budget_metric,
-                          {report.pricing_sql(con)} AS pricing,
-                          budget, strategy_label FROM rounds WHERE strategy <> '{REFERENCE_STRATEGY}'),
-             n AS (SELECT dataset, budget_metric, pricing, budget, strategy_label, count(*) AS seeds FROM c GROUP BY ALL)
-        SELECT c.dataset, c.budget_metric, c.pricing, c.budget, c.strategy_label, q.query_type,
-               sum({_enforced_cost_sql(con)}) / any_value(n.seeds) / any_value(c.budget) AS share
-        FROM queries q JOIN c USING (campaign_id) JOIN n USING (dataset, budget_metric, pricing, budget, strategy_label)
-        GROUP BY ALL ORDER BY share DESC
-    """).fetchall()
+    spend: dict[str, dict[str, float]] = {}
+    for cid, qtype, total in con.execute(f"""
+        SELECT q.campaign_id, q.query_type, sum({_enforced_cost_sql(con)})
+        FROM queries q JOIN (SELECT DISTINCT campaign_id, budget_metric FROM rounds) c USING (campaign_id) GROUP BY ALL
+    """).fetchall():
+        spend.setdefault(cid, {})[qtype] = total
+    campaigns: dict[tuple, list[str]] = {}
+    for r in rows:
+        campaigns.setdefault((r["dataset"], r["metric"], r["pricing"], r["budget"], r["strategy_label"]), []).append(r["campaign_id"])
     out: dict[tuple, dict[str, float]] = {}
-    for *key, qtype, share in data:
-        out.setdefault(tuple(key), {})[qtype] = share
+    for key, cids in campaigns.items():
+        totals: dict[str, float] = {}
+        for cid in cids:
+            for qtype, total in spend.get(cid, {}).items():
+                totals[qtype] = totals.get(qtype, 0.0) + total
+        if totals:
+            out[key] = dict(sorted(((q, t / len(cids) / key[3]) for q, t in totals.items()), key=lambda kv: -kv[1]))
     return out
 
 
@@ -472,7 +478,7 @@ def _what_to_buy_section(doc: _Doc, con, boards: Boards, rows: list[dict[str, An
           "of the target, and how sure the harness is: the verdict against the runner-up (exact paired sign-flip test, "
           "Holm-adjusted over the group's pairs; see verdicts.md) and whether the learner is adequate.")
     board = boards(None, REACHES[0])
-    shares, inadequate = _query_shares(con), learner_inadequate(rows)
+    shares, inadequate = _query_shares(con, rows), learner_inadequate(rows)
     groups = _groups(board)
     table, notes, warnings = [], [], _adequacy_notes(con, results_dir)
     for key, idx in groups.items():
