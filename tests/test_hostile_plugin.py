@@ -92,6 +92,15 @@ def test_in_process_the_reads_succeed(strategy):
     assert set(report["planes"]) & _unbought_truth(res), report
 
 
+@pytest.mark.parametrize("strategy", ["hostile_memmap", "hostile_memo"])
+def test_in_process_the_reads_succeed_beside_other_datasets(strategy):
+    """A dataset of another image size opened earlier in the same process (as
+    other tests do in one pytest run) neither breaks the cheat nor hides the pool's truth."""
+    run_campaign(tiny_spec(dataset_params={**TINY_DATASET, "size": 16, "seed": 7}, rounds=1, strategy_process=False))
+    test_in_process_a_write_to_the_labels_fails_the_campaign(strategy)
+    test_in_process_the_reads_succeed(strategy)
+
+
 def test_train_and_score_answers_by_message_and_exposes_nothing():
     spec = tiny_spec(strategy="hostile_service", dataset_params=SERVICE_DS, validation="charged", budget=96, rounds=1)
     res = run_campaign(spec)

@@ -256,8 +256,13 @@ class MemmapFiles(Cheat):
             path = os.path.join(os.path.dirname(name), "masks.npy")
             if os.path.exists(path):
                 masks = np.load(path, mmap_mode="r")
+                ids = np.asarray(ctx.pool.dataset_ids)
+                # The process maps other datasets' caches too (earlier tests in
+                # the same pytest run): only a cache this pool could come from counts.
+                if masks.ndim != 3 or masks.shape[-2:] != found.shape or (len(ids) and ids.max() >= len(masks)):
+                    continue
                 found.add_planes(np.asarray(masks), -1)
-                found.pool_masks.append(np.asarray(masks)[np.asarray(ctx.pool.dataset_ids)])
+                found.pool_masks.append(np.asarray(masks)[ids])
 
 
 @register_strategy("hostile_memo")
@@ -269,12 +274,14 @@ class DatasetMemo(Cheat):
     def read(self, ctx, found):
         from alharness.datasets import cache
 
+        ids = np.asarray(ctx.pool.dataset_ids)
         for ds in list(cache._memo.values()):
             found.kinds.add(type(ds).__name__)
+            # The memo may hold other tests' datasets too: only one this pool could come from counts.
+            if ds.masks.shape[-2:] != found.shape or (len(ids) and ids.max() >= len(ds.masks)):
+                continue
             found.add_planes(np.asarray(ds.masks), -1)
-            ids = np.asarray(ctx.pool.dataset_ids)
-            if len(ids) and len(ds.masks) > ids.max():  # the memo may hold other tests' datasets too
-                found.pool_masks.append(np.asarray(ds.masks)[ids])
+            found.pool_masks.append(np.asarray(ds.masks)[ids])
 
 
 @register_strategy("hostile_service")
