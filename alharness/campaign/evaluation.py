@@ -15,14 +15,20 @@ from alharness.metrics import MaskAP, confusion_matrix, mean_iou, per_class_iou
 def evaluate(learner: Learner, test: SplitData) -> tuple[float, list[float], float | None]:
     """Test mIoU, per-class IoU and, on datasets with instances, mask AP at IoU 0.5
     (instances: connected components of each predicted class)."""
-    cm = np.zeros((test.num_classes, test.num_classes), np.int64)
-    ap = MaskAP(test.num_classes, 0.5) if test.instances is not None else None
-    for start, probs, _ in learner.predict_batches(test.images):
+    return evaluate_arrays(learner, test.images, test.masks, test.instances, test.num_classes, test.ignore_index)
+
+
+def evaluate_arrays(learner: Learner, images: np.ndarray, masks: np.ndarray, instances: np.ndarray | None,
+                    num_classes: int, ignore_index: int) -> tuple[float, list[float], float | None]:
+    """``evaluate`` on a split's arrays (no mask AP without ``instances``)."""
+    cm = np.zeros((num_classes, num_classes), np.int64)
+    ap = MaskAP(num_classes, 0.5) if instances is not None else None
+    for start, probs, _ in learner.predict_batches(images):
         pred = probs.argmax(1)
-        cm += confusion_matrix(pred, test.masks[start : start + len(pred)], test.num_classes, test.ignore_index)
+        cm += confusion_matrix(pred, masks[start : start + len(pred)], num_classes, ignore_index)
         if ap is not None:
             for k in range(len(pred)):
-                ap.add(probs[k], test.masks[start + k], test.ignore_index, test.instances[start + k])
+                ap.add(probs[k], masks[start + k], ignore_index, instances[start + k])
     return mean_iou(cm), [float(v) for v in per_class_iou(cm)], None if ap is None else ap.value()
 
 

@@ -17,10 +17,10 @@ from typing import Iterable
 
 import numpy as np
 
-from alharness.errors import ConfigError, QueryRefused
 from alharness.annotation.labels import UNKNOWN, LabelState
+from alharness.campaign.evaluation import evaluate_arrays
+from alharness.errors import ConfigError, QueryRefused
 from alharness.learner import Learner, LearnerConfig
-from alharness.metrics import confusion_matrix, mean_iou
 
 
 class UnboughtDataError(QueryRefused):
@@ -76,12 +76,9 @@ class TrainAndScore:
         config = self._config if steps is None else dataclasses.replace(self._config, steps=int(steps), epochs=0)
         learner = Learner(config, self._num_classes, self._ignore)
         learner.fit(self._images, sub, seed=int(seed))
-        cm = np.zeros((self._num_classes, self._num_classes), np.int64)
-        for start, probs, _ in learner.predict_batches(self._val_images):
-            pred = probs.argmax(1)
-            cm += confusion_matrix(pred, self._val_masks[start : start + len(pred)], self._num_classes, self._ignore)
         self.calls += 1
-        return float(mean_iou(cm))
+        miou, _, _ = evaluate_arrays(learner, self._val_images, self._val_masks, None, self._num_classes, self._ignore)
+        return float(miou)
 
 
 def loop_outputs(needs: Iterable[str], config: LearnerConfig, pool_images: np.ndarray, state: LabelState,
