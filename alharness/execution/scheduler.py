@@ -66,9 +66,6 @@ class RunSummary:
 class Backend(Protocol):
     """Where campaigns run. A handle stands for one submitted run of one campaign."""
 
-    def check(self, specs: Sequence[CampaignSpec]) -> None:
-        """Raise ConfigError for a campaign this backend cannot run (called before anything runs)."""
-
     def start(self) -> None:
         """Acquire what running needs (called only when there is something to run)."""
 
@@ -245,7 +242,6 @@ def run_benchmark(
     if bench.seeding is not None:
         return _run_adaptive(bench, loc, backend, resume=resume, progress=progress, **opts)
     todo, summary = _plan(bench.specs, loc, resume)
-    backend.check(todo)  # bad resources fail before anything runs
     bar = Progress(len(todo), skipped=summary.skipped, enabled=progress)
     if not todo:
         return summary
@@ -278,7 +274,6 @@ def _run_adaptive(bench: Benchmark, loc: store.Location, backend: Backend, *, re
     the backend starts once, at the first wave with something to run."""
     from alharness.execution.adaptive_seeds import run_waves
 
-    backend.check(bench.specs)  # every campaign any wave could run
     total = RunSummary(total=0)
     ran: set[str] = set()  # without resume, only what this invocation ran counts as finished
     started = False

@@ -22,9 +22,6 @@ class LocalBackend:
         self._queued: dict[int, tuple[CampaignSpec, int, Any]] = {}
         self._done: dict[int, dict[str, Any] | BaseException] = {}
 
-    def check(self, specs: Sequence[CampaignSpec]) -> None:
-        pass  # whatever a spec asks for, this process tries it
-
     def slots(self, specs: Sequence[CampaignSpec]) -> int:
         return 1  # one campaign at a time, in this process
 

@@ -47,12 +47,9 @@ def _run_campaign_task(spec: CampaignSpec, num_threads: int, checkpoint_at: Any,
 
 
 def task_resources(spec: CampaignSpec) -> dict[str, float]:
-    """Ray resources of a campaign; a fraction of a GPU packs several campaigns on one device."""
-    gpus = float(spec.num_gpus)
-    if gpus > 1 and not gpus.is_integer():
-        raise ConfigError(f"campaign {spec.strategy_label}: num_gpus = {gpus:g}; Ray schedules a fraction of one GPU "
-                          f"(0 < num_gpus <= 1, e.g. 0.25 packs 4 campaigns per GPU) or whole GPUs, not {gpus:g}")
-    return {"num_cpus": float(spec.num_cpus), "num_gpus": gpus}
+    """Ray resources of a campaign; a fraction of a GPU packs several campaigns on one device
+    (the spec refused any other fraction when it was built: ``campaign.spec.check_gpus``)."""
+    return {"num_cpus": float(spec.num_cpus), "num_gpus": float(spec.num_gpus)}
 
 
 def _object_store_bytes() -> int:
@@ -102,10 +99,6 @@ class RayBackend:
             raise ConfigError(f"retries must be >= 0 (got {retries})")
         self.address, self.num_cpus, self.retries = address, num_cpus, retries
         self._started = False
-
-    def check(self, specs: Sequence[CampaignSpec]) -> None:
-        for s in specs:
-            task_resources(s)
 
     def slots(self, specs: Sequence[CampaignSpec]) -> int | None:
         """Campaigns the cluster can run at once: per resource (CPU, GPU), its
