@@ -76,6 +76,23 @@ def test_cost_to_reach_is_measured_against_the_matching_reference(tmp_path):
     assert report.plot_learning_curves(con, tmp_path / "c.png").exists()
 
 
+def test_the_leaderboard_marks_a_strategy_above_full_supervision(tmp_path):
+    # Seeds 0-2: references at 0.6 / 0.62 / 0.64; P ends 0.15 above its own seed's reference
+    # every time (the learner is the limit), M 0.1 below it, T ties it within noise.
+    for seed, full in enumerate([0.6, 0.62, 0.64]):
+        _write(tmp_path, _rows(f"r{seed}", REFERENCE_STRATEGY, seed, [(1200, full)], f"r{seed}", budget=1e15))
+        for label, gap in (("P", 0.15), ("M", -0.1), ("T", 0.01 * (-1) ** seed)):
+            _write(tmp_path, _rows(f"{label}{seed}", label, seed, [(0, 0.2), (100, full + gap)], f"r{seed}"))
+    con, _ = store.connect(tmp_path)
+    lb = {r["strategy"]: r for r in report.leaderboard(con)}
+    assert {s: r["beats_full"] for s, r in lb.items()} == {"P": True, "M": False, "T": False}
+    text = report.format_leaderboard(list(lb.values()))
+    assert "LEARNER INADEQUATE: P beat full supervision by more than seed noise" in text
+    assert " P *" in text and " M *" not in text and " T *" not in text
+    # The per-campaign rule (the report's "What to buy") agrees with the leaderboard's.
+    assert report.learner_inadequate(report.per_campaign(con)) == {("d", "label_equivalents", "label_equivalents", 100.0): ["P"]}
+
+
 def test_without_references_cost_to_reach_falls_back_to_the_best_strategy(tmp_path):
     _write(tmp_path, _rows("a0", "A", 0, [(0, 0.3), (100, 0.8)], "missing"))
     _write(tmp_path, _rows("b0", "B", 0, [(0, 0.3), (50, 0.75), (100, 0.75)], "missing"))
@@ -84,6 +101,7 @@ def test_without_references_cost_to_reach_falls_back_to_the_best_strategy(tmp_pa
     assert lb["A"]["reach_of"] == "best" and lb["A"]["full_miou_mean"] is None
     assert lb["B"]["cost_to_reach_mean"] == pytest.approx(50)  # 0.9 * 0.8 = 0.72
     assert "no full-supervision reference" in report.format_leaderboard(report.leaderboard(con))
+    assert not any(r["beats_full"] for r in lb.values()) and "LEARNER INADEQUATE" not in report.format_leaderboard(list(lb.values()))
 
 
 def test_references_are_cached_across_results_directories(tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -172,14 +173,54 @@ def leaderboard(con, cost_metric: str | None = None, reach: float = 0.9) -> list
            avg(auc) AS auc_mean, coalesce(stddev_samp(auc), 0) AS auc_std,
            avg(final_cost) AS final_cost_mean,
            avg(cost_to_reach) AS cost_to_reach_mean, count(cost_to_reach) AS reached,
-           avg(full_miou) AS full_miou_mean, any_value(reach_of) AS reach_of
+           avg(full_miou) AS full_miou_mean, any_value(reach_of) AS reach_of,
+           avg(final_miou - full_miou) AS _excess_mean, stddev_samp(final_miou - full_miou) AS _excess_std,
+           count(final_miou - full_miou) AS _excess_n
     FROM pc
     GROUP BY ALL
     ORDER BY dataset, cost_metric, pricing, budget, auc_mean DESC, strategy
     """
     cur = con.execute(sql)
     names = [d[0] for d in cur.description]
-    return [dict(zip(names, row)) for row in cur.fetchall()]
+    rows = []
+    for values in cur.fetchall():
+        r = dict(zip(names, values))
+        excess = [r.pop(k) for k in ("_excess_mean", "_excess_std", "_excess_n")]
+        r["beats_full"] = beats_full_supervision(*excess)
+        rows.append(r)
+    return rows
+
+
+def beats_full_supervision(mean: float | None, std: float | None, n: int) -> bool:
+    """Whether a strategy's final mIoU beats its own seeds' full-supervision references by
+    more than seed noise: the mean paired excess above two standard errors (at least 2 seeds).
+    Full supervision buys every mask, so a strategy above it means the learner, not the
+    strategy, is the limit ("learner inadequate", issue 18 part 1)."""
+    if n < 2 or mean is None or std is None or not math.isfinite(mean) or not math.isfinite(std):
+        return False
+    return mean - 2 * std / math.sqrt(n) > 0
+
+
+def learner_inadequate(rows: list[dict[str, Any]]) -> dict[tuple, list[str]]:
+    """Per group (dataset, cost metric, pricing, budget) of per-campaign rows (``per_campaign``),
+    the strategies that beat full supervision by more than seed noise (``beats_full_supervision``)."""
+    diffs: dict[tuple, dict[str, list[float]]] = {}
+    for r in rows:
+        if r.get("full_miou") is not None and r.get("final_miou") is not None:
+            key = (r["dataset"], r["metric"], r["pricing"], r["budget"])
+            diffs.setdefault(key, {}).setdefault(r["strategy_label"], []).append(r["final_miou"] - r["full_miou"])
+    out: dict[tuple, list[str]] = {}
+    for key, by_strategy in diffs.items():
+        above = [s for s, d in sorted(by_strategy.items()) if len(d) >= 2
+                 and beats_full_supervision(sum(d) / len(d), _sample_std(d), len(d))]
+        if above:
+            out[key] = above
+    return out
+
+
+def _sample_std(values: list[float]) -> float:
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
 def format_leaderboard(rows: list[dict[str, Any]], reach: float = 0.9) -> str:
@@ -201,13 +242,23 @@ def format_leaderboard(rows: list[dict[str, Any]], reach: float = 0.9) -> str:
         out.append("")
         table.clear()
 
+    def group(r: dict[str, Any]) -> tuple:
+        return r["dataset"], r["cost_metric"], r["pricing"], r["budget"]
+
+    above: dict[tuple, list[str]] = {}
     for r in rows:
-        k = (r["dataset"], r["cost_metric"], r["pricing"], r["budget"])
+        if r.get("beats_full"):
+            above.setdefault(group(r), []).append(r["strategy"])
+    for r in rows:
+        k = group(r)
         if k != key:
             flush()
             key = k
             priced = "" if r["pricing"] == r["cost_metric"] else f" | priced {r['pricing']}"
             out.append(f"dataset {r['dataset']} | cost metric {r['cost_metric']}{priced} | budget {r['budget']:g}")
+            if k in above:
+                out.append(f"LEARNER INADEQUATE: {', '.join(above[k])} beat full supervision by more than seed noise "
+                           "(marked *), so the learner, not the strategy, is the limit here; see `alharness check-learner`")
             if r["reach_of"] == "full supervision":
                 out.append(f"cost to {reach:.0%}: of full supervision (final mIoU {r['full_miou_mean']:.3f} with every mask)")
             else:
@@ -216,7 +267,7 @@ def format_leaderboard(rows: list[dict[str, Any]], reach: float = 0.9) -> str:
         reach_txt = "never" if r["reached"] == 0 else f"{r['cost_to_reach_mean']:.4g} ({r['reached']}/{r['seeds']})"
         table.append([
             str(len(table) + 1),
-            r["strategy"],
+            r["strategy"] + (" *" if r.get("beats_full") else ""),
             str(r["seeds"]),
             f"{r['final_miou_mean']:.3f} ± {r['final_miou_std']:.3f}",
             f"{r['auc_mean']:.3f} ± {r['auc_std']:.3f}",

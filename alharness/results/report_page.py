@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 
 from alharness.results import leaderboard as report, plots, stats, store
 from alharness.errors import AlharnessError, ResultsError
@@ -397,26 +396,6 @@ def _mix_text(shares: dict[str, float]) -> str:
     return ", ".join(f"{_QUERY_NAMES.get(q, q)} {v:.0%}" for q, v in shares.items() if v > 0) or "nothing spent"
 
 
-def learner_inadequate(rows: list[dict[str, Any]]) -> dict[tuple, list[str]]:
-    """Per group, the strategies whose final mIoU beats their own seed's full-supervision
-    reference by more than seed noise: mean(final − full) over seeds greater than two
-    standard errors of those paired differences (at least 2 seeds). Full supervision
-    buys every mask, so a strategy above it means the learner, not the strategy, is
-    the limit: costs "to 90 % of full supervision" then mean little."""
-    diffs: dict[tuple, dict[str, list[float]]] = {}
-    for r in rows:
-        if r.get("full_miou") is not None and r.get("final_miou") is not None:
-            key = (r["dataset"], r["metric"], r["pricing"], r["budget"])
-            diffs.setdefault(key, {}).setdefault(r["strategy_label"], []).append(r["final_miou"] - r["full_miou"])
-    out: dict[tuple, list[str]] = {}
-    for key, by_strategy in diffs.items():
-        above = [s for s, d in sorted(by_strategy.items())
-                 if len(d) >= 2 and np.mean(d) - 2 * np.std(d, ddof=1) / math.sqrt(len(d)) > 0]
-        if above:
-            out[key] = above
-    return out
-
-
 def _adequacy_notes(con, results_dir: Path) -> list[str]:
     """Warnings of the learner-adequacy check (``bench --check-learner``: its learner_check.json beside
     the results), and any adequacy column it may stamp on the rounds."""
@@ -478,7 +457,7 @@ def _what_to_buy_section(doc: _Doc, con, boards: Boards, rows: list[dict[str, An
           "of the target, and how sure the harness is: the verdict against the runner-up (exact paired sign-flip test, "
           "Holm-adjusted over the group's pairs; see verdicts.md) and whether the learner is adequate.")
     board = boards(None, REACHES[0])
-    shares, inadequate = _query_shares(con, rows), learner_inadequate(rows)
+    shares, inadequate = _query_shares(con, rows), report.learner_inadequate(rows)
     groups = _groups(board)
     table, notes, warnings = [], [], _adequacy_notes(con, results_dir)
     for key, idx in groups.items():
@@ -606,5 +585,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None) -> 
     md_path.write_text(doc.to_markdown(out_dir))
     return html_path, md_path
 
+
+learner_inadequate = report.learner_inadequate  # re-exported: the report's "What to buy" flags these groups
 
 __all__ = ["build_report", "compute_verdicts", "write_verdicts", "learner_inadequate", "REACHES", "ResultsError"]
