@@ -91,6 +91,11 @@ def test_the_leaderboard_marks_a_strategy_above_full_supervision(tmp_path):
     assert " P *" in text and " M *" not in text and " T *" not in text
     # The per-campaign rule (the report's "What to buy") agrees with the leaderboard's.
     assert report.learner_inadequate(report.per_campaign(con)) == {("d", "label_equivalents", "label_equivalents", 100.0): ["P"]}
+    from alharness.results.report_page import build_report
+
+    _, md = build_report(tmp_path, tmp_path / "report")
+    page = md.read_text()
+    assert "LEARNER INADEQUATE on d, budget 100: P (marked *) beat full supervision" in page and "| P * |" in page
 
 
 def test_without_references_cost_to_reach_falls_back_to_the_best_strategy(tmp_path):

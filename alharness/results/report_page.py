@@ -205,10 +205,14 @@ def _leaderboard_section(doc: _Doc, boards: Boards, metric: str | None) -> list[
         for rank, i in enumerate(idx, 1):
             r = rows[i]
             reach_cells = [_reach_cell(boards(metric, reach)[i]) for reach in REACHES]
-            table.append([str(rank), r["strategy"], str(r["seeds"]),
+            table.append([str(rank), r["strategy"] + (" *" if r["beats_full"] else ""), str(r["seeds"]),
                           f"{r['final_miou_mean']:.3f} ± {r['final_miou_std']:.3f}", f"{r['auc_mean']:.3f} ± {r['auc_std']:.3f}",
                           *reach_cells, f"{r['final_cost_mean']:.4g}"])
         priced = "" if pricing == cost_metric else f", priced {pricing}"
+        above = [rows[i]["strategy"] for i in idx if rows[i]["beats_full"]]
+        if above:
+            doc.warn(f"LEARNER INADEQUATE on {dataset}, budget {budget:g}: {', '.join(above)} (marked *) beat full "
+                     "supervision by more than seed noise, so the learner, not the strategy, is the limit in this table.")
         doc.table(["rank", "strategy", "seeds", "final mIoU", "AUC (normalised)",
                    *(f"cost to {reach:.0%}" for reach in REACHES), "final cost"], table,
                   caption=f"{dataset}, cost in {cost_metric}{priced}, budget {budget:g}; AUC of mIoU over cost divided by "
