@@ -3,6 +3,7 @@ hashable, with a stable id derived from its canonical JSON."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -48,6 +49,11 @@ MAX_CPUS = MAX_GPUS = 1024
 # The spec's fields that say where and how a campaign runs ([resources] in a
 # benchmark file); they are not part of the campaign id.
 RESOURCE_FIELDS = ("num_cpus", "num_gpus", "timeout_s", "strategy_process")
+# What a spec derives from its fields, computed once per instance and kept in
+# its __dict__ (functools.cached_property): the scheduler asks for these
+# several times per campaign. Left out of pickles, so a pickled spec is what
+# it was without the cache, and equality and hash read the same values.
+_DERIVED = ("campaign_id", "_json", "strategy_label", "cost_label")
 # The longest [resources] timeout_s accepted (a year): more is a typo.
 MAX_TIMEOUT_S = 365 * 24 * 3600.0
 
@@ -199,17 +205,24 @@ class CampaignSpec:
             "seed": self.seed,
         }
 
-    @property
+    @functools.cached_property
     def campaign_id(self) -> str:
         blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def to_json(self) -> str:
+        return self._json
+
+    @functools.cached_property
+    def _json(self) -> str:
         return json.dumps(
             {**self.canonical(), "benchmark": self.benchmark, "num_cpus": self.num_cpus, "num_gpus": self.num_gpus,
              "timeout_s": self.timeout_s, "strategy_process": self.strategy_process},
             sort_keys=True,
         )
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in _DERIVED}
 
     @classmethod
     def from_json(cls, text: str) -> "CampaignSpec":
@@ -224,7 +237,7 @@ class CampaignSpec:
     def __hash__(self) -> int:
         return hash(self.campaign_id)
 
-    @property
+    @functools.cached_property
     def strategy_label(self) -> str:
         """Strategy name with the parameters that differ from its defaults,
         e.g. ``fixed_proportion(mask_fraction=0.8)``."""
@@ -235,7 +248,7 @@ class CampaignSpec:
         args = ",".join(f"{k}={json.dumps(v)}" for k, v in sorted(changed.items()))
         return f"{self.strategy}({args})"
 
-    @property
+    @functools.cached_property
     def cost_label(self) -> str:
         """The enforced metric with every cost parameter that differs from its
         default, e.g. ``label_equivalents(alpha_s=25)``: campaigns priced
