@@ -230,12 +230,28 @@ def _add_ray_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress display")
 
 
+def cmd_bench_dry_run(args: argparse.Namespace) -> int:
+    """``bench --dry-run``: validate, expand the grid, print the campaigns and their memory estimate; run nothing."""
+    from alharness.execution.benchmark import load_benchmark
+    from alharness.execution.estimate import dry_run
+
+    bench = load_benchmark(args.file, open_datasets=not args.no_data_check)
+    print(dry_run(bench, open_datasets=not args.no_data_check, memory_per_campaign_gib=args.memory_per_campaign,
+                  workers=args.workers, node_cpus=args.num_cpus))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="alharness", description="Simulate and benchmark annotation strategies for image segmentation.")
     sub = p.add_subparsers(dest="command", required=True)
 
     b = sub.add_parser("bench", help="run a benchmark file on Ray, then print the leaderboard and write a plot")
     b.add_argument("file", help="benchmark TOML, e.g. benchmarks/quickstart.toml")
+    b.add_argument("--dry-run", dest="func", action="store_const", const=cmd_bench_dry_run,
+                   help="validate, print the campaigns and a per-campaign memory estimate (and whether it fits); "
+                        "schedule nothing, write nothing")
+    b.add_argument("--memory-per-campaign", type=float, metavar="GIB",
+                   help="with --dry-run: compare with this much memory per campaign (default: this node's share)")
     b.add_argument("--out", help="results directory (default: results/<benchmark name>)")
     b.add_argument("--no-resume", action="store_true", help="rerun campaigns that already finished")
     b.add_argument("--no-data-check", action="store_true",
