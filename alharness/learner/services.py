@@ -30,7 +30,7 @@ maturity_weights   (N, K, H, W) float32        W^k of MADBAL Eq. 4
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -76,26 +76,23 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def pool_outputs(learner, images: np.ndarray, needs: Iterable[str]) -> dict[str, Any]:
-    """The requested outputs over ``images``, each computed once and read-only."""
+def batch_outputs(learner, images: np.ndarray, needs: Iterable[str]) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """Yield (start, the requested array outputs of ``images[start:start + B]``)
+    per ``eval_batch_size`` batch, in pool order (``model`` is not an array: not
+    included). Without array needs the batches come without a forward pass."""
     needs = frozenset(needs)
     check_needs(learner.config, needs)
-    out: dict[str, Any] = {}
-    if "model" in needs:
-        out["model"] = learner.model
     arrays = sorted(needs - {"model"})
     if not arrays:
-        return out
+        for start in range(0, len(images), learner.config.eval_batch_size):
+            yield start, {}
+        return
     has_classifier = "classification" in learner.config.model_heads
     heads = set(heads_for(arrays))
     if "feature_map" in needs:
         heads.add("feature_map")  # not a head: the network returns the pass's deepest encoder map
     if "class_scores" in needs and has_classifier:
         heads.add("classification")
-    n, (h, w) = len(images), images.shape[1:3]
-    shapes = {"probabilities": (learner.num_classes, h, w), "class_scores": (learner.num_classes,), "iou": (),
-              "loss_prediction": (2, h, w)}
-    buffers: dict[str, np.ndarray] = {}
     r = learner.config.lse_r
     for start, o in learner.forward_batches(images, tuple(sorted(heads))):
         probs = torch.softmax(o["logits"].float(), dim=1)
@@ -118,8 +115,26 @@ def pool_outputs(learner, images: np.ndarray, needs: Iterable[str]) -> dict[str,
             batch["maturity"] = losses.js_divergence(probs.unsqueeze(1), heads_p, dim=2)
         if "maturity_weights" in needs:
             batch["maturity_weights"] = o["maturity_weights"]
-        for name, t in batch.items():
-            a = (t if t.dtype == torch.float16 else t.float()).cpu().numpy()
+        yield start, {name: _readonly((t if t.dtype == torch.float16 else t.float()).cpu().numpy())
+                      for name, t in batch.items()}
+
+
+def pool_outputs(learner, images: np.ndarray, needs: Iterable[str]) -> dict[str, Any]:
+    """The requested outputs over ``images``, each computed once and read-only."""
+    needs = frozenset(needs)
+    check_needs(learner.config, needs)
+    out: dict[str, Any] = {}
+    if "model" in needs:
+        out["model"] = learner.model
+    arrays = sorted(needs - {"model"})
+    if not arrays:
+        return out
+    n, (h, w) = len(images), images.shape[1:3]
+    shapes = {"probabilities": (learner.num_classes, h, w), "class_scores": (learner.num_classes,), "iou": (),
+              "loss_prediction": (2, h, w)}
+    buffers: dict[str, np.ndarray] = {}
+    for start, batch in batch_outputs(learner, images, arrays):
+        for name, a in batch.items():
             if name not in buffers:
                 buffers[name] = np.empty((n, *a.shape[1:]), a.dtype)
             buffers[name][start : start + len(a)] = a
