@@ -48,7 +48,7 @@ def test_resumed_campaign_equals_uninterrupted_run(case, tmp_path):
     for stop in range(spec.rounds):  # after every round but the last
         res, ck = _interrupted_then_resumed(spec, tmp_path / f"stop{stop}", stop)
         assert ck.resumed_round == stop
-        assert ck.saves == spec.rounds - stop  # only the remaining rounds ran
+        assert ck.saves == spec.rounds - stop - 1  # only the remaining rounds ran (the last one is not saved)
         assert result_columns(res.rows) == result_columns(plain.rows), f"rows differ after resuming from round {stop}"
         assert res.queries == plain.queries or _same_queries(res.queries, plain.queries)
 
@@ -60,16 +60,16 @@ def _same_queries(a, b):
         x.keys() == y.keys() and all(np.array_equal(np.asarray(x[k]), np.asarray(y[k])) for k in x) for x, y in zip(a, b))
 
 
-def test_finished_checkpoint_replays_nothing_and_bad_checkpoints_start_over(tmp_path):
+def test_finished_checkpoint_replays_the_last_round_and_bad_checkpoints_start_over(tmp_path):
     spec = tiny_spec()
     ck = Checkpointer(Location(tmp_path), spec.campaign_id)
     first = run_campaign(spec, checkpoint=ck)
-    assert ck.saves == spec.rounds + 1
+    assert ck.saves == spec.rounds  # every round but the last (its checkpoint would go on commit)
     # A campaign that finished but whose results were never committed (driver
-    # died before writing them): the rerun returns the same rows without training.
+    # died before writing them): the rerun replays only the last round, to the same rows.
     again = Checkpointer(Location(tmp_path), spec.campaign_id)
     res = run_campaign(spec, checkpoint=again)
-    assert again.resumed_round == spec.rounds and again.saves == 0
+    assert again.resumed_round == spec.rounds - 1 and again.saves == 0
     assert result_columns(res.rows) == result_columns(first.rows) and len(res.queries) == len(first.queries)
     # Half-written or foreign checkpoints are not trusted.
     path = tmp_path / "checkpoints" / f"{spec.campaign_id}.ckpt"

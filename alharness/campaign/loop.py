@@ -149,8 +149,10 @@ def run_campaign(spec: CampaignSpec, on_round: Callable[[dict[str, Any]], None] 
                  checkpoint: "Checkpointer | None" = None) -> CampaignResult:
     """Run one campaign to the end and return its round rows and query log.
 
-    ``checkpoint``: resume after its last saved round, save after every round
-    (alharness.campaign.checkpoint; a resumed campaign's rows equal an uninterrupted run's).
+    ``checkpoint``: resume after its last saved round, save after every round but the last
+    (alharness.campaign.checkpoint; a resumed campaign's rows equal an uninterrupted run's). The last
+    round's would be deleted once the results are committed, a few seconds later: a driver killed
+    meanwhile costs that round again, on resume, instead of a save in every campaign.
     Raises CampaignTimeout past the spec's ``timeout_s`` (the strategy process is stopped)."""
     t_start = time.perf_counter()
     deadline = Deadline(spec.timeout_s)
@@ -161,7 +163,7 @@ def run_campaign(spec: CampaignSpec, on_round: Callable[[dict[str, Any]], None] 
                 state.verify_labels("after resuming from the checkpoint")
             for rnd in range(state.next_round, spec.rounds + 1):
                 row = run_round(setup, state, rnd)
-                if checkpoint is not None:
+                if checkpoint is not None and rnd < spec.rounds:
                     deadline.enter(rnd, "checkpoint")
                     checkpoint.save(state)
                 if on_round is not None:
