@@ -42,11 +42,14 @@ def test_fixed_proportion_spends_in_the_stated_proportion():
     by_round = {}
     for q in res.queries:
         by_round.setdefault(q["round"], []).append(q)
+    all_masks = 0.0
     for rnd, qs in by_round.items():
         masks = sum(q["cost_label_equivalents"] for q in qs if q["query_type"] == "full_mask")
         labels = sum(q["cost_label_equivalents"] for q in qs if q["query_type"] == "image_labels")
-        assert masks == 36 / 2 // 12 * 12  # 18 allowed on masks -> one mask
-        assert labels == 36 - masks  # the rest on image labels
+        assert masks % 12 == 0 and labels == 36 - masks  # whole masks, the rest of the round on image labels
+        all_masks += masks
+    # The share is kept over the campaign, not floored each round: 18 + 18 on masks -> 2 + 1 masks.
+    assert all_masks == 36
 
 
 def test_same_spec_and_seed_give_identical_rows():

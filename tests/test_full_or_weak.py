@@ -65,6 +65,27 @@ def test_fixed_proportions_spend_the_budget_in_the_stated_proportion(fraction):
     assert abs(masks / total - fraction) < 0.06, masks / total
 
 
+@pytest.mark.parametrize("budget, fraction", [(400, 0.5), (400, 0.75), (700, 0.5), (700, 0.95)])
+def test_fixed_share_stays_within_one_mask_of_the_nominal_cumulatively(budget, fraction):
+    """The benchmark's setting (B0 = 3 % of the pool, 4 installments), where rounding each round's masks
+    down spent 39 % (nominal 50 %) and 66 % (nominal 75 %) of B = 400 on masks: after every round the
+    cumulative mask spend is within one mask price (alpha_s = 12) of the nominal share of the spend,
+    and the rows record the achieved share."""
+    spec = tiny_spec(strategy="fixed_proportion", strategy_params={"mask_fraction": fraction, "initial_fraction": 0.03},
+                     dataset_params={**POOL, "n_train": 600}, budget=budget, rounds=4, initial_masks=0)
+    res = run_campaign(spec)
+    masks = total = 0.0
+    for row in res.rows:
+        bought = [q for q in res.queries if q["round"] == row["round"]]
+        masks += sum(q["cost_label_equivalents"] for q in bought if q["query_type"] == "full_mask")
+        total += sum(q["cost_label_equivalents"] for q in bought)
+        assert abs(masks - fraction * total) <= 12 + 1e-9, (row["round"], masks, total)
+        diag = json.loads(row["diagnostics"])
+        assert diag["mask_fraction"] == fraction
+        assert diag["mask_share"] == pytest.approx(masks / total)
+    assert total >= budget - 12
+
+
 def test_train_and_score_refuses_unbought_data_and_scores_on_validation_only():
     SEEN.clear()
     spec = tiny_spec(strategy="test_score_spy", dataset_params=POOL, validation="charged", budget=200, rounds=1,
