@@ -115,3 +115,15 @@ def test_no_data_check_leaves_the_shape_terms_unknown(tmp_path, capsys):
 def test_bad_memory_per_campaign_is_a_usage_error(tmp_path, capsys, bad):
     assert main(["bench", str(_file(tmp_path)), "--dry-run", "--memory-per-campaign", bad]) == 2
     assert "--memory-per-campaign must be > 0" in capsys.readouterr().err
+
+
+def test_pixel_labels_over_the_mmap_threshold_count_as_scratch(monkeypatch):
+    from alharness.annotation.labels import MMAP_BYTES_ENV
+
+    bench = parse_benchmark(tiny_benchmark_doc(strategies=("random",), seeds=(0,)))
+    shape = dataset_shape("synthetic_shapes", bench.specs[0].dataset_params)
+    pixels = shape.pool * shape.height * shape.width
+    monkeypatch.setenv(MMAP_BYTES_ENV, "0")
+    (e,) = estimate(bench.specs).campaigns
+    assert e.scratch_bytes == pixels
+    assert e.ram["labels"] == 2 * label_state_bytes(shape) - pixels  # the strategy process's copy stays in memory

@@ -3,25 +3,69 @@
 Pixel labels use the dataset's ignore index for "unknown"; image-level
 knowledge is kept per class as positive (1), negative (0) or unknown (-1).
 Strategies see it through a read-only :class:`LabelStateView`.
+
+The pixel labels are N×H×W bytes, 6 GB for a Cityscapes pool at 1024×2048,
+times the campaigns packed on a node. From ``ALHARNESS_LABELS_MMAP_BYTES``
+(default 256 MiB) on they live in a memory-mapped file on local scratch
+(``ALHARNESS_SCRATCH``, else the system's temporary directory; point it at
+a local disk where /tmp is a RAM file system), so the kernel pages them out
+instead of the campaign holding them in its own memory. The file has no
+name: it is unlinked as it is created, and its space goes back when the
+label state is dropped at the campaign's end, or when the process dies.
+Nothing else changes: the arrays read and write as before, the digest and
+the checkpoints see the same bytes, and the strategy process receives a
+sealed read-only copy of what the view shows, never the file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
 
 import numpy as np
 
 from alharness.contract.views import NEGATIVE, POSITIVE, UNKNOWN, LabelStateView
 
+MMAP_BYTES_ENV = "ALHARNESS_LABELS_MMAP_BYTES"
+SCRATCH_ENV = "ALHARNESS_SCRATCH"
+DEFAULT_MMAP_BYTES = 256 * 2**20
+
+
+def mmap_threshold() -> int:
+    """Pixel-label size from which the labels are memory-mapped (``ALHARNESS_LABELS_MMAP_BYTES``)."""
+    text = os.environ.get(MMAP_BYTES_ENV, "").strip()
+    try:
+        return int(text) if text else DEFAULT_MMAP_BYTES
+    except ValueError:
+        raise ValueError(f"{MMAP_BYTES_ENV} must be a whole number of bytes, got {text!r}") from None
+
+
+def _pixel_labels(shape: tuple[int, ...], fill: int, mmap_bytes: int | None) -> np.ndarray:
+    """(N, H, W) uint8 filled with ``fill``: in memory below the threshold, else
+    mapped from a nameless file on scratch (freed with its last mapping)."""
+    threshold = mmap_threshold() if mmap_bytes is None else mmap_bytes
+    size = int(np.prod(shape, dtype=np.int64))
+    if size < threshold or size == 0:
+        return np.full(shape, fill, np.uint8)
+    scratch = os.environ.get(SCRATCH_ENV) or None
+    with tempfile.TemporaryFile(prefix="alharness-labels-", dir=scratch) as fh:  # unlinked at once
+        pixels = np.memmap(fh, dtype=np.uint8, mode="w+", shape=shape)  # the map keeps the file alive
+    pixels[...] = fill
+    return pixels
 
 
 class LabelState:
-    """Mutable label state, owned by the campaign loop."""
+    """Mutable label state, owned by the campaign loop.
 
-    def __init__(self, pool_size: int, image_shape: tuple[int, int], num_classes: int, ignore_index: int):
+    ``mmap_bytes``: pixel-label size from which they are memory-mapped on
+    scratch (None: ``ALHARNESS_LABELS_MMAP_BYTES``, default 256 MiB)."""
+
+    def __init__(self, pool_size: int, image_shape: tuple[int, int], num_classes: int, ignore_index: int, *,
+                 mmap_bytes: int | None = None):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
-        self.pixels = np.full((pool_size, *image_shape), ignore_index, np.uint8)
+        self.pixels = _pixel_labels((pool_size, *image_shape), ignore_index, mmap_bytes)
         self.image_labels = np.full((pool_size, num_classes), UNKNOWN, np.int8)
         self.has_full_mask = np.zeros(pool_size, bool)
         # Instances per class from labels-with-counts answers (-1: unknown).
@@ -77,14 +121,33 @@ class LabelState:
             h.update(box.data)
         return h.hexdigest()
 
+    def _labelled_per_image(self, chunk: int = 64) -> np.ndarray:
+        """(N,) count of labelled pixels per image, ``chunk`` images at a time (a
+        mask of the whole pool would cost N×H×W bytes of memory at once)."""
+        n = len(self.pixels)
+        out = np.zeros(n, np.int64)
+        for i in range(0, n, chunk):
+            block = self.pixels[i:i + chunk]
+            out[i:i + len(block)] = np.count_nonzero((block != self.ignore_index).reshape(len(block), -1), axis=1)
+        return out
+
+    def labelled_images(self) -> np.ndarray:
+        """Indices of the pool images with at least one labelled pixel."""
+        return np.flatnonzero(self._labelled_per_image())
+
     def labelled_pixel_fraction(self) -> float:
         """Pixels with a class label over all pool pixels: cost_P's definition
         (MetaBox+ eq. 12; void carries no label, see costs.LabelledPixels)."""
-        return float((self.pixels != self.ignore_index).mean()) if self.pixels.size else 0.0
+        return float(self._labelled_per_image().sum() / self.pixels.size) if self.pixels.size else 0.0
+
+    @property
+    def memory_mapped(self) -> bool:
+        """True when the pixel labels live in a file on scratch."""
+        return isinstance(self.pixels, np.memmap)
 
     def view(self) -> LabelStateView:
         def ro(a: np.ndarray) -> np.ndarray:
-            v = a.view()
+            v = np.asarray(a).view()  # a plain array even over the memory map (pickled as a buffer, no file)
             v.setflags(write=False)
             return v
 

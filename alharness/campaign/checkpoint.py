@@ -65,10 +65,12 @@ class ByteLocation(Protocol):
 
 def _pack_labels(state) -> dict[str, Any]:
     # Pixel labels are (N, H, W); a campaign labels a few images, so keep
-    # only their rows (a 3000-image Cityscapes pool is 1.5 GB dense).
-    flat = state.pixels.reshape(len(state.pixels), -1)
-    rows = np.flatnonzero((flat != state.ignore_index).any(axis=1))
-    return {"rows": rows, "pixels": state.pixels[rows].copy(), "image_labels": state.image_labels.copy(),
+    # only their rows (a 3000-image Cityscapes pool is 1.5 GB dense), found a
+    # few images at a time and copied out as plain arrays (the pixels may be
+    # a memory map on scratch, alharness.annotation.labels, which the
+    # checkpoint must not refer to).
+    rows = state.labelled_images()
+    return {"rows": rows, "pixels": np.asarray(state.pixels)[rows], "image_labels": state.image_labels.copy(),
             "has_full_mask": state.has_full_mask.copy(), "counts": state.counts.copy(),
             "boxes": {k: v.copy() for k, v in state.boxes.items()}}
 

@@ -5,8 +5,9 @@ configuration; nothing is trained, scheduled or written:
 
 - **label state**: what ``LabelState`` holds for the pool, N×H×W bytes of
   pixel labels plus the per-class image labels and counts (in a file on
-  local scratch above ``ALHARNESS_LABELS_MMAP_BYTES``, see
-  ``alharness.annotation.labels``), and its copy in the strategy process;
+  local scratch from ``ALHARNESS_LABELS_MMAP_BYTES`` on, see
+  ``alharness.annotation.labels``: then the pixels count as scratch, not
+  memory), and its copy in the strategy process;
 - **selection state**: the pool outputs the strategy declares in ``needs``
   (probabilities N×C×H×W×4 bytes, features, head outputs, oracle
   statistics), whole-pool as the loop hands them over, and their copy in the
@@ -38,6 +39,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from alharness.annotation.labels import mmap_threshold
 from alharness.campaign.spec import CampaignSpec
 from alharness.errors import AlharnessError
 from alharness.registry import DATASETS, STRATEGIES
@@ -74,6 +76,7 @@ class CampaignEstimate:
     ram: dict[str, int] = field(default_factory=dict)  # private host memory, by term
     device: dict[str, int] = field(default_factory=dict)  # on the GPU (num_gpus > 0), by term
     cache_bytes: int = 0  # the dataset cache (shared by the node's campaigns)
+    scratch_bytes: int = 0  # pixel labels in a file on local scratch (not counted in RAM)
     note: str = ""  # why a term is missing (dataset not opened, model not built)
     fits: bool | None = None
 
@@ -279,7 +282,12 @@ def estimate(specs: Iterable[CampaignSpec], *, open_datasets: bool = True, **bud
 def _fill(est: CampaignEstimate, shape: DatasetShape, needs: frozenset[str], model: ModelFootprint | str) -> None:
     spec, n, hw = est.spec, shape.pool, shape.height * shape.width
     copies = 2 if spec.strategy_process else 1  # the strategy process gets its own copy of what it is sent
-    est.ram["labels"] = copies * label_state_bytes(shape)
+    labels, pixels = label_state_bytes(shape), n * hw
+    if pixels >= mmap_threshold():  # on scratch in the campaign process; the strategy process's copy is memory
+        est.scratch_bytes = pixels
+        est.ram["labels"] = copies * labels - pixels
+    else:
+        est.ram["labels"] = copies * labels
     oracle = sum(n * hw * b for k, b in _ORACLE_BYTES_PER_PIXEL.items() if k in needs) + (8 * n if "true_iou" in needs else 0)
     training = n * hw * (3 * 4 + 8)  # float32 images + int64 targets, the whole pool labelled
     where = est.device if spec.num_gpus > 0 else est.ram
@@ -324,8 +332,9 @@ def format_estimate(result: BenchmarkEstimate) -> str:
         fits = {True: "yes", False: "NO", None: "?"}[e.fits]
         rows.append([e.spec.campaign_id, _size(e.ram.get("labels")), _size(e.ram.get("outputs")),
                      _size(e.ram.get("model", e.device.get("model"))), _size(e.ram.get("training", e.device.get("training"))),
-                     _size(e.ram_total) if e.ram else "?", _size(e.device_total) if e.device else "-", fits, e.note])
-    lines += _table(["campaign", "labels", "outputs", "model", "training", "RAM", "GPU", "fits", ""], rows)
+                     _size(e.ram_total) if e.ram else "?", _size(e.device_total) if e.device else "-",
+                     _size(e.scratch_bytes) if e.scratch_bytes else "-", fits, e.note])
+    lines += _table(["campaign", "labels", "outputs", "model", "training", "RAM", "GPU", "scratch", "fits", ""], rows)
     lines += ["", "datasets (cache memory-mapped, once per node):"]
     for label, shape in result.datasets.items():
         lines.append(f"  {label}: " + ("not opened" if shape is None else
