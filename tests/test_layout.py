@@ -11,7 +11,7 @@ been imported, so they cannot make an import cycle.
 The rules (docs/architecture.md explains them):
 
 - only ``alharness/execution/backends/ray.py`` imports ``ray``, and only
-  ``alharness/results/plots.py`` imports ``matplotlib``;
+  ``alharness/results/plots.py`` imports ``matplotlib`` or ``plotly``;
 - a strategy plugin imports from alharness only the contract, the toolkit,
   the registry, the errors and the package's own re-exports, no private
   name, and no other plugin module;
@@ -162,8 +162,8 @@ def rule_ray(imports: tuple[Import, ...]) -> list[str]:
 
 
 def rule_matplotlib(imports: tuple[Import, ...]) -> list[str]:
-    return [f"{i.where()}  (only {PLOTS_MODULE} may import matplotlib)" for i in imports
-            if _within(i.module, ("matplotlib", "pylab")) and i.path != PLOTS_MODULE]
+    return [f"{i.where()}  (only {PLOTS_MODULE} may import matplotlib or plotly)" for i in imports
+            if _within(i.module, ("matplotlib", "pylab", "plotly")) and i.path != PLOTS_MODULE]
 
 
 def rule_strategies(imports: tuple[Import, ...]) -> list[str]:

@@ -93,8 +93,15 @@ def test_report_builds_from_campaign_results(built_report):
     for needle in ("What ran", "Cost in label_equivalents", "of full supervision", "Paired bootstrap", "Win rate",
                    "Diagnostics per strategy", "images queried in round"):
         assert needle in html_text and needle in md, needle
-    # Self-contained: every image is embedded, nothing is fetched.
-    assert 'src="data:image/png;base64,' in html_text and not re.search(r'src="(?!data:)', html_text)
+    # Self-contained: every image is embedded, nothing is fetched (plotly.js is inlined, its
+    # own source text aside: no element loads anything from elsewhere).
+    markup = re.sub(r"<script>.*?</script>", "", html_text, flags=re.S)
+    assert 'src="data:image/png;base64,' in markup and not re.search(r'src="(?!data:)', markup)
+    assert "<script src" not in html_text and html_text.count("plotly.js v") >= 1
+    # The learning curves are interactive in the page (hover shows strategy, cost, mean ± std) and a PNG in Markdown.
+    assert 'class="plotly-graph-div"' in html_text and "mIoU %{y:.3f}" in html_text and "%{customdata:.3f}" in html_text
+    assert 'id="curves-label_equivalents"' in html_text  # fixed ids: the same results give the same page
+    assert "![Test mIoU against cost in label_equivalents" in md
     for link in re.findall(r"\]\(([^)]+\.png)\)", md):
         assert os.path.getsize(os.path.join(built_report, link)) > 1000
     assert "full_supervision" not in md.split("Cost in label_equivalents")[1].split("Comparisons")[0].split("|---")[1]
@@ -105,7 +112,8 @@ def _chromium() -> str | None:
 
 
 def _load_in_chromium(page: str) -> tuple[str, list[str], str]:
-    """(value of body[data-images-loaded] after load, console lines, the DOM) for a page in headless Chromium."""
+    """(value of body[data-images-loaded] after load, console lines, the DOM) for a page in headless Chromium
+    (the DOM's body[data-plots-drawn] counts the interactive figures that drew their SVG)."""
     with tempfile.TemporaryDirectory() as profile:
         proc = subprocess.run(
             [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -125,7 +133,10 @@ def test_report_renders_in_headless_chromium(built_report, tmp_path):
     headings = re.findall(r"<h2>([^<]*)</h2>", dom)
     assert headings[0] == "What to buy" and "What ran" in headings[1:]  # the rendered page leads with the answer
     total = int(loaded.split("/")[1])
-    assert total >= 4 and loaded == f"{total}/{total}", loaded  # every image decoded
+    assert loaded == f"{total}/{total}", loaded  # every image decoded
+    drawn = re.search(r'data-plots-drawn="(\d+)/(\d+)"', dom)
+    assert drawn and int(drawn.group(2)) >= 1 and drawn.group(1) == drawn.group(2), drawn  # every plotly figure drew
+    assert total + int(drawn.group(2)) >= 4  # the learning curves are interactive, the other figures images
     assert console == []
     # The check can fail: a broken image and a script error are both caught.
     bad = tmp_path / "bad.html"
@@ -136,3 +147,8 @@ def test_report_renders_in_headless_chromium(built_report, tmp_path):
     loaded_bad, console_bad, _ = _load_in_chromium(str(bad))
     assert loaded_bad == f"{total - 1}/{total}"
     assert any("undefined_function_here" in line for line in console_bad)
+    # ...and so is a figure that cannot draw (the page without its inlined plotly.js).
+    unplotted = tmp_path / "unplotted.html"
+    unplotted.write_text(re.sub(r"<script>/\*\*\s*\* plotly\.js v.*?</script>", "", page, count=1, flags=re.S))
+    _, console_unplotted, dom_unplotted = _load_in_chromium(str(unplotted))
+    assert f'data-plots-drawn="0/{drawn.group(2)}"' in dom_unplotted and console_unplotted

@@ -303,10 +303,12 @@ def learning_curve_panels(con, cost_metric: str | None = None) -> list[plots.Cur
     return panels
 
 
-def plot_learning_curves(con, path: str | Path, cost_metric: str | None = None) -> Path:
+def plot_learning_curves(con, path: str | Path, cost_metric: str | None = None,
+                         panels: "list[plots.CurvePanel] | None" = None) -> Path:
     """mIoU against cost, mean over seeds with a ±1 std band, one panel per (dataset, budget);
-    the full-supervision reference, where present, as a dashed line."""
-    panels = learning_curve_panels(con, cost_metric)
+    the full-supervision reference, where present, as a dashed line. ``panels``: the
+    ``learning_curve_panels`` already computed, if the caller has them."""
+    panels = learning_curve_panels(con, cost_metric) if panels is None else panels
     if not panels:
         raise ResultsError("nothing to plot")
     return plots.learning_curves(panels, path, cost_metric)

@@ -1,10 +1,13 @@
-"""Every figure the package draws, and the only module that imports matplotlib.
+"""Every figure the package draws, and the only module that imports matplotlib or plotly.
 
 Callers compute the numbers (leaderboard and report queries, sweep
 summaries) and pass them in as plain data; each function here draws one
 figure, writes it as PNG and returns its path. matplotlib is imported on
 first use, with the non-interactive Agg backend, so importing the modules
 that call these functions stays cheap and works without a display.
+``*_interactive`` functions draw the same data with plotly for the HTML
+report (hover shows the values) and return an HTML fragment; the page
+embeds plotly.js once (``plotly_js``), so it still works offline as one file.
 """
 
 from __future__ import annotations
@@ -78,6 +81,57 @@ def learning_curves(panels: Sequence[CurvePanel], path: str | Path, cost_metric:
         ax.axis("off")
     fig.tight_layout()
     return _save(fig, path, 110)
+
+
+def learning_curves_interactive(panels: Sequence[CurvePanel], cost_metric: str | None = None, div_id: str = "curves") -> str:
+    """``learning_curves`` as an interactive plotly figure: an HTML ``<div>`` (without plotly.js,
+    see ``plotly_js``). Hovering a point shows the strategy, the cost and mean ± std mIoU;
+    clicking a legend entry hides that strategy in every panel. ``div_id`` names the figure's
+    element (unique per page; fixed, so the same results give the same page)."""
+    import plotly.graph_objects as go
+    from plotly.colors import DEFAULT_PLOTLY_COLORS
+    from plotly.subplots import make_subplots
+
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"{p.dataset} (budget {p.budget:g} {p.budget_metric})" for p in panels],
+                        horizontal_spacing=0.06, vertical_spacing=0.12 if rows > 1 else 0.2)
+    labels = sorted({label for p in panels for label in p.series})
+    colour = {label: DEFAULT_PLOTLY_COLORS[i % len(DEFAULT_PLOTLY_COLORS)] for i, label in enumerate(labels)}
+    shown: set[str] = set()
+    for k, panel in enumerate(panels):
+        at = {"row": k // cols + 1, "col": k % cols + 1}
+        for label, pts in sorted(panel.series.items()):
+            xs, ys, sds = (list(v) for v in zip(*pts))
+            band = colour[label].replace("rgb(", "rgba(").replace(")", ", 0.2)")
+            fig.add_trace(go.Scatter(x=xs + xs[::-1], y=[y + d for y, d in zip(ys, sds)] + [y - d for y, d in zip(ys, sds)][::-1],
+                                     fill="toself", fillcolor=band, line={"width": 0}, hoverinfo="skip",
+                                     legendgroup=label, showlegend=False), **at)
+            fig.add_trace(go.Scatter(x=xs, y=ys, customdata=sds, mode="lines+markers", name=label, legendgroup=label,
+                                     line={"color": colour[label]}, marker={"size": 5}, showlegend=label not in shown,
+                                     hovertemplate=f"<b>{label}</b><br>cost %{{x:.4g}}<br>mIoU %{{y:.3f}} ± %{{customdata:.3f}}<extra></extra>"),
+                          **at)
+            shown.add(label)
+        if panel.reference is not None:
+            xs = [x for pts in panel.series.values() for x, _, _ in pts] or [0.0]
+            fig.add_trace(go.Scatter(x=[min(xs), max(xs)], y=[panel.reference] * 2, mode="lines", name="full supervision",
+                                     legendgroup="full supervision", showlegend="full supervision" not in shown,
+                                     line={"color": "rgb(80, 80, 80)", "dash": "dash", "width": 1},
+                                     hovertemplate=f"full supervision: mIoU {panel.reference:.3f}<extra></extra>"), **at)
+            shown.add("full supervision")
+        fig.update_xaxes(title_text=f"cost spent ({cost_metric or panel.budget_metric})", **at)
+        fig.update_yaxes(title_text="test mIoU", **at)
+    fig.update_layout(height=380 * rows + 60, margin={"t": 40, "b": 40}, template="plotly_white",
+                      legend={"orientation": "h", "y": -0.15 if rows == 1 else -0.05})
+    return fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id,
+                       config={"displaylogo": False, "responsive": True})
+
+
+def plotly_js() -> str:
+    """plotly.js itself, to inline once in a page that holds ``*_interactive`` figures."""
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs()
 
 
 def rank_lines(by_value: Mapping[Any, Mapping[str, float]], parameter: str, path: str | Path) -> Path:

@@ -60,6 +60,12 @@ class _Doc:
         self.images.append(path)
         self.blocks.append(("img", (path, alt)))
 
+    def figure(self, path: Path, alt: str, interactive: str) -> None:
+        """A figure drawn twice: interactive (an HTML fragment from ``plots.*_interactive``) in
+        the HTML page, the PNG at ``path`` in the Markdown twin."""
+        self.images.append(path)
+        self.blocks.append(("plot", (path, alt, interactive)))
+
     def to_markdown(self, out_dir: Path) -> str:
         lines = [f"# {self.title}", ""]
         for kind, body in self.blocks:
@@ -79,8 +85,8 @@ class _Doc:
                 lines.append("|" + "|".join("---" for _ in headers) + "|")
                 lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
                 lines.append("")
-            elif kind == "img":
-                path, alt = body
+            elif kind in ("img", "plot"):
+                path, alt = body[:2]
                 lines += [f"![{alt}]({path.relative_to(out_dir).as_posix()})", ""]
         return "\n".join(lines)
 
@@ -106,7 +112,13 @@ class _Doc:
                 data = base64.b64encode(path.read_bytes()).decode()
                 parts.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
                              f"<figcaption>{html.escape(alt)}</figcaption></figure>")
-        return _PAGE.format(title=html.escape(self.title), body="\n".join(parts))
+            elif kind == "plot":
+                _, alt, interactive = body
+                parts.append(f'<figure class="interactive">{interactive}<figcaption>{html.escape(alt)} '
+                             "(interactive: hover for values, click the legend to hide a strategy)</figcaption></figure>")
+        # plotly.js inlined once, before the figures that call it: the page stays one offline file.
+        library = f"<script>{plots.plotly_js()}</script>" if any(k == "plot" for k, _ in self.blocks) else ""
+        return _PAGE.format(title=html.escape(self.title), library=library, body="\n".join(parts))
 
 
 # The small script marks images that fail to decode (visible to the reader)
@@ -125,7 +137,7 @@ figcaption {{ font-size: 0.85em; color: #555; }}
 pre {{ background: #f6f6f6; padding: 0.6em; overflow-x: auto; }}
 .broken {{ outline: 3px solid #c00; }}
 .warning {{ border: 2px solid #c60; background: #fff4e5; padding: 0.6em; font-weight: bold; }}
-</style></head>
+</style>{library}</head>
 <body data-images-loaded="pending">
 {body}
 <script>
@@ -134,6 +146,9 @@ window.addEventListener("load", function () {{
   var ok = imgs.filter(function (im) {{ return im.complete && im.naturalWidth > 0; }});
   imgs.forEach(function (im) {{ if (ok.indexOf(im) < 0) {{ im.className += " broken"; }} }});
   document.body.setAttribute("data-images-loaded", ok.length + "/" + imgs.length);
+  var figs = Array.prototype.slice.call(document.querySelectorAll(".plotly-graph-div"));
+  var drawn = figs.filter(function (f) {{ return f.querySelector("svg.main-svg") !== null; }});
+  document.body.setAttribute("data-plots-drawn", drawn.length + "/" + figs.length);
 }});
 </script>
 </body></html>
@@ -570,8 +585,10 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None) -> 
         # any other, against the largest spend seen (report.leaderboard).
         axis = None if enforced == [metric] else metric
         doc.h(2, f"Cost in {metric}" + ("" if metric in enforced else " (re-scored: the budget was enforced in another metric)"))
-        path = report.plot_learning_curves(con, out_dir / f"curves_{metric}.png", axis)
-        doc.image(path, f"Test mIoU against cost in {metric}: mean over seeds, band ±1 std; dashed: full supervision")
+        panels = report.learning_curve_panels(con, axis)
+        path = report.plot_learning_curves(con, out_dir / f"curves_{metric}.png", axis, panels)
+        doc.figure(path, f"Test mIoU against cost in {metric}: mean over seeds, band ±1 std; dashed: full supervision",
+                   plots.learning_curves_interactive(panels, axis, div_id=f"curves-{_file_part(metric)}"))
         _leaderboard_section(doc, boards, axis)
     _cost_table_section(doc, boards, metrics, enforced)
     doc.h(2, "Comparisons between strategies")
