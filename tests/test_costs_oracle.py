@@ -62,9 +62,26 @@ def test_mask_guided_table1_per_image_seconds():
     assert mean(ImageLabels) == pytest.approx(20.0)
     assert mean(LabelsWithCounts) == pytest.approx(22.22)
     assert mean(FullMask) == pytest.approx(239.7)
+    assert mean(Boxes) == pytest.approx(38.1)  # the class checks of dense annotation (18.5), not t_IL's 20
     # Per image, not only on average: an image with 3 objects of 2 classes.
     assert sec.cost(FullMask(2), pool.image(2)) == pytest.approx(18.5 + 3 * 79)
-    assert sec.cost(Boxes(2), pool.image(2)) == pytest.approx(20 + 3 * 7)
+    assert sec.cost(Boxes(2), pool.image(2)) == pytest.approx(18.5 + 3 * 7)
+
+
+def test_mask_guided_table1_preset_and_label_equivalents_price_boxes_at_38_1_s():
+    """Mask-guided paper Table 1: IL 20 s, IL+C 22.22 s, Full 239.7 s, BB 38.1 s, known before answering
+    with the table preset; label_equivalents prices IL+C and boxes at their Table 1 ratio to IL."""
+    sec = COSTS.create("seconds", preset="mask_guided_table1")
+    sec.prepare(PoolInfo(10, 4, (10, 10)))
+    assert [sec.quote(q(0)) for q in (ImageLabels, LabelsWithCounts, FullMask, Boxes)] == \
+        pytest.approx([20.0, 22.22, 239.7, 38.1])
+    assert sec.quote(Region(0, 0, 0, 5)) == pytest.approx(239.7 * 25 / 100)
+    pool = PoolTruth(_split([_square_mask(10, 2, 2, 4)], num_classes=4))
+    assert sec.cost(Boxes(0), pool.image(0)) == pytest.approx(38.1)  # the same after answering
+    le = COSTS.create("label_equivalents", alpha_c=2.0)
+    le.prepare(PoolInfo(10, 4, (10, 10)))
+    assert le.quote(Boxes(0)) == pytest.approx(2.0 * 38.1 / 20)
+    assert le.quote(LabelsWithCounts(0)) == pytest.approx(2.0 * 22.22 / 20)
 
 
 @pytest.mark.parametrize("dataset, binary_h, region_h, pixel_h, binary_per_round", [
