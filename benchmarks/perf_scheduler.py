@@ -9,14 +9,21 @@ storage would need):
                                             for 10 000 one-second trials)
     per campaign = (wall - ideal) * workers / N
 
-It prints where the driver's time went (writing results) and, as the
-baseline computed in the same run, the same bench with one result file per
-campaign (``batch_size = 1``, the store's layout before batching) on the
-first ``--baseline`` campaigns. Ray is started, and every worker imported,
-before any timing.
+The baseline, in the same run on the same Ray: bare Ray, the same campaigns
+as one plain Ray task each (``run_campaign`` and nothing else: no
+checkpoints, no records, no store; all submitted at once, the rows and query
+logs fetched with one ``ray.get``), its overhead over its own ideal computed
+the same way. Target: alharness within 2 points of bare Ray. (Ray Tune is
+not compared: ``ray.tune`` needs pandas, which this environment lacks.)
+
+It also prints where the driver's time went (writing results, its CPU
+time per campaign) and, with ``--baseline N``, the same bench with one
+result file per campaign (``batch_size = 1``, the store's layout before
+batching) on the first N campaigns. Ray is started, and every worker
+imported, before any timing.
 
     python benchmarks/perf_scheduler.py --campaigns 10000
-    python benchmarks/perf_scheduler.py --campaigns 1000 --baseline 300
+    python benchmarks/perf_scheduler.py --campaigns 2000 --baseline 300
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import ray
 
 from alharness.results import store
 from alharness.execution.benchmark import parse_benchmark
@@ -87,18 +96,49 @@ def measure(bench, out: Path, workers: int, **kw) -> dict:
             "batches": summary.batches, "cpu": cpu}
 
 
+@ray.remote(num_cpus=1)
+def _bare_campaign(spec) -> tuple[float, list, list]:
+    import torch
+
+    from alharness.campaign.loop import run_campaign
+
+    torch.set_num_threads(1)  # what the scheduler gives a one-CPU campaign
+    res = run_campaign(spec)
+    return res.wall_s, res.rows, res.queries
+
+
+def measure_bare(specs, workers: int) -> dict:
+    """The same campaigns as plain Ray tasks, one each, nothing stored."""
+    cpu0 = cpu_seconds()
+    t0 = time.perf_counter()
+    outs = ray.get([_bare_campaign.remote(s) for s in specs])
+    wall = time.perf_counter() - t0
+    cpu = {k: v - cpu0[k] for k, v in cpu_seconds().items()}
+    campaign_s = sum(o[0] for o in outs)
+    ideal = campaign_s / workers
+    return {"n": len(specs), "wall": wall, "ideal": ideal, "campaign_s": campaign_s, "overhead": wall / ideal - 1,
+            "per_campaign_ms": 1000 * (wall - ideal) * workers / len(specs), "cpu": cpu}
+
+
 def show(label: str, m: dict) -> None:
+    if "files" not in m:  # bare Ray: nothing written
+        print(f"{label}: {m['n']} campaigns, wall {m['wall']:.1f} s, ideal {m['ideal']:.1f} s "
+              f"(mean campaign {1000 * m['campaign_s'] / m['n']:.0f} ms): overhead {m['overhead']:+.2%}, "
+              f"{m['per_campaign_ms']:.1f} ms per campaign; CPU s: "
+              + ", ".join(f"{k} {v:.1f}" for k, v in m["cpu"].items()), flush=True)
+        return
     print(f"{label}: {m['n']} campaigns, wall {m['wall']:.1f} s, ideal {m['ideal']:.1f} s "
           f"(mean campaign {1000 * m['campaign_s'] / m['n']:.0f} ms): overhead {m['overhead']:+.2%}, "
           f"{m['per_campaign_ms']:.1f} ms per campaign; writing results {m['write_s']:.2f} s "
-          f"({m['files']} files in {m['batches']} batches); CPU s: "
-          + ", ".join(f"{k} {v:.1f}" for k, v in m["cpu"].items()), flush=True)
+          f"({m['files']} files in {m['batches']} batches); driver CPU {1000 * m['cpu']['driver'] / m['n']:.2f} ms "
+          f"per campaign; CPU s: " + ", ".join(f"{k} {v:.1f}" for k, v in m["cpu"].items()), flush=True)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--campaigns", type=int, default=10000)
-    ap.add_argument("--baseline", type=int, default=300, help="campaigns for the one-file-per-campaign baseline (0: skip)")
+    ap.add_argument("--baseline", type=int, default=0, help="campaigns for the one-file-per-campaign comparison (0: skip)")
+    ap.add_argument("--no-bare", action="store_true", help="skip the bare-Ray baseline")
     ap.add_argument("--workers", type=int, default=2, help="Ray CPUs (one campaign per CPU)")
     ap.add_argument("--no-checkpoints", action="store_true", help="also skip per-round checkpoints")
     ap.add_argument("--steps", type=int, default=1, help="training steps per campaign (longer campaigns: e.g. 40 for ~1 s)")
@@ -113,9 +153,20 @@ def main() -> int:
         bench = bench_of(args.campaigns, steps=args.steps)
         print(f"{args.campaigns} campaign specs built in {time.perf_counter() - t0:.1f} s (not timed below); "
               f"{args.workers} workers", flush=True)
+        ray.get([_bare_campaign.remote(s) for s in bench_of(2 * args.workers, offset=2 * 10**6).specs])  # warm too
         kw = {"checkpoints": not args.no_checkpoints}
+        bare = None if args.no_bare else measure_bare(bench.specs, args.workers)
+        if bare:
+            show("baseline, bare Ray (one plain task per campaign, nothing stored)", bare)
         main_m = measure(bench, tmp / "batched", args.workers, **kw)
-        show("batched writes (default)", main_m)
+        show("alharness (default: batched writes, checkpoints)", main_m)
+        print(f"alharness overhead over ideal: {main_m['overhead']:+.2%} (target <= 5 %: "
+              f"{'met' if main_m['overhead'] <= 0.05 else 'NOT met'})")
+        if bare:
+            gap = 100 * (main_m["overhead"] - bare["overhead"])
+            print(f"alharness vs bare Ray: {main_m['overhead']:+.2%} vs {bare['overhead']:+.2%}, {gap:+.1f} points "
+                  f"(target <= +2 points: {'met' if gap <= 2 else 'NOT met'}); wall ratio alharness / bare Ray "
+                  f"{main_m['wall'] / bare['wall']:.3f}x")
         if args.baseline:
             sub = dataclasses.replace(bench, specs=bench.specs[: args.baseline])
             base = measure(sub, tmp / "per_campaign", args.workers, batch_size=1, **kw)

@@ -60,3 +60,17 @@ def test_ray_slots_are_cluster_cpus_over_a_campaigns_cpus():
         assert "2 running, 5 queued" in bar.line()
     finally:
         ray.shutdown()
+
+
+def test_a_terminal_line_is_redrawn_at_most_ten_times_a_second_and_closes_on_the_last_state():
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Tty()
+    bar = Progress(500, stream=stream)
+    for _ in range(500):  # 500 tiny campaigns finishing within a few ms
+        bar.update(done=1, running=0)
+    assert stream.getvalue().count("\r") <= 2
+    bar.close()
+    assert stream.getvalue().rstrip("\n").rsplit("\r", 1)[-1].endswith(bar.line()) and "500/500" in bar.line()

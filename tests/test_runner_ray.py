@@ -173,3 +173,21 @@ def test_fractional_gpus_are_validated():
     assert task_resources(tiny_spec(num_gpus=2)) == {"num_cpus": 1.0, "num_gpus": 2.0}
     with pytest.raises(ConfigError, match=r"num_gpus must be 0, a fraction in \(0, 1\] or a whole number of GPUs, got 1.5"):
         task_resources(tiny_spec(num_gpus=1.5))
+
+
+def test_tiny_campaigns_share_tasks_and_give_the_same_rows(tmp_path, monkeypatch):
+    from alharness.execution import scheduler
+    from alharness.execution.backends.local import LocalBackend
+    from alharness.execution.backends.ray import RayBackend, run_benchmark
+
+    chunks = []
+    submit_chunk = RayBackend.submit_chunk
+    monkeypatch.setattr(RayBackend, "submit_chunk", lambda self, items, at: chunks.append(len(items)) or submit_chunk(self, items, at))
+    monkeypatch.setattr(scheduler, "CHUNK_S", 1e6)  # every campaign counts as tiny
+    bench = parse_benchmark(tiny_benchmark_doc(strategies=["random"], seeds=range(6)))
+    summary = run_benchmark(bench, tmp_path / "ray", max_concurrent=1, progress=False)
+    assert summary.ok == 6 and chunks and max(chunks) > 1
+    scheduler.run_benchmark(bench, tmp_path / "local", backend=LocalBackend(), progress=False)
+    assert result_columns(_rows_by_campaign(tmp_path / "ray")) == result_columns(_rows_by_campaign(tmp_path / "local"))
+    con, _ = store.connect(tmp_path / "ray")
+    assert con.execute("SELECT count(*) FROM campaigns WHERE node_id IS NOT NULL").fetchone() == (6,)

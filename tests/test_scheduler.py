@@ -121,3 +121,91 @@ def test_cli_bench_on_the_local_backend(tmp_path, capsys):
     assert rc == 1 and "1 of 2 campaign(s) FAILED" in err and "deliberate failure" in err
     assert "rank" in out and "random" in out
 
+
+
+class Chunking:
+    """A backend that runs tiny campaigns several per task (``submit_chunk``), in
+    this process, each task when it is waited for; a task holding a campaign of
+    ``dies`` dies whole, as a crashed worker would."""
+
+    def __init__(self, dies=()):
+        self.dies, self.sizes, self.tasks = set(dies), [], {}
+
+    def slots(self, specs):
+        return 1
+
+    def start(self):
+        pass
+
+    def stop(self):
+        pass
+
+    def submit(self, spec, attempt, checkpoint_at):
+        return self._add([(spec, attempt)], checkpoint_at, single=True)
+
+    def submit_chunk(self, items, checkpoint_at):
+        return self._add(items, checkpoint_at, single=False)
+
+    def _add(self, items, checkpoint_at, single):
+        self.sizes.append(len(items))
+        self.tasks[len(self.sizes)] = (list(items), checkpoint_at, single)
+        return len(self.sizes)
+
+    def wait(self, handles, timeout):
+        return handles[:1]
+
+    def results(self, handles):
+        from alharness.execution.execute import execute
+
+        outs = []
+        for h in handles:
+            items, at, single = self.tasks.pop(h)
+            if any(spec.campaign_id in self.dies for spec, _ in items):
+                outs.append(RuntimeError("worker died"))
+                continue
+            done = [execute(spec, checkpoint_at=at, attempt=attempt) for spec, attempt in items]
+            outs.append(done[0] if single else done)
+        return outs
+
+
+def test_tiny_campaigns_run_several_per_task_and_are_stored_one_by_one(tmp_path, monkeypatch):
+    from alharness.execution import scheduler
+
+    monkeypatch.setattr(scheduler, "CHUNK_S", 1e6)  # every campaign counts as tiny: chunks as large as allowed
+    bench = parse_benchmark(_doc(seeds=range(8)))
+    summary = run_benchmark(bench, tmp_path, backend=(b := Chunking()), max_concurrent=1, progress=False)
+    # Nothing measured yet: one campaign alone; then at most half of what is left per task (the last ones stay small).
+    assert b.sizes == [1, 4, 2, 1]
+    assert summary.ok == 8 and not summary.failed
+    assert store.finished_ids(tmp_path) == {s.campaign_id for s in bench.specs}
+    con, _ = store.connect(tmp_path)
+    assert con.execute("SELECT count(DISTINCT campaign_id), count(*) FROM rounds").fetchone() == (8, 8 * 2)
+    assert not list((tmp_path / "checkpoints").iterdir())
+
+
+def test_a_chunk_whose_task_died_runs_again_one_campaign_per_task(tmp_path, monkeypatch):
+    from alharness.execution import scheduler
+
+    monkeypatch.setattr(scheduler, "CHUNK_S", 1e6)
+    bench = parse_benchmark(_doc(seeds=range(8)))
+    victim = bench.specs[3].campaign_id
+    summary = run_benchmark(bench, tmp_path, backend=(b := Chunking(dies=[victim])), max_concurrent=1, attempts=3,
+                            progress=False)
+    # The chunk of campaigns 1-4 died: each again alone, and only the victim, dying alone too, is recorded failed.
+    assert b.sizes == [1, 4, 1, 1, 1, 1, 2, 1]
+    assert summary.ok == 7 and [f["campaign_id"] for f in summary.failed] == [victim]
+    con, _ = store.connect(tmp_path)
+    assert con.execute("SELECT status, attempt FROM campaigns WHERE campaign_id = ?", [victim]).fetchall() == [("failed", 1)]
+
+
+def test_a_raising_campaign_in_a_chunk_is_retried_alone(tmp_path, monkeypatch):
+    from alharness.execution import scheduler
+
+    monkeypatch.setattr(scheduler, "CHUNK_S", 1e6)
+    bench = parse_benchmark(_doc(["random", {"name": "test_flaky", "counter": str(tmp_path / "c"), "failures": 1}],
+                                 seeds=range(3)))
+    summary = run_benchmark(bench, tmp_path / "out", backend=(b := Chunking()), max_concurrent=1, attempts=2,
+                            progress=False)
+    assert max(b.sizes) > 1 and summary.ok == 6 and not summary.failed
+    con, _ = store.connect(tmp_path / "out")
+    assert sorted(a for (a,) in con.execute("SELECT attempt FROM campaigns").fetchall()) == [1] * 5 + [2]

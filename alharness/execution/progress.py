@@ -96,15 +96,21 @@ class Progress:
             return
         now = time.monotonic()
         if self.tty:
-            if done or failed or now - self._last > 0.5:
-                self.stream.write("\r\033[K" + self.line())
-                self.stream.flush()
-                self._last = now
+            # At most 10 redraws a second while campaigns finish (thousands of tiny ones would
+            # otherwise cost a redraw each), every 0.5 s otherwise; close() draws the last state.
+            if now - self._last > (0.1 if done or failed else 0.5):
+                self._draw(now)
         elif done or failed:
             self.stream.write((message + " " if message else "") + self.line() + "\n")
             self.stream.flush()
 
+    def _draw(self, now: float) -> None:
+        self.stream.write("\r\033[K" + self.line())
+        self.stream.flush()
+        self._last = now
+
     def close(self) -> None:
         if self.enabled and self.tty:
+            self._draw(time.monotonic())
             self.stream.write("\n")
             self.stream.flush()

@@ -12,8 +12,17 @@ campaigns save a checkpoint next to the results after every round.
 Faults: a campaign that raises is run again up to ``attempts`` times in all
 and then recorded as failed with its last traceback; a task that died (the
 backend's own retries spent) is recorded as failed at once; a killed driver
-loses at most the unflushed batch, whose campaigns replay from their final
-checkpoints on resume.
+loses at most the unflushed batch, whose campaigns replay their last round
+from their checkpoints on resume.
+
+Overhead: at most a window of tasks is in flight (the backend never scans
+thousands of handles), and on a backend that can (``submit_chunk``) tiny
+campaigns run several per task, one after another, so that the backend's
+cost per task is spread over about ``CHUNK_S`` seconds of campaigns; how
+tiny a campaign is comes from the campaigns finished so far. Retries,
+checkpoints and records stay per campaign: a chunk whose task died (its
+backend retries spent) runs again one campaign per task, and only a
+campaign whose own task dies is recorded as failed.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ from alharness.campaign.spec import CampaignSpec
 from alharness.errors import ConfigError
 from alharness.execution.benchmark import Benchmark
 from alharness.execution.execute import campaign_record
-from alharness.execution.progress import Progress
+from alharness.execution.progress import Progress, backend_slots
 from alharness.results import store
 
 
@@ -63,8 +72,20 @@ class RunSummary:
                             "dataset": spec.dataset, "seed": spec.seed, "error": err[-1] if err else "?"})
 
 
+#: Seconds of campaigns one task runs, on a backend with ``submit_chunk``, when campaigns are shorter (at most
+#: ``MAX_CHUNK`` campaigns; Ray's cost per task is a few ms of driver, raylet and worker time).
+CHUNK_S = 0.5
+MAX_CHUNK = 100
+#: Tasks in flight without ``max_concurrent``: twice the backend's slots, at least this many.
+WINDOW_MIN = 64
+
+
 class Backend(Protocol):
-    """Where campaigns run. A handle stands for one submitted run of one campaign."""
+    """Where campaigns run. A handle stands for one submitted run of one campaign.
+
+    Optionally, ``submit_chunk(items, checkpoint_at)`` with ``items`` a list of
+    ``(spec, attempt)`` runs them one after another in one task, whose result
+    is the list of their outcomes (or the exception that killed the task)."""
 
     def start(self) -> None:
         """Acquire what running needs (called only when there is something to run)."""
@@ -153,29 +174,69 @@ class _Loop:
         self.backend, self.writer, self.bar = backend, writer, bar
         bar.watch(backend)  # so that the line tells running from queued campaigns
         self.waves = waves  # adaptive seeding: campaign id -> the wave it ran in
-        self.checkpoint_at, self.attempts, self.max_concurrent = checkpoint_at, attempts, max_concurrent
+        self.checkpoint_at, self.attempts = checkpoint_at, attempts
+        self.slots = backend_slots(backend, todo) or 1
+        # Tasks in flight; a task runs one campaign at a time, so this bounds the campaigns running at once.
+        self.window = max_concurrent or max(WINDOW_MIN, 2 * self.slots)
+        self.chunks = callable(getattr(backend, "submit_chunk", None))
         self.pending = [(s, 1) for s in reversed(todo)]  # pop() from the end keeps the benchmark's order
-        self.inflight: dict[Hashable, tuple[CampaignSpec, int]] = {}
+        self.alone: list[tuple[CampaignSpec, int]] = []  # from a chunk whose task died: one campaign per task
+        self.inflight: dict[Hashable, list[tuple[CampaignSpec, int]]] = {}
+        self.measured = [0.0, 0]  # finished campaigns' own time (s) and count: what sizes the chunks
 
     def run(self) -> None:
-        while self.pending or self.inflight:
+        while self.pending or self.alone or self.inflight:
             self._fill()
             ready = self.backend.wait(list(self.inflight), self.writer.wait_s())
             for handle, out in zip(ready, self.backend.results(ready)):  # one call for all: much cheaper on Ray
-                self._finish(*self.inflight.pop(handle), out)
+                items = self.inflight.pop(handle)
+                if len(items) == 1:
+                    self._finish(*items[0], out)
+                elif isinstance(out, BaseException):  # the chunk's task died: each of its campaigns again, alone
+                    self.alone.extend(reversed(items))
+                else:
+                    for (spec, attempt), one in zip(items, out):
+                        self._finish(spec, attempt, one)
             self.writer.flush()
             if not ready:
-                self.bar.update(inflight=self.inflight)
+                self.bar.update(inflight=self._running())
+
+    def _running(self) -> dict[Hashable, tuple[CampaignSpec, int]]:
+        """Per task in flight, the campaign it runs first (what the progress line counts)."""
+        return {h: items[0] for h, items in self.inflight.items()}
+
+    def _chunk_size(self) -> int:
+        """Campaigns for the next task: about CHUNK_S seconds of them, as measured so far, and no more
+        than a fair share of what is left, so that every slot finishes at about the same time."""
+        total, n = self.measured
+        if not self.chunks or not n:
+            return 1
+        size = min(MAX_CHUNK, int(CHUNK_S * n / max(total, 1e-9)), math.ceil(len(self.pending) / (2 * self.slots)))
+        return max(1, size)
 
     def _fill(self) -> None:
-        while self.pending and (self.max_concurrent is None or len(self.inflight) < self.max_concurrent):
-            spec, attempt = self.pending.pop()
-            self.inflight[self.backend.submit(spec, attempt, self.checkpoint_at)] = (spec, attempt)
+        while (self.pending or self.alone) and len(self.inflight) < self.window:
+            if self.alone:
+                items = [self.alone.pop()]
+            else:
+                size = self._chunk_size()
+                items = [self.pending.pop()]
+                needs = _resources(items[0][0])  # one task, one reservation: only campaigns that ask the same
+                while len(items) < size and self.pending and _resources(self.pending[-1][0]) == needs:
+                    items.append(self.pending.pop())
+            if len(items) == 1:
+                handle = self.backend.submit(*items[0], self.checkpoint_at)
+            else:
+                handle = self.backend.submit_chunk(items, self.checkpoint_at)  # type: ignore[attr-defined]
+            self.inflight[handle] = items
 
     def _finish(self, spec: CampaignSpec, attempt: int, out: dict[str, Any] | BaseException) -> None:
         died = isinstance(out, BaseException)
         if died:
             out = _died(spec, attempt, out)
+        else:
+            self.measured[0] += float(out["record"].get("wall_s") or 0.0)
+            self.measured[1] += 1
         ok = out["record"]["status"] == "ok"
         if not ok and not died and attempt < self.attempts:
             self.pending.append((spec, attempt + 1))  # run it again; the last attempt's traceback is what is kept
@@ -187,8 +248,15 @@ class _Loop:
                 row["wave"] = wave
         self.writer.add(out)
         self.writer.summary.count(spec, out)
-        self.bar.update(done=int(ok), failed=int(not ok), inflight=self.inflight,
-                        message=f"{'ok' if ok else 'FAILED'} {spec.strategy_label} seed {spec.seed}")
+        if self.bar.enabled:
+            self.bar.update(done=int(ok), failed=int(not ok), inflight=self._running(),
+                            message=f"{'ok' if ok else 'FAILED'} {spec.strategy_label} seed {spec.seed}")
+        else:
+            self.bar.update(done=int(ok), failed=int(not ok))
+
+
+def _resources(spec: CampaignSpec) -> tuple[float, float]:
+    return spec.num_cpus, spec.num_gpus
 
 
 def _finished(scan: store.ScanResult, resume: bool, ran: set[str] | None = None) -> set[str]:
@@ -226,7 +294,8 @@ def run_benchmark(
 
     ``out_dir``: a local directory or a URI of any pyarrow file system that
     every worker can write (``s3://bucket/prefix``). ``max_concurrent``: at
-    most this many campaigns in flight (default: as the backend allows).
+    most this many tasks in flight, so at most this many campaigns running at
+    once (default: twice the backend's slots, at least ``WINDOW_MIN``).
     ``attempts``: runs in all of a campaign that raises before it is recorded
     as failed. ``checkpoints``: save every round next to the results and
     resume from it. ``batch_size`` / ``flush_s``: results are written in

@@ -35,8 +35,7 @@ from alharness.results import store  # noqa: E402
 __all__ = ["RayBackend", "RunSummary", "init_ray", "run_benchmark", "task_resources"]
 
 
-@ray.remote
-def _run_campaign_task(spec: CampaignSpec, num_threads: int, checkpoint_at: Any, attempt: int) -> dict[str, Any]:
+def _execute(spec: CampaignSpec, num_threads: int, checkpoint_at: Any, attempt: int) -> dict[str, Any]:
     from alharness.execution.execute import execute
 
     # The spec arrives pickled, already validated by the driver: unpickling
@@ -44,6 +43,17 @@ def _run_campaign_task(spec: CampaignSpec, num_threads: int, checkpoint_at: Any,
     out = execute(spec, num_threads=num_threads, checkpoint_at=checkpoint_at, attempt=attempt)
     out["record"]["node_id"] = ray.get_runtime_context().get_node_id()  # which Ray node ran it (hosts may share a name)
     return out
+
+
+@ray.remote
+def _run_campaign_task(spec: CampaignSpec, num_threads: int, checkpoint_at: Any, attempt: int) -> dict[str, Any]:
+    return _execute(spec, num_threads, checkpoint_at, attempt)
+
+
+@ray.remote
+def _run_chunk_task(items: list[tuple[CampaignSpec, int]], checkpoint_at: Any) -> list[dict[str, Any]]:
+    """Several tiny campaigns, one after another (the scheduler gave them the same resources)."""
+    return [_execute(spec, campaign_threads(spec), checkpoint_at, attempt) for spec, attempt in items]
 
 
 def task_resources(spec: CampaignSpec) -> dict[str, float]:
@@ -129,6 +139,14 @@ class RayBackend:
             retry_exceptions=False,  # a campaign's own exception is a result (the scheduler retries it, up to `attempts`)
             name=f"campaign:{spec.strategy_label}:seed{spec.seed}",
         ).remote(spec, campaign_threads(spec), checkpoint_at, attempt)
+
+    def submit_chunk(self, items: list[tuple[CampaignSpec, int]], checkpoint_at: Any) -> ray.ObjectRef:
+        """One task for several campaigns of the same resources; its result is their outcomes, in order."""
+        spec = items[0][0]
+        return _run_chunk_task.options(
+            **task_resources(spec), max_retries=self.retries, retry_exceptions=False,
+            name=f"campaigns:{len(items)}:{spec.strategy_label}:seed{spec.seed}",
+        ).remote(items, checkpoint_at)
 
     def wait(self, handles: list[ray.ObjectRef], timeout: float) -> list[ray.ObjectRef]:
         ready, _ = ray.wait(handles, num_returns=1, timeout=timeout, fetch_local=False)
