@@ -209,3 +209,20 @@ def test_optimised_strategies_propose_nothing_once_every_pair_is_asked(name):
                           rng=np.random.default_rng(0))
     strategy = STRATEGIES.create(name)  # default parameters: queries_per_round = 200
     assert strategy.propose(ctx) == []
+
+
+def test_binary_benchmark_has_region_and_pixel_arms_at_the_same_seconds():
+    """The paper's headline comparison (binary- vs region- vs pixel-level annotation, Table 3) at equal
+    annotator time: every arm of benchmarks/binary.toml shares the budget and the user-study preset, and
+    the region-level arms start from the same initial masks."""
+    from pathlib import Path
+
+    from alharness.execution.benchmark import load_benchmark
+
+    bench = load_benchmark(Path(__file__).parent.parent / "benchmarks" / "binary.toml", open_datasets=False)
+    arms = {s.strategy: s for s in bench.specs if not s.is_reference}
+    assert {"binary_rr", "binary_ee", "binary_lp", "binary_ilp", "random_box", "entropy_box", "random"} <= set(arms)
+    assert {(s.budget_metric, s.budget, s.costs["seconds"]["preset"]) for s in arms.values()} == \
+        {("seconds", 7152, "binary_feedback_pascal")}
+    for name in ("random_box", "entropy_box"):
+        assert arms[name].strategy_params["initial_images"] == arms[name].initial_masks
