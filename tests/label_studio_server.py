@@ -121,8 +121,8 @@ class LabelStudio:
                 if me.get("email") != USER:  # another server on the port
                     raise LabelStudioError(f"{self.url} answers as {me.get('email')!r}, not the test user")
                 return self
-            except (urllib.error.URLError, ConnectionError, TimeoutError, socket.timeout):
-                pass
+            except (urllib.error.URLError, ConnectionError, TimeoutError, socket.timeout, ValueError):
+                pass  # not up yet (ValueError: not JSON yet)
             except LabelStudioError as exc:
                 if "HTTP 5" not in str(exc) and "HTTP 401" not in str(exc):
                     raise
@@ -140,9 +140,13 @@ class LabelStudio:
                     break
                 try:
                     self.proc.wait(wait)
-                    break
                 except subprocess.TimeoutExpired:
                     continue
+                try:  # the server is gone: so must be anything it left in its group
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                break
         if getattr(self, "_log", None) is not None:
             self._log.close()
             self._log = None

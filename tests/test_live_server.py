@@ -26,6 +26,7 @@ import json
 import math
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +42,9 @@ CI = os.environ.get("CI") == "true"
 @pytest.fixture(scope="module")
 def label_studio(tmp_path_factory):
     if lss.executable() is None:
-        note = (f"Label Studio is not installed in {lss.LS_VENV}: `make test` creates it "
+        named = os.environ.get("ALHARNESS_LABEL_STUDIO")
+        note = (f"ALHARNESS_LABEL_STUDIO={named} is not an executable" if named else
+                f"Label Studio is not installed in {lss.LS_VENV}: `make test` creates it "
                 f"(pip install label-studio into a virtualenv of its own)")
         if CI:
             pytest.fail(f"{note}; under CI=true the real-server test must run")
@@ -218,3 +221,33 @@ def test_the_labelling_page_shows_an_exported_task(round_trips, label_studio, tm
     img = np.asarray(Image.open(shot).convert("RGB"))
     assert img.shape == (1000, 1400, 3)
     assert len(np.unique(img.reshape(-1, 3), axis=0)) > 200  # a rendered page, not a blank one
+
+
+def test_a_server_that_never_answers_is_stopped_in_time(tmp_path, monkeypatch):
+    """The start is bounded and a server that never answers is stopped (its whole process group)."""
+    fake = tmp_path / "label-studio"
+    fake.write_text("#!/bin/sh\nsleep 600 &\nexec sleep 600\n")  # a server, and a child of its own, that never answer
+    fake.chmod(0o755)
+    monkeypatch.setenv("ALHARNESS_LABEL_STUDIO", str(fake))
+    monkeypatch.setattr(lss, "START_TIMEOUT", 1.5)
+    server = lss.LabelStudio(tmp_path, Path("/"))
+    with pytest.raises(lss.LabelStudioError, match="did not answer within 1.5 s"):
+        with server:
+            pytest.fail("the server answered")
+    assert server.proc.poll() is not None
+    deadline = time.monotonic() + 10
+    while _group_alive(server.proc.pid) and time.monotonic() < deadline:  # killed children may linger as zombies
+        time.sleep(0.1)
+    assert not _group_alive(server.proc.pid), "something of the server's process group is still running"
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a live (not zombie) process is in the group."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
