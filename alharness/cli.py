@@ -170,10 +170,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     for kind in kinds:
         if len(kinds) > 1:
             print(f"# {kind}")
-        entries = list(REGISTRIES[kind].entries())
-        width = max((len(e.name) for e in entries), default=0)
-        for e in entries:
-            print(f"{e.name.ljust(width)}  {e.description}")
+        entries = REGISTRIES[kind].catalogue()  # imports no plugin when a listing is cached
+        width = max((len(name) for name, _ in entries), default=0)
+        for name, description in entries:
+            print(f"{name.ljust(width)}  {description}")
         if len(kinds) > 1:
             print()
     return EXIT_OK

@@ -6,21 +6,35 @@ Installed packages add more through entry-point groups
 ``alharness.models``, ``alharness.pipelines``); an entry point may name a module (imported so its
 decorators run) or an object (registered under the entry point's name).
 Entry points are loaded lazily, on the first lookup, as fsspec does.
+
+Listing the plugins (``Registry.catalogue``, ``alharness list``) imports
+none of them when nothing changed since the last listing: their names,
+one-line descriptions and import failures are cached, keyed by the entry
+points, the installed distributions and the plugin packages' source files
+(``LISTING_FORMAT``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.metadata
+import importlib.util
 import inspect
+import json
+import os
 import sys
 import threading
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
 from alharness.errors import ConfigError, PluginError
 
 T = TypeVar("T")
+
+#: Version of the cached plugin listings (see the module's docstring).
+LISTING_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -31,6 +45,48 @@ class Entry(Generic[T]):
     factory: Callable[..., T]
     description: str
     origin: str
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def _stats(places: list[str]) -> list[tuple[str, int, int]]:
+    """(path, mtime, size) of every Python source file at ``places`` (files, or package folders walked)."""
+    out = []
+    for place in places:
+        if os.path.isfile(place):
+            st = os.stat(place)
+            out.append((place, st.st_mtime_ns, st.st_size))
+            continue
+        for folder, subdirs, names in os.walk(place):
+            subdirs[:] = sorted(d for d in subdirs if d != "__pycache__")
+            for name in sorted(names):
+                if name.endswith(".py"):
+                    st = os.stat(os.path.join(folder, name))
+                    out.append((os.path.join(folder, name), st.st_mtime_ns, st.st_size))
+    return out
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, doc: Any) -> None:
+    """Write atomically; a cache that cannot be written is no error."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(doc))
+        os.replace(tmp, path)
+    except OSError:
+        pass
 
 
 def _origin(obj: Any) -> str:
@@ -61,6 +117,7 @@ class Registry(Generic[T]):
         self._lock = threading.RLock()
         # Entry points that failed to import: "name = value: error", warned about once.
         self.load_errors: list[str] = []
+        self._warnings: list[str] = []  # the warning printed for each of them
         self._types: dict[str, dict[str, Any]] = {}
         self._params: dict[str, tuple[Any, dict[str, inspect.Parameter]]] = {}  # name -> (factory, parameters)
 
@@ -105,6 +162,7 @@ class Registry(Generic[T]):
             if self._loaded:
                 return
             self._loaded = True
+            self._warnings = []  # this load's (what a cached listing repeats)
             for module in self._builtin_modules:
                 importlib.import_module(module)
             for ep in importlib.metadata.entry_points(group=self.group):
@@ -123,8 +181,61 @@ class Registry(Generic[T]):
         that failed to import, and go on with the others."""
         detail = " ".join(f"{type(exc).__name__}: {exc}".split())
         self.load_errors.append(f"{ep.name} = {ep.value}: {detail}")
-        print(f"warning: skipped {self.kind} plugin entry point {ep.name!r} = {ep.value!r} (group {self.group}): "
-              f"it failed to import: {detail}", file=sys.stderr)
+        self._warnings.append(f"warning: skipped {self.kind} plugin entry point {ep.name!r} = {ep.value!r} "
+                              f"(group {self.group}): it failed to import: {detail}")
+        print(self._warnings[-1], file=sys.stderr)
+
+    # -- listing without importing ------------------------------------------
+    def catalogue(self) -> list[tuple[str, str]]:
+        """``(name, one-line description)`` of every plugin, sorted by name.
+
+        When the registry is not loaded yet, from the cached listing if the
+        plugins cannot have changed since (same entry points, installed
+        distributions and plugin source files; an entry point that failed to
+        import is warned about again); otherwise the plugins are loaded and
+        the listing cached for the next time."""
+        if not self._loaded:
+            key, path = self._listing_key(), self._listing_path()
+            cached = _read_json(path)
+            if cached is not None and cached.get("key") == key:
+                for line in cached["warnings"]:
+                    print(line, file=sys.stderr)
+                listed = dict(cached["entries"])  # and whatever registered in this process already
+                listed.update({e.name: e.description for e in self._entries.values()})
+                return sorted(listed.items())
+            entries = [(e.name, e.description) for e in self.entries()]
+            _write_json(path, {"key": key, "entries": entries, "warnings": self._warnings})
+            return entries
+        return [(e.name, e.description) for e in self.entries()]
+
+    def _listing_path(self) -> Path:
+        # Next to the references, under the cache root of alharness.datasets.cache (same variable,
+        # same default; not imported from there: the registry imports nothing of the layers above it).
+        root = os.environ.get("ALHARNESS_CACHE")
+        return (Path(root).expanduser() if root else Path.home() / ".cache" / "alharness" / "datasets") / "plugins" / f"{self.group}.json"
+
+    def _listing_key(self) -> str:
+        """What a listing depends on: the entry points, the installed distributions
+        and every source file of the packages that register plugins (stat only)."""
+        eps = sorted((ep.name, ep.value) for ep in importlib.metadata.entry_points(group=self.group))
+        tops = {"alharness", *(m.split(".")[0] for m in self._builtin_modules),
+                *(value.split(":")[0].split(".")[0] for _, value in eps)}
+        files: list[Any] = []
+        for top in sorted(tops):
+            try:
+                spec = importlib.util.find_spec(top)  # a top-level name: located, not imported
+            except (ImportError, ValueError):
+                spec = None
+            places = list(spec.submodule_search_locations or []) if spec is not None and spec.submodule_search_locations \
+                else [spec.origin] if spec is not None and spec.origin else []
+            files.append([top, *_stats(places)])
+        # Installed distributions by their metadata folders' names (name and version); not the working
+        # directory's (on sys.path as '' with -c and -m only: the key would change with the way of starting).
+        here = {"", os.getcwd()}
+        dists = sorted({n for d in sys.path if d not in here for n in _listdir(d)
+                        if n.endswith((".dist-info", ".egg-info", ".egg-link", ".pth"))})
+        blob = json.dumps([LISTING_FORMAT, sys.version, sys.prefix, self.kind, eps, files, dists])
+        return hashlib.sha256(blob.encode()).hexdigest()
 
     # -- lookup -------------------------------------------------------------
     def names(self) -> list[str]:
