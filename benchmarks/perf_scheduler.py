@@ -71,7 +71,7 @@ def cpu_seconds() -> dict[str, float]:
     for p in me.children(recursive=True):
         try:
             t = p.cpu_times()
-            kind = "workers" if " ".join(p.cmdline()).startswith(("ray::IDLE", "ray::campaign")) else "ray_daemons"
+            kind = "workers" if " ".join(p.cmdline()).startswith(("ray::IDLE", "ray::campaign", "ray::_bare_campaign")) else "ray_daemons"
         except psutil.Error:
             continue
         out[kind] += t.user + t.system
