@@ -5,8 +5,9 @@ their own tests, or give every check its own test id with
 ``@parametrize_with_checks([...])``; alharness runs them on its built-in
 strategies. Each check is a function in ``STRATEGY_CHECKS``; the checks that
 watch the strategy at work share one recorded trial (a four-round campaign
-on a tiny synthetic pool, and a second one for determinism), run once per
-strategy, parameters and seed.
+on a tiny synthetic pool, and a second one for determinism, and for a
+strategy that streams one per batch size), run once per strategy,
+parameters and seed.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from alharness.annotation.oracle_experiments import check_oracle_needs, oracle_o
 from alharness.campaign.context import make_context
 from alharness.campaign.scoring import loop_outputs
 from alharness.contract.queries import QUERY_TYPES, FullMask, ImageLabels, Query
-from alharness.contract.strategy import LOOP_NEEDS, ORACLE_NEEDS, Strategy, StrategyContext, unknown_needs
+from alharness.contract.strategy import (ARRAY_OUTPUTS, LOOP_NEEDS, ORACLE_NEEDS, ScoreBatch, Strategy, StrategyContext,
+                                         check_score_result, concat_scores, unknown_needs)
 from alharness.datasets.base import make_pool_view
 from alharness.errors import DuplicateQueryError, PluginError, QueryRefused
 from alharness.learner import Learner, LearnerConfig
@@ -196,8 +198,25 @@ def _audit(r: _Round, oracle: Oracle, label: str, state: LabelState) -> None:
             problems[_REPEATS if isinstance(exc, DuplicateQueryError) else _WELL_FORMED].append(f"{where}: {exc}")
 
 
-def _run(make: Callable[[], Strategy], label: str, seed: int) -> _Run:
-    """Run the trial once with a fresh strategy and pool; record, never raise."""
+# Batch sizes a streaming strategy is scored in besides the whole pool at once
+# (the trial's pool has 16 images: single images, and batches with a remainder).
+_STREAM_BATCHES = (1, 5)
+
+
+def _streamed(ctx: StrategyContext, strategy: Strategy, batch: int, label: str) -> StrategyContext:
+    """The context as the loop gives a streaming strategy: ``score`` on each
+    ``batch`` pool images in turn, the results in ``scores``, no pool-sized arrays."""
+    parts = []
+    for start in range(0, len(ctx.pool), batch):
+        b = ScoreBatch.of(ctx, start, start + batch)
+        parts.append((len(b), check_score_result(strategy.score(b), len(b), label)))
+    return dataclasses.replace(ctx, scores=concat_scores(parts, label), **dict.fromkeys(ARRAY_OUTPUTS))
+
+
+def _run(make: Callable[[], Strategy], label: str, seed: int, batch_size: int | None = None) -> _Run:
+    """Run the trial once with a fresh strategy and pool; record, never raise.
+    ``batch_size``: a streaming strategy is scored in batches of that many images
+    (else over the whole pool at once, from the context's dense outputs)."""
     run = _Run([])
     step = "building the strategy"
     try:
@@ -207,6 +226,9 @@ def _run(make: Callable[[], Strategy], label: str, seed: int) -> _Run:
         for rnd, allowance in enumerate(_ALLOWANCES):
             step = f"round {rnd}: computing the context"
             ctx = setup.context(strat, rnd, allowance)
+            if batch_size is not None and rnd > 0 and strat.streams:
+                step = f"round {rnd}: score() in batches of {batch_size}"
+                ctx = _streamed(ctx, strat, batch_size, label)
             before = _context_fingerprint(ctx, setup.oracle)
             what = "initial()" if rnd == 0 else "propose()"
             step = f"round {rnd}: {what}"
@@ -257,6 +279,12 @@ class _Trial:
     @functools.cached_property
     def second(self) -> _Run:
         return _run(self.make, self.label, self.seed)
+
+    def streamed(self, batch: int) -> _Run:
+        runs = self.__dict__.setdefault("_streamed", {})
+        if batch not in runs:
+            runs[batch] = _run(self.make, self.label, self.seed, batch)
+        return runs[batch]
 
 
 _TRIALS: OrderedDict[tuple, _Trial] = OrderedDict()
@@ -355,6 +383,28 @@ def check_deterministic_under_seed(strategy: StrategyLike, params: dict[str, Any
         _fail(trial.label, f"not deterministic under a fixed seed: only the second run failed: {b.crash[0]}", b.crash[1])
 
 
+def check_streaming_matches_dense(strategy: StrategyLike, params: dict[str, Any] | None = None, *,
+                                  seed: int = 0) -> None:
+    """A strategy that streams (overrides ``score``) proposes the same batches
+    whether its ``score`` sees the whole pool at once or batches of 1 or 5
+    images, and its ``propose`` reads no pool-sized array from the context
+    (the loop gives it none). Nothing to check for a strategy that does not stream."""
+    trial = _trial(strategy, params, seed)
+    if not _instance(trial).streams:
+        return
+    dense = trial.first
+    if dense.crash:
+        _fail(trial.label, dense.crash[0], dense.crash[1])
+    for batch in _STREAM_BATCHES:
+        run = trial.streamed(batch)
+        for ra, rb in zip(dense.rounds, run.rounds):
+            if not _same(ra.batch, rb.batch):
+                _fail(trial.label, f"round {ra.rnd}: streamed in batches of {batch} images it proposes "
+                                   f"{list(rb.batch)[:3]}, over the whole pool at once {list(ra.batch)[:3]}")
+        if run.crash:
+            _fail(trial.label, f"streamed in batches of {batch} images: {run.crash[0]}", run.crash[1])
+
+
 def check_get_params_round_trips(strategy: StrategyLike, params: dict[str, Any] | None = None, *,
                                  seed: int = 0) -> None:
     """``get_params()`` reports every parameter the strategy was built with,
@@ -395,6 +445,7 @@ STRATEGY_CHECKS: dict[str, Callable[..., None]] = {f.__name__: f for f in (
     check_no_repeated_queries,
     check_context_unmodified,
     check_deterministic_under_seed,
+    check_streaming_matches_dense,
     check_get_params_round_trips,
     check_proposes_something,
 )}

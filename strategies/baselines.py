@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from alharness.contract import FullMask, Query, Strategy, StrategyContext
+from alharness.contract import FullMask, Query, ScoreBatch, Strategy, StrategyContext
 from alharness.registry import register_strategy
 from alharness.toolkit import pixel_entropy, within_budget
 
@@ -29,9 +29,13 @@ class EntropyMasks(Strategy):
     def __init__(self):
         self._last: dict = {}
 
+    def score(self, batch: ScoreBatch) -> dict:
+        """Streams: each image's mean pixel entropy is all it keeps of the probabilities."""
+        assert batch.probabilities is not None
+        return {"entropy": pixel_entropy(batch.probabilities).mean(axis=(1, 2))}
+
     def propose(self, ctx: StrategyContext) -> list[Query]:
-        assert ctx.probabilities is not None
-        score = pixel_entropy(ctx.probabilities).mean(axis=(1, 2))
+        score = self.pool_scores(ctx)["entropy"]
         candidates = np.flatnonzero(~ctx.labels.has_full_mask)
         # Stable sort on -score; ties broken by a seeded shuffle, not by index.
         shuffled = ctx.rng.permutation(candidates)

@@ -20,6 +20,7 @@ DETERMINISM = "check_deterministic_under_seed"
 PARAMS = "check_get_params_round_trips"
 SOMETHING = "check_proposes_something"
 NEEDS = "check_needs_declared"
+STREAMING = "check_streaming_matches_dense"
 
 
 def _unlabelled(ctx):
@@ -153,6 +154,35 @@ class RaisesItsAllowance(Good):
         return batch
 
 
+class RanksWithinItsBatch(Good):
+    """Streams, but ranks each image against the other images of its batch only."""
+
+    needs = frozenset({"probabilities"})
+
+    def score(self, batch):
+        confidence = batch.probabilities.max(axis=1).mean(axis=(1, 2))
+        return {"rank": np.argsort(np.argsort(confidence, kind="stable"), kind="stable")}
+
+    def propose(self, ctx):
+        rank = self.pool_scores(ctx)["rank"]
+        order = [int(i) for i in np.argsort(-rank, kind="stable") if not ctx.labels.has_full_mask[i]]
+        return within_budget((FullMask(i) for i in order[: self.per_round]), ctx.quote, ctx.budget_left_this_round)
+
+
+class StreamsButReadsDense(Good):
+    """Streams, yet its propose still reads the dense probabilities."""
+
+    needs = frozenset({"probabilities"})
+
+    def score(self, batch):
+        return {}
+
+    def propose(self, ctx):
+        order = np.argsort(ctx.probabilities.mean(axis=(1, 2, 3)), kind="stable")
+        picks = [int(i) for i in order if not ctx.labels.has_full_mask[i]][: self.per_round]
+        return within_budget((FullMask(i) for i in picks), ctx.quote, ctx.budget_left_this_round)
+
+
 BROKEN = [
     # (strategy, params, the check it breaks, that check's message)
     (SneakyOracleNeed, {}, NEEDS, "has not bought"),
@@ -171,6 +201,8 @@ BROKEN = [
     (WritesBoxesThroughBase, {}, CONTEXT, "round 3: propose() changed ctx.labels.boxes["),
     (UnlocksThePoolIds, {}, CONTEXT, "round 1: propose() changed ctx.pool.dataset_ids"),
     (RaisesItsAllowance, {}, CONTEXT, "changed ctx.budget_left_this_round"),
+    (RanksWithinItsBatch, {}, STREAMING, "streamed in batches of 1 images it proposes"),
+    (StreamsButReadsDense, {}, STREAMING, "streamed in batches of 1 images: round 1: propose() raised AttributeError"),
 ]
 # The only check that cannot fail alone: a non-empty batch at zero budget
 # also costs more than the round allows.
@@ -207,7 +239,7 @@ def test_check_strategy_lists_every_failure_not_only_the_first():
         check_strategy(OverdrawsAndHidesItsParameter, {"per_round": 2})
     assert set(err.value.failures) == {WELL_FORMED, PARAMS}
     text = str(err.value)
-    assert "failed 2 of 8 strategy checks" in text and "but the round allows" in text and "'<missing>'" in text
+    assert f"failed 2 of {len(STRATEGY_CHECKS)} strategy checks" in text and "but the round allows" in text and "'<missing>'" in text
 
 
 def test_a_crash_fails_every_check_that_watches_the_strategy_run_and_is_chained():

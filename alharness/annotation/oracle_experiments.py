@@ -11,7 +11,8 @@ no instance map, no oracle object. Ordinary strategies are refused these
 needs at campaign start, and every row carries ``oracle_experiment`` so
 reports can flag such results.
 
-Add a statistic by registering ``fn(learner, images, truth, cost_models=None, **_) -> np.ndarray``
+Add a statistic by registering ``fn(learner, images, truth, cost_models=None, rows=slice(None), **_) -> np.ndarray``
+(the statistic of pool images ``rows`` only: a streamed batch's)
 under a new need name in ``ORACLE_SERVICES`` and the same name in
 ``ORACLE_NEEDS`` (and a ``StrategyContext`` field).
 """
@@ -29,14 +30,16 @@ from alharness.metrics import iou_scores
 from alharness.contract.strategy import ORACLE_NEEDS
 
 
-def _true_iou(learner, images: np.ndarray, truth: SplitData, **_) -> np.ndarray:
+def _true_iou(learner, images: np.ndarray, truth: SplitData, rows: slice = slice(None), **_) -> np.ndarray:
     """Mask-guided eq. (2) on the truth: per pool image, the mean IoU of its
     objects (instances where the dataset has them) with the current model's
     prediction, the statistic the paper's oracle selects by (§6.2.1)."""
-    return iou_scores(learner.predict(images), truth.masks, truth.ignore_index, truth.instances)
+    return iou_scores(learner.predict(images[rows]), truth.masks[rows], truth.ignore_index,
+                      None if truth.instances is None else truth.instances[rows])
 
 
-def _true_click_vertices(learner, images: np.ndarray, truth: SplitData, cost_models=None, **_) -> np.ndarray:
+def _true_click_vertices(learner, images: np.ndarray, truth: SplitData, cost_models=None, rows: slice = slice(None),
+                         **_) -> np.ndarray:
     """MetaBox+ "+*" (§4, Table 1): per pool pixel, the number of polygon
     vertices of the *true* annotation there: the dataset's drawn polygons
     where it has them (Cityscapes), else RDP on the true masks, exactly as the
@@ -45,11 +48,13 @@ def _true_click_vertices(learner, images: np.ndarray, truth: SplitData, cost_mod
     click_models = [m for m in (cost_models or {}).values() if hasattr(m, "epsilon") and hasattr(m, "true_polygons")]
     model = min(click_models, key=lambda m: m.name != "cost_a") if click_models else None
     epsilon, true_polygons = (model.epsilon, model.true_polygons) if model is not None else (1.0, True)
+    # Computed once per pool (the click cost models share the cache); one batch's rows taken.
     per_image = pool_clicks(truth.masks, truth.ignore_index, epsilon, truth.polygons if true_polygons else None)
-    return np.stack([c.vertices for c in per_image])
+    return np.stack([c.vertices for c in per_image[rows]])
 
 
-#: oracle need → function(learner serving the strategy, pool images, pool truth, cost_models=...) → array (N, ...)
+#: oracle need → function(learner serving the strategy, pool images, pool truth, cost_models=..., rows=slice)
+#: → array (one row per pool image in ``rows``)
 ORACLE_SERVICES: dict[str, Callable[..., np.ndarray]] = {
     "true_iou": _true_iou,
     "true_click_vertices": _true_click_vertices,
@@ -68,12 +73,13 @@ def check_oracle_needs(strategy: Any, needs: Iterable[str], name: str) -> frozen
 
 
 def oracle_outputs(learner, images: np.ndarray, truth: SplitData, needs: Iterable[str],
-                   cost_models: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
-    """The requested oracle statistics over the pool, each read-only
-    (``cost_models``: the campaign's, for statistics about what answers cost)."""
+                   cost_models: dict[str, Any] | None = None, rows: slice = slice(None)) -> dict[str, np.ndarray]:
+    """The requested oracle statistics over the pool images ``rows`` (default:
+    all; a streamed batch's otherwise), each read-only (``cost_models``: the
+    campaign's, for statistics about what answers cost)."""
     out = {}
     for need in sorted(frozenset(needs) & ORACLE_NEEDS):
-        a = np.asarray(ORACLE_SERVICES[need](learner, images, truth, cost_models=cost_models), np.float32)
+        a = np.asarray(ORACLE_SERVICES[need](learner, images, truth, cost_models=cost_models, rows=rows), np.float32)
         a.setflags(write=False)
         out[need] = a
     return out

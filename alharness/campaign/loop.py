@@ -18,6 +18,13 @@ ran in the campaign process (in process, or a loop service), and after the
 last round, so a campaign whose labels disagree with its ledger fails (it is
 never ranked).
 ``[resources] timeout_s`` bounds a campaign's wall time (``Deadline``).
+
+A strategy that streams (overrides ``Strategy.score``) gets the pool's
+declared outputs one ``eval_batch_size`` batch at a time and ``propose``
+reads what it kept in ``ctx.scores``; one that does not gets dense
+whole-pool arrays in its context, only while they fit ``[resources]
+dense_outputs_cap_gib`` (``_check_dense_cap``; docs/architecture.md,
+"Streaming acquisition").
 """
 
 from __future__ import annotations
@@ -42,13 +49,13 @@ from alharness.campaign.spec import CampaignSpec
 from alharness.campaign.state import CampaignState
 from alharness.campaign.strategy_worker import StrategyHandle, open_strategy, warm_up
 from alharness.contract.queries import QUERY_TYPES
-from alharness.contract.strategy import LOOP_NEEDS, NEEDS, ORACLE_NEEDS
+from alharness.contract.strategy import ARRAY_OUTPUTS, LOOP_NEEDS, NEEDS, ORACLE_NEEDS
 from alharness.contract.views import PoolView
 from alharness.datasets.base import SplitData, make_pool_view
 from alharness.errors import AlharnessError, ConfigError, PluginError
 from alharness.learner import services as learner_services
 from alharness.learner.pipeline import make_learner
-from alharness.learner.services import pool_outputs
+from alharness.learner.services import batch_outputs, pool_outputs
 from alharness.registry import COSTS, DATASETS
 from alharness.seeding import derive_int_seed, derive_rng
 
@@ -207,13 +214,15 @@ def _finish_setup(spec: CampaignSpec, deadline: Deadline, pool: SplitData, pool_
     # Oracle experiments only: the pool truth stays on the harness side, for the statistic alone.
     oracle_truth = pool if check_oracle_needs(strategy, needs, spec.strategy) else None
     del pool
+    model_needs = _check_needs(spec, needs)
+    if not strategy.streams:  # before anything is charged
+        _check_dense_cap(spec, needs, _dense_lower_bound(needs, pool_view))
     if spec.validation == "charged":
         oracle.charge_validation(val_split)
     # Held-out data reaches the learner (early stopping), never the strategy.
     val = (val_split.images, val_split.masks) if val_split is not None and spec.learner.patience > 0 else None
     labels = LabelState(len(pool_view), pool_view.image_shape, pool_view.num_classes, pool_view.ignore_index)
     learner = make_learner(spec.learner, pool_view.num_classes, pool_view.ignore_index)
-    model_needs = _check_needs(spec, needs)
     # Loop services (train_and_score): bought labels and the val split only, never the test split.
     services = loop_outputs(needs, spec.learner, pool_view.images, labels, val_split, spec.validation,
                             pool_view.num_classes, pool_view.ignore_index, who=f"strategy {spec.strategy!r}")
@@ -254,6 +263,30 @@ def _check_needs(spec: CampaignSpec, needs: frozenset[str]) -> frozenset[str]:
     # A head the strategy needs but the learner does not build fails now, not after round 0 trained.
     learner_services.check_needs(spec.learner, model_needs, who=f"strategy {spec.strategy!r}")
     return model_needs
+
+
+def _dense_lower_bound(needs: frozenset[str], pool_view: PoolView) -> int:
+    """Bytes the dense whole-pool arrays of ``needs`` take at least, known from
+    the pool alone (a feature map's size, or how many maturity heads there
+    are, shows only once a network exists: round 1's first batch checks those)."""
+    c, (h, w) = pool_view.num_classes, pool_view.image_shape
+    per_image = {"probabilities": 4 * c * h * w, "loss_prediction": 8 * h * w, "maturity": 4 * h * w,
+                 "maturity_weights": 4 * h * w, "true_click_vertices": 4 * h * w, "class_scores": 4 * c, "iou": 4,
+                 "true_iou": 4}
+    return len(pool_view) * sum(per_image.get(n, 0) for n in needs)
+
+
+def _check_dense_cap(spec: CampaignSpec, needs: frozenset[str], nbytes: int) -> None:
+    """ConfigError (one line) if a strategy that does not stream would need more
+    than ``[resources] dense_outputs_cap_gib`` of whole-pool arrays."""
+    cap = spec.dense_outputs_cap_gib
+    if nbytes <= cap * 2**30:
+        return
+    raise ConfigError(
+        f"strategy {spec.strategy!r} reads whole-pool arrays {sorted(needs & set(ARRAY_OUTPUTS))} of "
+        f"{nbytes / 2**30:.2f} GiB, over [resources] dense_outputs_cap_gib = {cap:g}: stream them (override "
+        "Strategy.score(batch) to keep per-image results and read them in propose as ctx.scores; docs/architecture.md, "
+        "'Streaming acquisition') or raise the cap")
 
 
 def _constant_columns(spec: CampaignSpec, strategy: StrategyHandle) -> dict[str, Any]:
@@ -329,13 +362,38 @@ def round_allowance(spec: CampaignSpec, state: CampaignState, rnd: int) -> float
 
 
 def _round_outputs(setup: CampaignSetup, state: CampaignState, rnd: int) -> dict[str, Any]:
-    """The declared outputs for round ``rnd``'s context (no model before round 0 trained one)."""
-    outputs = pool_outputs(state.learner.services, setup.pool_view.images, setup.model_needs) if rnd > 0 else {}
+    """The declared outputs for round ``rnd``'s context (no model before round 0
+    trained one). A streaming strategy is sent the pool-sized ones batch by
+    batch here (``_stream``), and its context gets none of them."""
+    if rnd == 0:
+        outputs: dict[str, Any] = {}
+    elif state.strategy.streams:
+        outputs = _stream(setup, state, rnd)
+    else:
+        check = lambda nbytes: _check_dense_cap(setup.spec, setup.needs, nbytes)  # noqa: E731
+        outputs = pool_outputs(state.learner.services, setup.pool_view.images, setup.model_needs, check_size=check)
     outputs.update(setup.services)
-    if rnd > 0 and setup.oracle_truth is not None:
+    if rnd > 0 and setup.oracle_truth is not None and not state.strategy.streams:
         outputs.update(oracle_outputs(state.learner.services, setup.pool_view.images, setup.oracle_truth,
                                       setup.needs, state.oracle.cost_models))
     return outputs
+
+
+def _stream(setup: CampaignSetup, state: CampaignState, rnd: int) -> dict[str, Any]:
+    """Send the strategy the pool's declared outputs, one ``eval_batch_size``
+    batch at a time, for its ``score``; return what its context still gets (the model)."""
+    learner, images = state.learner.services, setup.pool_view.images
+    model = learner.model if "model" in setup.model_needs else None
+    state.strategy.begin_scoring(setup.pool_view, rnd, state.labels.view(), model)
+    step = learner.config.eval_batch_size
+    for start, out in batch_outputs(learner, images, setup.model_needs - {"model"}):
+        stop = start + (len(next(iter(out.values()))) if out else min(step, len(images) - start))
+        if setup.oracle_truth is not None:
+            out.update(oracle_outputs(learner, images, setup.oracle_truth, setup.needs, state.oracle.cost_models,
+                                      rows=slice(start, stop)))
+        setup.deadline.check()
+        state.strategy.score(start, stop, out, setup.deadline)
+    return {} if model is None else {"model": model}
 
 
 def _train_and_evaluate(setup: CampaignSetup, state: CampaignState, rnd: int, timings: dict[str, float]) -> None:

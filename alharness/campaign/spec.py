@@ -48,7 +48,11 @@ MIN_BUDGET = 1e-6
 MAX_CPUS = MAX_GPUS = 1024
 # The spec's fields that say where and how a campaign runs ([resources] in a
 # benchmark file); they are not part of the campaign id.
-RESOURCE_FIELDS = ("num_cpus", "num_gpus", "timeout_s", "strategy_process")
+RESOURCE_FIELDS = ("num_cpus", "num_gpus", "timeout_s", "strategy_process", "dense_outputs_cap_gib")
+# Where a strategy that does not stream reads whole-pool arrays: the most they may
+# take (GiB) unless [resources] dense_outputs_cap_gib says otherwise (alharness.campaign.loop).
+DENSE_OUTPUTS_CAP_GIB = 2.0
+MAX_DENSE_OUTPUTS_CAP_GIB = 1 << 20
 # What a spec derives from its fields, computed once per instance and kept in
 # its __dict__ (functools.cached_property): the scheduler asks for these
 # several times per campaign. Left out of pickles, so a pickled spec is what
@@ -128,6 +132,9 @@ class CampaignSpec:
     # The strategy runs in a process of its own (true) or in the campaign's
     # (false, for debugging; alharness.campaign.strategy_worker).
     strategy_process: bool = True
+    # The most GiB of whole-pool output arrays the loop builds for a strategy
+    # that does not stream (Strategy.score); over it the campaign fails before round 0.
+    dense_outputs_cap_gib: float = DENSE_OUTPUTS_CAP_GIB
 
     def __post_init__(self) -> None:
         where = f"campaign ({self.strategy} on {self.dataset})"
@@ -184,6 +191,8 @@ class CampaignSpec:
         check_gpus(where, self.num_gpus)
         if self.timeout_s is not None:
             check_number(where, "timeout_s", self.timeout_s, lo=0, lo_open=True, hi=MAX_TIMEOUT_S)
+        check_number(where, "dense_outputs_cap_gib", self.dense_outputs_cap_gib, lo=0, lo_open=True,
+                     hi=MAX_DENSE_OUTPUTS_CAP_GIB)
         if not isinstance(self.strategy_process, bool):
             raise ConfigError(f"{where}: strategy_process must be true or false, got {show(self.strategy_process)}")
 
@@ -217,7 +226,8 @@ class CampaignSpec:
     def _json(self) -> str:
         return json.dumps(
             {**self.canonical(), "benchmark": self.benchmark, "num_cpus": self.num_cpus, "num_gpus": self.num_gpus,
-             "timeout_s": self.timeout_s, "strategy_process": self.strategy_process},
+             "timeout_s": self.timeout_s, "strategy_process": self.strategy_process,
+             "dense_outputs_cap_gib": self.dense_outputs_cap_gib},
             sort_keys=True,
         )
 
@@ -274,7 +284,7 @@ class CampaignSpec:
             costs=self.costs, budget_metric=self.budget_metric, budget=REFERENCE_BUDGET, rounds=1, seed=self.seed,
             initial_masks=0, learner=self.learner, validation=self.validation, benchmark=self.benchmark,
             num_cpus=self.num_cpus, num_gpus=self.num_gpus, timeout_s=self.timeout_s,
-            strategy_process=self.strategy_process,
+            strategy_process=self.strategy_process, dense_outputs_cap_gib=self.dense_outputs_cap_gib,
         )
 
     @property

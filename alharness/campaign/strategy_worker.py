@@ -16,6 +16,11 @@ learner. What it gets, by message and as copies:
   the oracle's does; the oracle re-prices every batch anyway);
 * each round: the label state as bought, the declared outputs, the round
   and budget figures, the round's generator and torch's global RNG state.
+  A streaming strategy (``Strategy.score``) gets the label state and the
+  model once per round, then the declared outputs one batch at a time: the
+  child calls ``score`` on each batch and keeps the results, so at most one
+  batch of outputs is in flight; ``propose`` then reads them in ``ctx.scores``
+  (the results never leave the strategy process).
 
 It returns queries by value (kind and fields; a restricted unpickler in the
 campaign process accepts nothing but plain values and numpy arrays, so
@@ -57,7 +62,8 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from alharness.contract.queries import QUERY_TYPES, Query
-from alharness.contract.strategy import LOOP_NEEDS, Strategy, StrategyContext
+from alharness.contract.strategy import (LOOP_NEEDS, ScoreBatch, Strategy, StrategyContext, check_score_result,
+                                         concat_scores)
 from alharness.contract.views import LabelStateView, PoolView
 from alharness.errors import PluginError
 from alharness.registry import STRATEGIES
@@ -75,7 +81,10 @@ class StrategyHandle(Protocol):
     oracle_experiment: bool
     paces_itself: bool
     in_process: bool  # the strategy's code runs in the campaign's process (and can reach its arrays)
+    streams: bool  # it overrides Strategy.score: the loop sends it the pool's outputs batch by batch
 
+    def begin_scoring(self, pool: PoolView, rnd: int, labels: LabelStateView, model: Any = None) -> None: ...
+    def score(self, start: int, stop: int, outputs: dict[str, np.ndarray], deadline: Any = None) -> None: ...
     def select(self, ctx: StrategyContext, deadline: Any = None) -> Any: ...
     def diagnostics(self) -> str: ...
     def get_state(self) -> Any: ...
@@ -103,17 +112,42 @@ def _flags(strategy: Any) -> dict[str, Any]:
     """What the loop reads of a built strategy (instance-level: MADBAL's needs depend on its parameters)."""
     return {"needs": sorted(str(n) for n in getattr(strategy, "needs", frozenset())),
             "oracle_experiment": bool(getattr(strategy, "oracle_experiment", False)),
-            "paces_itself": bool(getattr(strategy, "paces_itself", False))}
+            "paces_itself": bool(getattr(strategy, "paces_itself", False)),
+            "streams": bool(getattr(strategy, "streams", False))}
 
 
 def _take_flags(handle: Any, flags: dict[str, Any]) -> None:
     handle.needs = frozenset(flags["needs"])
     handle.oracle_experiment = flags.get("oracle_experiment") is True
     handle.paces_itself = flags.get("paces_itself") is True
+    handle.streams = flags.get("streams") is True
 
 
-def _select(strategy: Strategy, ctx: StrategyContext) -> Any:
-    return strategy.initial(ctx) if ctx.round == 0 else strategy.propose(ctx)
+class _Scoring:
+    """A streaming strategy's round where it runs: what ``begin_scoring`` gave
+    (pool, round, labels, model) and the results of the batches scored so far."""
+
+    def __init__(self, pool: PoolView, rnd: int, labels: LabelStateView, model: Any):
+        self.pool, self.round, self.labels, self.model = pool, rnd, labels, model
+        self.parts: list[tuple[int, dict[str, Any]]] = []
+
+    def score(self, strategy: Strategy, start: int, stop: int, outputs: dict[str, np.ndarray]) -> None:
+        batch = ScoreBatch(pool=self.pool, labels=self.labels, round=self.round, start=start,
+                           images=self.pool.images[start:stop], model=self.model, **outputs)
+        n = stop - start
+        self.parts.append((n, check_score_result(strategy.score(batch), n, _who(strategy))))
+
+
+def _who(strategy: Any) -> str:
+    return f"strategy {getattr(strategy, 'name', '') or type(strategy).__name__!r}"
+
+
+def _select(strategy: Strategy, ctx: StrategyContext, scoring: _Scoring | None = None) -> Any:
+    if ctx.round == 0:
+        return strategy.initial(ctx)
+    if scoring is not None and scoring.round == ctx.round:
+        ctx = dataclasses.replace(ctx, scores=concat_scores(scoring.parts, _who(strategy)))
+    return strategy.propose(ctx)
 
 
 def _diagnostics_json(strategy: Strategy) -> str:
@@ -139,9 +173,17 @@ class InProcessStrategy:
     def __init__(self, name: str, params: dict[str, Any]):
         self.strategy: Strategy = STRATEGIES.create(name, **params)
         _take_flags(self, _flags(self.strategy))
+        self._scoring: _Scoring | None = None
+
+    def begin_scoring(self, pool: PoolView, rnd: int, labels: LabelStateView, model: Any = None) -> None:
+        self._scoring = _Scoring(pool, rnd, labels, model)
+
+    def score(self, start: int, stop: int, outputs: dict[str, np.ndarray], deadline: Any = None) -> None:
+        self._scoring.score(self.strategy, start, stop, outputs)
 
     def select(self, ctx: StrategyContext, deadline: Any = None) -> Any:
-        return _select(self.strategy, ctx)
+        scoring, self._scoring = self._scoring, None
+        return _select(self.strategy, ctx, scoring)
 
     def diagnostics(self) -> str:
         return _diagnostics_json(self.strategy)
@@ -524,15 +566,31 @@ def _readonly(v: Any) -> Any:
     return v
 
 
-def _child_context(msg: dict[str, Any], pool: PoolView, quote: Callable, conn: Any) -> StrategyContext:
-    """The round's StrategyContext, rebuilt from the message (every array read-only)."""
+def _child_labels(wire: dict[str, Any]) -> LabelStateView:
+    return LabelStateView(**{k: _readonly(v) for k, v in wire.items()})
+
+
+def _child_model(wire: bytes | None) -> Any:
+    if wire is None:
+        return None
     import torch
 
-    labels = LabelStateView(**{k: _readonly(v) for k, v in msg["labels"].items()})
+    return torch.load(io.BytesIO(wire), weights_only=False)
+
+
+def _child_context(msg: dict[str, Any], pool: PoolView, quote: Callable, conn: Any,
+                   scoring: _Scoring | None = None) -> StrategyContext:
+    """The round's StrategyContext, rebuilt from the message (every array read-only);
+    a streaming round's label state and model are those its scoring received."""
+    import torch
+
+    reuse = msg.get("reuse") and scoring is not None
+    labels = scoring.labels if reuse else _child_labels(msg["labels"])
     fields = {k: _readonly(v) for k, v in msg["fields"].items()}
     fields.update({name: _Service(conn, name) for name in msg["services"]})
-    if msg["model"] is not None:
-        fields["model"] = torch.load(io.BytesIO(msg["model"]), weights_only=False)
+    model = scoring.model if reuse else _child_model(msg["model"])
+    if model is not None:
+        fields["model"] = model
     torch.set_rng_state(torch.from_numpy(msg["torch_rng"]))
     return StrategyContext(pool=pool, labels=labels, quote=quote, **fields)
 
@@ -556,11 +614,19 @@ def _build_in_child(init: dict[str, Any]) -> tuple[Strategy, PoolView, Callable]
     return strategy, pool, quote_model.quote
 
 
-def _handle(op: str, msg: Any, strategy: Strategy, pool: PoolView, quote: Callable, conn: Any) -> tuple:
+def _handle(op: str, msg: Any, strategy: Strategy, pool: PoolView, quote: Callable, conn: Any,
+            session: dict[str, Any]) -> tuple:
     import torch
 
+    if op == "score_begin":
+        session["scoring"] = _Scoring(pool, int(msg["round"]), _child_labels(msg["labels"]), _child_model(msg["model"]))
+        return ("ok",)
+    if op == "score":
+        session["scoring"].score(strategy, int(msg["start"]), int(msg["stop"]), _readonly(msg["outputs"]))
+        return ("scored",)
     if op == "select":
-        batch = _select(strategy, _child_context(msg, pool, quote, conn))
+        scoring = session.pop("scoring", None)
+        batch = _select(strategy, _child_context(msg, pool, quote, conn, scoring), scoring)
         return ("batch", encode_batch(batch), torch.get_rng_state().numpy())
     if op == "diagnostics":
         return ("diagnostics", _diagnostics_json(strategy))
@@ -583,6 +649,7 @@ def serve(conn: Any) -> None:
     except Exception as exc:
         _send(conn, ("error", _exception_wire(exc)))
         return
+    session: dict[str, Any] = {}  # a streaming round's scoring, between its batches and the proposal
     while True:
         try:
             op, msg = recv_shared(conn)
@@ -591,7 +658,7 @@ def serve(conn: Any) -> None:
         if op == "close":
             return
         try:
-            reply = _handle(op, msg, strategy, pool, quote, conn)
+            reply = _handle(op, msg, strategy, pool, quote, conn, session)
         except Exception as exc:
             reply = ("error", _exception_wire(exc))
         _send(conn, reply)
@@ -660,15 +727,31 @@ class StrategyWorker:
         _take_flags(self, flags)
 
     # -- the loop's calls ------------------------------------------------------------
+    _scored_round: int | None = None  # the round whose label state and model the child holds for scoring
+
+    def begin_scoring(self, pool: PoolView, rnd: int, labels: LabelStateView, model: Any = None) -> None:
+        """A streaming round: the label state and the model, once (the pool is the child's already)."""
+        self._request("score_begin", {"round": int(rnd), "labels": _label_wire(labels), "model": _model_bytes(model)})
+        self._reply("ok")
+        self._scored_round = int(rnd)
+
+    def score(self, start: int, stop: int, outputs: dict[str, np.ndarray], deadline: Any = None) -> None:
+        """One batch's outputs to the child, which scores it and keeps the result."""
+        self._request("score", {"start": int(start), "stop": int(stop),
+                                "outputs": {k: np.asarray(v).view(np.ndarray) for k, v in outputs.items()}})
+        self._reply("scored", deadline)
+
     def select(self, ctx: StrategyContext, deadline: Any = None) -> Any:
         """Send the round's context, serve its service calls, return its batch."""
         import torch
 
         fields = {f.name: getattr(ctx, f.name) for f in dataclasses.fields(ctx) if f.name not in _LOCAL_FIELDS}
         services = {n: fields.pop(n) for n in list(fields) if n in LOOP_NEEDS and fields[n] is not None}
-        labels = {f.name: getattr(ctx.labels, f.name) for f in dataclasses.fields(ctx.labels)}
-        msg = {"fields": fields, "services": sorted(services), "labels": labels,
-               "model": _model_bytes(ctx.model), "torch_rng": torch.get_rng_state().numpy()}
+        # A streaming round's child holds this round's labels and model since begin_scoring.
+        reuse, self._scored_round = self._scored_round == ctx.round, None
+        msg = {"fields": fields, "services": sorted(services), "reuse": reuse,
+               "labels": None if reuse else _label_wire(ctx.labels),
+               "model": None if reuse else _model_bytes(ctx.model), "torch_rng": torch.get_rng_state().numpy()}
         self._request("select", msg)
         wire, rng_state = self._reply("batch", deadline, services)
         # The strategy's draws from torch's global generator count as if it ran here.
@@ -771,6 +854,11 @@ class StrategyWorker:
             exc = StrategyError(f"strategy {self.name!r} raised {qualname}: {message}")
         exc.__cause__ = RemoteTraceback(tb)
         return exc
+
+
+def _label_wire(labels: LabelStateView) -> dict[str, Any]:
+    """The label view's fields, as the message to a strategy process carries them."""
+    return {f.name: getattr(labels, f.name) for f in dataclasses.fields(labels)}
 
 
 def _model_bytes(model: Any) -> bytes | None:

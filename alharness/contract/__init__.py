@@ -18,12 +18,13 @@ from alharness.contract.queries import (
     Query,
     Region,
 )
-from alharness.contract.strategy import LOOP_NEEDS, NEEDS, ORACLE_NEEDS, Strategy, StrategyContext, within_budget
+from alharness.contract.strategy import (ARRAY_OUTPUTS, LOOP_NEEDS, NEEDS, ORACLE_NEEDS, ScoreBatch, Strategy,
+                                        StrategyContext, within_budget)
 from alharness.contract.views import NEGATIVE, POSITIVE, UNKNOWN, LabelStateView, PoolView
 
 __all__ = [
-    "Boxes", "ClassPresence", "FullMask", "ImageLabels", "LabelStateView", "LabelsWithCounts", "LOOP_NEEDS",
+    "ARRAY_OUTPUTS", "Boxes", "ClassPresence", "FullMask", "ImageLabels", "LabelStateView", "LabelsWithCounts", "LOOP_NEEDS",
     "NEEDS", "NEGATIVE", "ORACLE_NEEDS", "POSITIVE", "Pixels", "PoolView", "QUERY_TYPES", "Query", "Region",
-    "Strategy", "StrategyContext", "UNKNOWN", "check_choice", "check_fraction", "check_int", "check_positive",
+    "ScoreBatch", "Strategy", "StrategyContext", "UNKNOWN", "check_choice", "check_fraction", "check_int", "check_positive",
     "within_budget",
 ]

@@ -17,6 +17,7 @@ import numpy as np
 
 from alharness.contract.queries import FullMask, Query
 from alharness.contract.views import LabelStateView, PoolView
+from alharness.errors import PluginError
 
 # What a strategy may ask the loop to compute over the pool each round
 # (alharness.learner.services documents each; a test keeps the two in step).
@@ -44,18 +45,44 @@ def unknown_needs(needs: Iterable[str]) -> str | None:
             f"(and, to oracle experiments, {sorted(ORACLE_NEEDS)})")
 
 
+#: The declared outputs that are pool-sized arrays (one row per pool image):
+#: what a streaming strategy receives batch by batch in ``ScoreBatch``.
+ARRAY_OUTPUTS = ("probabilities", "features", "feature_map", "class_scores", "iou", "loss_prediction", "maturity",
+                 "maturity_weights", "true_iou", "true_click_vertices")
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Outputs:
+    """The declared outputs, shared by the round's context and by a score batch."""
+
+    probabilities: np.ndarray | None = None
+    features: np.ndarray | None = None
+    feature_map: np.ndarray | None = None
+    model: Any = None
+    class_scores: np.ndarray | None = None
+    iou: np.ndarray | None = None
+    loss_prediction: np.ndarray | None = None
+    maturity: np.ndarray | None = None
+    maturity_weights: np.ndarray | None = None
+    true_iou: np.ndarray | None = None  # oracle experiments only (ORACLE_NEEDS)
+    true_click_vertices: np.ndarray | None = None  # oracle experiments only: (N, H, W) true polygon vertices
+
+
 @dataclass(frozen=True)
-class StrategyContext:
+class StrategyContext(_Outputs):
     """Everything a strategy may use to choose its next batch.
 
     ``probabilities`` ((N, C, H, W) float32) and ``features`` ((N, F)) are
     the current model's outputs on the pool, present only if the strategy
-    declared them in ``needs``; ``feature_map`` ((N, F, h, w) float16, the
+    declared them in ``needs`` and does not stream (``Strategy.score``);
+    ``feature_map`` ((N, F, h, w) float16, the
     deepest encoder map that ``features`` pools) and ``model`` likewise, and the head outputs
     ``class_scores`` (N, C), ``iou`` (N,), ``loss_prediction`` (N, 2, H, W),
     ``maturity`` and ``maturity_weights`` (N, K, H, W) (see
     ``alharness.learner.services``); ``true_iou`` (N,) only for oracle
-    experiments. All arrays are read-only.
+    experiments. All arrays are read-only. A streaming strategy gets none of
+    the pool-sized arrays (``ARRAY_OUTPUTS``) here: ``scores`` holds what its
+    ``score`` returned for every batch, concatenated (``model`` still comes here).
     ``quote(query)`` prices a query in the enforced metric.
     """
 
@@ -70,22 +97,88 @@ class StrategyContext:
     quote: Callable[[Query], float]
     rng: np.random.Generator
     initial_masks: int = 0
-    probabilities: np.ndarray | None = None
-    features: np.ndarray | None = None
-    feature_map: np.ndarray | None = None
-    model: Any = None
-    class_scores: np.ndarray | None = None
-    iou: np.ndarray | None = None
-    loss_prediction: np.ndarray | None = None
-    maturity: np.ndarray | None = None
-    maturity_weights: np.ndarray | None = None
-    true_iou: np.ndarray | None = None  # oracle experiments only (ORACLE_NEEDS)
-    true_click_vertices: np.ndarray | None = None  # oracle experiments only: (N, H, W) true polygon vertices
     train_and_score: Callable[..., float] | None = None  # LOOP_NEEDS; alharness.campaign.scoring.TrainAndScore
+    #: a streaming strategy's per-image results this round (``Strategy.score``,
+    #: concatenated over the batches); None in round 0 and for dense strategies
+    scores: dict[str, Any] | None = None
 
     @property
     def budget_left_total(self) -> float:
         return self.budget_total - self.budget_spent
+
+
+@dataclass(frozen=True)
+class ScoreBatch(_Outputs):
+    """One batch of the pool for ``Strategy.score``: pool images ``start`` to
+    ``start + len(images)``, and the declared outputs of those images only
+    (each array's first axis runs over the batch). ``labels`` is the whole
+    label state as bought (index it with ``indices``); ``model`` is the
+    round's network where declared. All arrays are read-only."""
+
+    pool: PoolView
+    labels: LabelStateView
+    round: int
+    start: int
+    images: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def indices(self) -> np.ndarray:
+        """The batch's pool indices."""
+        return np.arange(self.start, self.start + len(self.images))
+
+    @classmethod
+    def of(cls, ctx: StrategyContext, start: int = 0, stop: int | None = None) -> "ScoreBatch":
+        """Pool images ``start:stop`` of a context that holds dense outputs
+        (a test's, or a dense convenience): the batch the loop would send."""
+        stop = len(ctx.pool) if stop is None else min(stop, len(ctx.pool))
+        arrays = {k: getattr(ctx, k)[start:stop] for k in ARRAY_OUTPUTS if getattr(ctx, k) is not None}
+        return cls(pool=ctx.pool, labels=ctx.labels, round=ctx.round, start=start,
+                   images=ctx.pool.images[start:stop], model=ctx.model, **arrays)
+
+
+def concat_scores(parts: list[tuple[int, dict[str, Any]]], who: str = "the strategy") -> dict[str, Any]:
+    """One dict of per-image results from ``score``'s per-batch ones, given as
+    (batch length, checked result) in pool order: arrays concatenated on their
+    first axis (read-only), anything else (lists, tuples: one item per image)
+    joined into one list. PluginError if the batches disagree in keys."""
+    if not parts:
+        return {}
+    keys = set(parts[0][1])
+    for _, part in parts:
+        if set(part) != keys:
+            raise PluginError(f"{who}: score() returned keys {sorted(part)} for one batch and {sorted(keys)} for another")
+    out: dict[str, Any] = {}
+    for k in sorted(keys):
+        values = [part[k] for _, part in parts]
+        if all(isinstance(v, np.ndarray) for v in values):
+            a = np.concatenate(values) if len(values) > 1 else np.array(values[0])
+            a.setflags(write=False)
+            out[k] = a
+        else:
+            out[k] = [x for v in values for x in v]
+    return out
+
+
+def check_score_result(result: Any, n: int, who: str = "the strategy") -> dict[str, Any]:
+    """``score``'s return value for a batch of ``n`` images, checked: a dict of
+    str -> array or sequence with one row per image (None counts as {})."""
+    if result is None:
+        return {}
+    if not isinstance(result, dict) or not all(isinstance(k, str) for k in result):
+        raise PluginError(f"{who}: score() must return a dict of per-image results, got {type(result).__name__}")
+    out = {}
+    for k, v in result.items():
+        if not isinstance(v, (np.ndarray, list, tuple)):
+            raise PluginError(f"{who}: score() returned a {type(v).__name__} for {k!r}; give an array or a list "
+                              "with one entry per image of the batch")
+        if len(v) != n:
+            raise PluginError(f"{who}: score() returned {len(v)} rows of {k!r} for a batch of {n} images "
+                              "(one per image)")
+        out[k] = v
+    return out
 
 
 class Strategy(abc.ABC):
@@ -118,6 +211,37 @@ class Strategy(abc.ABC):
     @abc.abstractmethod
     def propose(self, ctx: StrategyContext) -> list[Query]:
         """Return the queries to buy this round (total quote <= ctx.budget_left_this_round)."""
+
+    def score(self, batch: ScoreBatch) -> dict[str, Any]:
+        """Streaming acquisition: what to keep of one batch of the pool.
+
+        A strategy that overrides it *streams*: each round after round 0 the
+        loop calls it on every batch of ``eval_batch_size`` pool images, in
+        pool order, with that batch's declared outputs only; ``propose`` then
+        finds the results of every batch in ``ctx.scores`` (arrays
+        concatenated on their first axis, other values as one list), and the
+        context holds none of the pool-sized arrays. Return a dict of
+        per-image results: one row per image of the batch (per-image scores,
+        per-image top-k candidates, ...), so that memory grows with what is
+        kept, not with the outputs. It must not depend on how the pool is cut
+        into batches (``alharness.testing.check_streaming_matches_dense``).
+        Not overridden: the strategy reads dense whole-pool arrays from the
+        context, which the loop builds only under ``[resources]
+        dense_outputs_cap_gib``."""
+        raise NotImplementedError
+
+    @property
+    def streams(self) -> bool:
+        """Whether the strategy overrides ``score`` (the loop streams it)."""
+        return type(self).score is not Strategy.score
+
+    def pool_scores(self, ctx: StrategyContext) -> dict[str, Any]:
+        """``ctx.scores``; for a context built with dense outputs instead (a
+        test's), ``score`` over the whole pool as one batch."""
+        if ctx.scores is not None:
+            return ctx.scores
+        n = len(ctx.pool)
+        return concat_scores([(n, check_score_result(self.score(ScoreBatch.of(ctx)), n, self.name or type(self).__name__))])
 
     def diagnostics(self) -> dict[str, Any]:
         """JSON-serialisable notes about the last proposal, stored with the round row."""

@@ -22,8 +22,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from alharness.campaign.reference import REFERENCE_BUDGET
-from alharness.campaign.spec import (MAX_CPUS, MAX_GPUS, MIN_BUDGET, RESOURCE_FIELDS, VALIDATION_CHOICES, CampaignSpec,
-                                     check_gpus)
+from alharness.campaign.spec import (DENSE_OUTPUTS_CAP_GIB, MAX_CPUS, MAX_DENSE_OUTPUTS_CAP_GIB, MAX_GPUS, MIN_BUDGET,
+                                     RESOURCE_FIELDS, VALIDATION_CHOICES, CampaignSpec, check_gpus)
 from alharness.errors import ConfigError
 from alharness.registry import describe_type, param_types, show, type_problem
 
@@ -82,6 +82,8 @@ class ResourcesTable(_Table):
     num_cpus: Annotated[float, Field(gt=0, le=MAX_CPUS)] = 1
     # Above 1 only whole GPUs (checked after the schema, see check_file).
     num_gpus: Annotated[float, Field(ge=0, le=MAX_GPUS)] = 0
+    # Whole-pool output arrays for a strategy that does not stream (alharness.campaign.loop).
+    dense_outputs_cap_gib: Annotated[float, Field(gt=0, le=MAX_DENSE_OUTPUTS_CAP_GIB)] = DENSE_OUTPUTS_CAP_GIB
 
 
 Grid = dict[str, Annotated[list[Any], NonEmpty]]

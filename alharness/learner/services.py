@@ -30,7 +30,7 @@ maturity_weights   (N, K, H, W) float32        W^k of MADBAL Eq. 4
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -119,8 +119,11 @@ def batch_outputs(learner, images: np.ndarray, needs: Iterable[str]) -> Iterator
                       for name, t in batch.items()}
 
 
-def pool_outputs(learner, images: np.ndarray, needs: Iterable[str]) -> dict[str, Any]:
-    """The requested outputs over ``images``, each computed once and read-only."""
+def pool_outputs(learner, images: np.ndarray, needs: Iterable[str],
+                 check_size: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """The requested outputs over ``images``, each computed once and read-only.
+    ``check_size(bytes)``: called with the arrays' whole-pool size once the first
+    batch shows it, before the rest is computed (it raises to stop)."""
     needs = frozenset(needs)
     check_needs(learner.config, needs)
     out: dict[str, Any] = {}
@@ -134,6 +137,8 @@ def pool_outputs(learner, images: np.ndarray, needs: Iterable[str]) -> dict[str,
               "loss_prediction": (2, h, w)}
     buffers: dict[str, np.ndarray] = {}
     for start, batch in batch_outputs(learner, images, arrays):
+        if start == 0 and check_size is not None:
+            check_size(sum(a[0].nbytes for a in batch.values() if len(a)) * n)
         for name, a in batch.items():
             if name not in buffers:
                 buffers[name] = np.empty((n, *a.shape[1:]), a.dtype)
