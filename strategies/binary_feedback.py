@@ -47,7 +47,7 @@ import highspy
 import numpy as np
 from pydantic import Field
 
-from alharness.contract import UNKNOWN, ClassPresence, Query, Strategy, StrategyContext
+from alharness.contract import UNKNOWN, ClassPresence, Query, ScoreBatch, Strategy, StrategyContext
 from alharness.errors import ConfigError
 from alharness.registry import register_strategy
 
@@ -436,14 +436,20 @@ class BinaryEE(_BinaryBase):
 
     needs = frozenset({"probabilities"})
 
-    def propose(self, ctx: StrategyContext) -> list[Query]:
+    def score(self, batch: ScoreBatch) -> dict:
+        """Streams: p_ij and the mean pixel entropy of each image."""
         from alharness.toolkit import pixel_entropy
 
+        return {"presence": presence_probabilities(batch.probabilities),
+                "entropy": pixel_entropy(batch.probabilities).mean(axis=(1, 2))}
+
+    def propose(self, ctx: StrategyContext) -> list[Query]:
         allowed = self._allowed(ctx)
         b = self._budget(ctx, allowed)
-        p = np.clip(presence_probabilities(ctx.probabilities), 1e-6, 1 - 1e-6)
+        scores = self.pool_scores(ctx)
+        p = np.clip(scores["presence"], 1e-6, 1 - 1e-6)
         h = -p * np.log(p) - (1 - p) * np.log(1 - p)
-        image_score = pixel_entropy(ctx.probabilities).mean(axis=(1, 2))
+        image_score = scores["entropy"]
         images = ctx.rng.permutation(np.flatnonzero(allowed.any(axis=1)))
         images = images[np.argsort(-image_score[images], kind="stable")]
         sel = np.zeros_like(allowed)
@@ -468,6 +474,10 @@ class _Optimised(_BinaryBase):
         self.alpha = alpha
         self.lam = lam
 
+    def score(self, batch: ScoreBatch) -> dict:
+        """Streams: p_ij and the feature vector of each image (all eq. 2-3 read)."""
+        return {"presence": presence_probabilities(batch.probabilities), "features": batch.features}
+
     def _problem(self, ctx: StrategyContext):
         """(rows, allowed, G, R, B) over the unlabelled set U, or None when nothing is left to ask or pay for."""
         allowed_all = self._allowed(ctx)
@@ -475,8 +485,9 @@ class _Optimised(_BinaryBase):
         if b == 0:  # e.g. every pair already asked: U is empty, and so would G and R be
             return None
         rows = np.flatnonzero(allowed_all.any(axis=1))  # the unlabelled set U
-        G = confidence_matrix(presence_probabilities(ctx.probabilities[rows]), self.alpha)
-        R = redundancy_matrix(ctx.features[rows])
+        scores = self.pool_scores(ctx)
+        G = confidence_matrix(scores["presence"][rows], self.alpha)
+        R = redundancy_matrix(scores["features"][rows])
         return rows, allowed_all[rows], G, R, b
 
     def _emit(self, rows: np.ndarray, sel: np.ndarray) -> list[Query]:
