@@ -36,7 +36,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import Field
 
-from alharness.contract import FullMask, LabelsWithCounts, Query, Strategy, StrategyContext
+from alharness.contract import FullMask, LabelsWithCounts, Query, ScoreBatch, Strategy, StrategyContext
 from alharness.errors import ConfigError
 from alharness.registry import register_strategy
 from alharness.toolkit import within_budget
@@ -106,9 +106,13 @@ class MaskGuided(_BetaSelection):
 
     needs = frozenset({"iou"})
 
+    def score(self, batch: ScoreBatch) -> dict:
+        """Streams: the predicted IoU score of each image."""
+        assert batch.iou is not None
+        return {"iou": np.asarray(batch.iou, np.float64)}
+
     def _scores(self, ctx: StrategyContext) -> np.ndarray:
-        assert ctx.iou is not None
-        return np.asarray(ctx.iou, np.float64)
+        return self.pool_scores(ctx)["iou"]
 
 
 @register_strategy("mask_guided_oracle")
@@ -118,9 +122,13 @@ class MaskGuidedOracle(_BetaSelection):
     needs = frozenset({"true_iou"})
     oracle_experiment = True
 
+    def score(self, batch: ScoreBatch) -> dict:
+        """Streams: the true IoU score of each image (the oracle experiment's statistic)."""
+        assert batch.true_iou is not None
+        return {"true_iou": np.asarray(batch.true_iou, np.float64)}
+
     def _scores(self, ctx: StrategyContext) -> np.ndarray:
-        assert ctx.true_iou is not None
-        return np.asarray(ctx.true_iou, np.float64)
+        return self.pool_scores(ctx)["true_iou"]
 
 
 @register_strategy("mask_guided_random")

@@ -58,7 +58,9 @@ def test_oracle_experiment_gets_the_true_iou_score_only_and_is_flagged():
     ds = DATASETS.create("synthetic_shapes", **TINY_DATASET)
     pool = ds.split("train")
     for ctx in SEEN:
-        t = ctx.true_iou
+        # It streams: the statistic reaches propose through its score(), never as a whole-pool context array.
+        t = ctx.scores["true_iou"]
+        assert ctx.true_iou is None
         assert t.shape == (len(pool),) and not t.flags.writeable and ((t >= 0) & (t <= 1)).all()
         # Nothing but the statistic: no split, dataset or oracle, nothing sharing memory with truth.
         objs = _reachable(ctx)
