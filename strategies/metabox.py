@@ -17,6 +17,15 @@ zero, and a box that contains any labelled pixel is never proposed. Each
 round takes the m_q highest-priority non-overlapping boxes over all images
 not entirely labelled, eq. (8).
 
+Streaming (``Strategy.score``): eq. (8)'s greedy takes a box from one image
+without changing any other image's boxes, so each image's own greedy
+sequence (at most m_q boxes) is computed where its batch is scored
+(``image_boxes``) and the round's boxes are the merge of those sequences
+(``merge_boxes``), exactly what the greedy over all images takes. The
+entropy strategies keep those sequences only; the MetaBox ones keep each
+image's MetaSeg segments and metrics (and click map), since MetaSeg's
+regressor is fitted on the meta set at proposal time.
+
 * ``entropy_box_true_cost``  EntropyBox+* and ``metabox_true_cost`` MetaBox+*:
   the "+" strategies with the click priority taken from the *true* polygon
   vertices (the dataset's drawn polygons where it has them, as Cityscapes
@@ -37,7 +46,7 @@ import numpy as np
 from pydantic import Field
 from sklearn.ensemble import GradientBoostingRegressor
 
-from alharness.contract import FullMask, Query, Region, Strategy, StrategyContext
+from alharness.contract import FullMask, Query, Region, ScoreBatch, Strategy, StrategyContext
 from alharness.errors import ConfigError
 from alharness.registry import register_strategy
 from alharness.toolkit import image_clicks, pixel_entropy, predicted_segments, segment_iou, segment_metrics, within_budget
@@ -68,39 +77,50 @@ def box_sums(priority: np.ndarray, b: int) -> np.ndarray:
     return out
 
 
+def image_boxes(score: np.ndarray, k: int, b: int) -> list[tuple[float, int, int, int]]:
+    """Eq. (8) within one image: its (at most) ``k`` best non-overlapping boxes
+    in the order the greedy takes them, as (score, flat index, y, x); taking a
+    box removes every position within b−1 of it (entries ≤ −inf or NaN are never chosen)."""
+    m = np.array(score, dtype=np.float64)  # our own copy: taken boxes are blanked out in it
+    np.nan_to_num(m, copy=False, nan=-np.inf, posinf=np.inf, neginf=-np.inf)
+    out: list[tuple[float, int, int, int]] = []
+    while m.size and len(out) < k:
+        j = int(np.argmax(m))
+        if not np.isfinite(m.flat[j]):
+            break
+        y, x = divmod(j, m.shape[1])
+        out.append((float(m.flat[j]), j, y, x))
+        m[max(0, y - b + 1): y + b, max(0, x - b + 1): x + b] = -np.inf
+    return out
+
+
+def merge_boxes(per_image: list[list[tuple[float, int, int, int]]], k: int) -> list[tuple[int, int, int, float]]:
+    """Eq. (8) over all images from each image's own greedy sequence
+    (``image_boxes``): the k boxes the greedy over all images takes, in its
+    order (highest score first; ties to the lower image, then the lower
+    position). Returns (image, y, x, score), image indexing ``per_image``."""
+    heap = [(-seq[0][0], i, seq[0][1], 0) for i, seq in enumerate(per_image) if seq]
+    heapq.heapify(heap)
+    out: list[tuple[int, int, int, float]] = []
+    while heap and len(out) < k:
+        neg, i, _, t = heapq.heappop(heap)
+        _, _, y, x = per_image[i][t]
+        out.append((i, y, x, -neg))
+        if t + 1 < len(per_image[i]):
+            nxt = per_image[i][t + 1]
+            heapq.heappush(heap, (-nxt[0], i, nxt[1], t + 1))
+    return out
+
+
 def select_boxes(scores: list[np.ndarray] | np.ndarray, k: int, b: int) -> list[tuple[int, int, int, float]]:
     """Eq. (8): the k highest-scoring boxes, no two overlapping in the same image.
 
     ``scores[i]`` is image i's box-score map (entries ≤ −inf or NaN are never
-    chosen). Greedy by score: a heap holds each image's current best box;
-    taking a box removes every position within b−1 of it from that image.
+    chosen). Greedy by score over all images; as taking a box changes only
+    its own image, that is the merge of each image's own greedy sequence.
     Returns (image, y, x, score) in the order taken.
     """
-    maps = []
-    for s in scores:
-        m = np.array(s, dtype=np.float64)  # our own copy: taken boxes are blanked out in it
-        np.nan_to_num(m, copy=False, nan=-np.inf, posinf=np.inf, neginf=-np.inf)
-        maps.append(m)
-    heap = []
-    for i, m in enumerate(maps):
-        if m.size:
-            j = int(np.argmax(m))
-            if np.isfinite(m.flat[j]):
-                heap.append((-m.flat[j], i, j))
-    heapq.heapify(heap)
-    out: list[tuple[int, int, int, float]] = []
-    while heap and len(out) < k:
-        neg, i, j = heapq.heappop(heap)
-        m = maps[i]
-        if m.flat[j] != -neg:  # stale entry: this image's map changed since
-            continue
-        y, x = divmod(j, m.shape[1])
-        out.append((i, y, x, -neg))
-        m[max(0, y - b + 1): y + b, max(0, x - b + 1): x + b] = -np.inf
-        j = int(np.argmax(m))
-        if np.isfinite(m.flat[j]):
-            heapq.heappush(heap, (-m.flat[j], i, j))
-    return out
+    return merge_boxes([image_boxes(s, k, b) for s in scores], k)
 
 
 # -- strategies (MetaSeg's segment metrics: alharness.toolkit.metaseg) ------------
@@ -128,20 +148,30 @@ class _BoxStrategy(Strategy):
         """Aggregated priority maps h(y, B) for the given images (eq. 5/6/9)."""
         raise NotImplementedError
 
+    def _check_size(self, shape: tuple[int, int]) -> None:
+        h, w = shape
+        if self.box_size > min(h, w):
+            raise ConfigError(f"{self.name}: box_size {self.box_size} is larger than the {h}x{w} images")
+
+    def _boxes(self, score: np.ndarray, labelled: np.ndarray) -> list[tuple[float, int, int, int]]:
+        """One image's greedy boxes from its box-score map; a box with any labelled
+        pixel is never proposed: nothing is bought twice."""
+        has_label = box_sums(labelled.astype(np.float64), self.box_size) > 0
+        return image_boxes(np.where(has_label, -np.inf, score), self.boxes_per_round, self.box_size)
+
+    def image_boxes(self, ctx: StrategyContext, images: np.ndarray) -> list[list[tuple[float, int, int, int]]]:
+        """Each given image's greedy box sequence (``image_boxes``), from ``pixel_priority``."""
+        labelled = ctx.labels.pixels[images] != ctx.labels.ignore_index
+        return [self._boxes(sc, lab) for sc, lab in zip(self.pixel_priority(ctx, images), labelled)]
+
     def propose(self, ctx: StrategyContext) -> list[Query]:
         b = self.box_size
-        h, w = ctx.pool.image_shape
-        if b > min(h, w):
-            raise ConfigError(f"{self.name}: box_size {b} is larger than the {h}x{w} images")
+        self._check_size(ctx.pool.image_shape)
         labelled = ctx.labels.pixels != ctx.labels.ignore_index
         images = np.flatnonzero(~labelled.reshape(len(labelled), -1).all(axis=1))  # not entirely labelled
         if len(images) == 0:
             return []
-        scores = self.pixel_priority(ctx, images)
-        # A box with any labelled pixel is never proposed: nothing is bought twice.
-        has_label = box_sums(labelled[images].astype(np.float64), b) > 0
-        scores = [np.where(hl, -np.inf, s) for s, hl in zip(scores, has_label)]
-        chosen = select_boxes(scores, self.boxes_per_round, b)
+        chosen = merge_boxes(self.image_boxes(ctx, images), self.boxes_per_round)
         queries = [Region(int(images[i]), int(y), int(x), b) for i, y, x, _ in chosen]
         picked = within_budget(queries, ctx.quote, ctx.budget_left_this_round)
         self._diag = {"boxes": len(picked), "mean_score": float(np.mean([s for *_, s in chosen[: len(picked)]])) if picked else None}
@@ -164,6 +194,29 @@ def _click_priority(probs: np.ndarray, ignore_index: int, epsilon: float) -> np.
     return out
 
 
+class _Streamed:
+    """Box strategies that stream: each image of a batch is reduced to what its
+    proposal needs (``keep``; by default its greedy box sequence) where the
+    batch is scored, and ``image_boxes`` reads those at proposal time."""
+
+    def score(self, batch: ScoreBatch) -> dict:
+        self._check_size(batch.pool.image_shape)
+        labelled = batch.labels.pixels[batch.indices] != batch.labels.ignore_index
+        return {"kept": [None if lab.all() and not self._keep_labelled(int(i)) else self.keep(batch, n, lab)
+                         for n, (i, lab) in enumerate(zip(batch.indices, labelled))]}
+
+    def _keep_labelled(self, image: int) -> bool:
+        return False  # an entirely labelled image has no box left to propose
+
+    def keep(self, batch: ScoreBatch, n: int, labelled: np.ndarray):
+        """What the proposal needs of batch image ``n`` (``labelled``: its labelled pixels)."""
+        return self._boxes(self.image_priority(batch, n, labelled), labelled)
+
+    def image_boxes(self, ctx, images):
+        kept = self.pool_scores(ctx)["kept"]
+        return [kept[i] for i in images]
+
+
 @register_strategy("random_box")
 class RandomBox(_BoxStrategy):
     """Square regions ranked by random priority maps (MetaBox+ paper's RandomBox)."""
@@ -174,26 +227,25 @@ class RandomBox(_BoxStrategy):
 
 
 @register_strategy("entropy_box")
-class EntropyBox(_BoxStrategy):
+class EntropyBox(_Streamed, _BoxStrategy):
     """Square regions with the highest summed pixel entropy, eq. (3)-(5) (EntropyBox)."""
 
     needs = frozenset({"probabilities"})
 
-    def pixel_priority(self, ctx, images):
-        return list(box_sums(_masked(pixel_entropy(ctx.probabilities[images]), ctx, images), self.box_size))
+    def image_priority(self, batch, n, labelled):
+        return box_sums(np.where(labelled, 0.0, pixel_entropy(batch.probabilities[n:n + 1])[0]), self.box_size)
 
 
 class _PlusMixin:
     epsilon: float
 
-    def click_priority(self, ctx, images) -> np.ndarray:
-        """g2 = 1 − κ over the given images, κ estimated from the prediction (§3.2)."""
-        return _click_priority(ctx.probabilities[images], ctx.labels.ignore_index, self.epsilon)
+    def image_click_priority(self, batch, n) -> np.ndarray:
+        """g2 = 1 − κ of batch image ``n``, κ estimated from the prediction (§3.2)."""
+        return _click_priority(batch.probabilities[n:n + 1], batch.labels.ignore_index, self.epsilon)[0]
 
-    def _joint(self, h1: list[np.ndarray], ctx, images) -> list[np.ndarray]:
+    def _joint(self, h1: np.ndarray, g2: np.ndarray, labelled: np.ndarray) -> np.ndarray:
         # Eq. (9): product of the aggregated priorities.
-        h2 = box_sums(_masked(self.click_priority(ctx, images), ctx, images), self.box_size)  # type: ignore[attr-defined]
-        return [a * c for a, c in zip(h1, h2)]
+        return h1 * box_sums(np.where(labelled, 0.0, g2), self.box_size)  # type: ignore[attr-defined]
 
 
 class _TrueCostMixin:
@@ -201,8 +253,8 @@ class _TrueCostMixin:
 
     oracle_experiment = True
 
-    def click_priority(self, ctx, images) -> np.ndarray:
-        return 1.0 - (ctx.true_click_vertices[images] > 0)
+    def image_click_priority(self, batch, n) -> np.ndarray:
+        return 1.0 - (batch.true_click_vertices[n] > 0)
 
 
 @register_strategy("entropy_box_plus")
@@ -214,12 +266,13 @@ class EntropyBoxPlus(_PlusMixin, EntropyBox):
         super().__init__(box_size, boxes_per_round, initial_images)
         self.epsilon = epsilon
 
-    def pixel_priority(self, ctx, images):
-        return self._joint(EntropyBox.pixel_priority(self, ctx, images), ctx, images)
+    def image_priority(self, batch, n, labelled):
+        return self._joint(EntropyBox.image_priority(self, batch, n, labelled), self.image_click_priority(batch, n),
+                           labelled)
 
 
 @register_strategy("metabox")
-class MetaBox(_BoxStrategy):
+class MetaBox(_Streamed, _BoxStrategy):
     """1 − MetaSeg-predicted segment IoU (gradient boosting on segment metrics, trained on a fixed meta set) (MetaBox)."""
 
     needs = frozenset({"probabilities"})
@@ -244,36 +297,52 @@ class MetaBox(_BoxStrategy):
         self.meta_set = tuple(q.image for q in chosen[-self.meta_images:]) if len(chosen) > self.initial_images else ()
         return chosen
 
+    # Streamed: MetaSeg's regressor is fitted on the meta set at proposal time, so
+    # each image keeps its segment map and metrics (and the meta set's images
+    # their segments' true IoU), not its box sequence.
+    def _keep_labelled(self, image: int) -> bool:
+        return image in self.meta_set
+
+    def keep(self, batch, n, labelled):
+        probs = batch.probabilities[n]
+        seg, _, feats = segment_metrics(probs)
+        kept = {"seg": seg.astype(np.min_scalar_type(int(seg.max()))), "feats": feats, "g2": self._g2(batch, n)}
+        i = int(batch.indices[n])
+        if i in self.meta_set and batch.labels.has_full_mask[i]:
+            iou = segment_iou(seg, probs.argmax(0), batch.labels.pixels[i], batch.labels.ignore_index)
+            keep = np.isfinite(iou)
+            kept["meta"] = (feats[keep], iou[keep])
+        return kept
+
+    def _g2(self, batch, n) -> np.ndarray | None:
+        return None  # no click priority (the "+" variants keep theirs)
+
     def fit_meta(self, ctx) -> GradientBoostingRegressor:
         """Train MetaSeg on the meta set only (steps 1-3 of §3.2)."""
         if not self.meta_set or not all(ctx.labels.has_full_mask[i] for i in self.meta_set):
             raise ConfigError(f"{self.name}: the meta set has no bought masks; raise the round-0 budget")
-        X, y = [], []
-        for i in self.meta_set:
-            probs = ctx.probabilities[i]
-            seg, _, feats = segment_metrics(probs)
-            iou = segment_iou(seg, probs.argmax(0), ctx.labels.pixels[i], ctx.labels.ignore_index)
-            keep = np.isfinite(iou)
-            X.append(feats[keep])
-            y.append(iou[keep])
+        kept = self.pool_scores(ctx)["kept"]
+        X, y = zip(*(kept[i]["meta"] for i in self.meta_set))
         reg = GradientBoostingRegressor(n_estimators=self.n_estimators, max_depth=self.max_depth,
                                         learning_rate=self.learning_rate, random_state=int(ctx.rng.integers(2**31)))
         reg.fit(np.concatenate(X), np.concatenate(y))
         return reg
 
-    def quality_maps(self, ctx, images, reg) -> np.ndarray:
-        """q(y): predicted IoU painted on each predicted segment (steps 4-6)."""
-        q = np.empty((len(images), *ctx.pool.image_shape))
-        for n, i in enumerate(images):
-            seg, _, feats = segment_metrics(ctx.probabilities[i])
-            pred_iou = np.clip(reg.predict(feats), 0.0, 1.0)
-            q[n] = np.concatenate([[0.0], pred_iou])[seg]
-        return q
-
-    def pixel_priority(self, ctx, images):
+    def image_boxes(self, ctx, images):
         reg = self.fit_meta(ctx)
-        g1 = _masked(1.0 - self.quality_maps(ctx, images, reg), ctx, images)
-        return list(box_sums(g1, self.box_size))
+        kept = self.pool_scores(ctx)["kept"]
+        out = []
+        for i in images:
+            k = kept[i]
+            # q(y): predicted IoU painted on each predicted segment (steps 4-6).
+            q = np.concatenate([[0.0], np.clip(reg.predict(k["feats"]), 0.0, 1.0)])[k["seg"]]
+            labelled = ctx.labels.pixels[i] != ctx.labels.ignore_index
+            out.append(self._boxes(self._priority(box_sums(np.where(labelled, 0.0, 1.0 - q), self.box_size),
+                                                  k["g2"], labelled), labelled))
+        return out
+
+    def _priority(self, h1: np.ndarray, g2: np.ndarray | None, labelled: np.ndarray) -> np.ndarray:
+        return h1
 
 
 @register_strategy("metabox_plus")
@@ -286,8 +355,11 @@ class MetaBoxPlus(_PlusMixin, MetaBox):
         super().__init__(box_size, boxes_per_round, initial_images, meta_images, n_estimators, max_depth, learning_rate)
         self.epsilon = epsilon
 
-    def pixel_priority(self, ctx, images):
-        return self._joint(MetaBox.pixel_priority(self, ctx, images), ctx, images)
+    def _g2(self, batch, n):
+        return self.image_click_priority(batch, n) == 1.0  # kept as a bool map: 1 − κ is 0 or 1
+
+    def _priority(self, h1, g2, labelled):
+        return self._joint(h1, g2.astype(np.float64), labelled)
 
 
 @register_strategy("entropy_box_true_cost")
