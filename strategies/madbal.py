@@ -39,6 +39,17 @@ the map's resolution and include the context of the encoder's receptive
 field, where a patch sees only its box, rescaled; the tests check that both
 give the same top clusters on a hand-made case.
 
+Streaming (``Strategy.score``): each batch of the pool is reduced where it
+is scored to what the selection needs. Without a breakdown that is each
+image's chosen pixels (top-k of Eq. 4 per image); with one, per-superpixel
+statistics: the number of unlabelled pixels, their mean u(x), the dominant
+predicted label, the RoI feature (``encoder_map``) and the superpixel's
+``pixels_per_image`` most uncertain unlabelled pixels, the most any cluster
+budget can take from one superpixel. Clustering and Eqs. (5)-(8) then run
+on those at proposal time. ``random_pixels`` reads no model output and does
+not stream; ``cluster_features = "patches"`` computes its features at
+proposal time, from the model and the pool images.
+
 The network parts the ablations remove are the learner's to build:
 "Averaging" wants ``weight_prediction = false`` in ``[learner]`` (uniform
 1/K weights in the loss prediction module too), "No maturity-awareness"
@@ -58,7 +69,7 @@ import torch
 from pydantic import Field
 from sklearn.cluster import KMeans
 
-from alharness.contract import Pixels, Query, Strategy, StrategyContext, check_choice, check_int
+from alharness.contract import Pixels, Query, ScoreBatch, Strategy, StrategyContext, check_choice, check_int
 from alharness.registry import register_strategy
 from alharness.toolkit import (Superpixels, backbone_features, check_superpixel_method, compute_superpixels,
                                encoder_features, pixel_entropy, predicted_boundary, to_tensor, within_budget)
@@ -285,6 +296,11 @@ class Madbal(Strategy):
         self.last_clusters: np.ndarray | None = None
         self.last_budgets: list[dict[int, int]] = []
 
+    @property
+    def streams(self) -> bool:
+        """Every configuration that reads model outputs streams (``random`` reads none)."""
+        return self.uncertainty != "random"
+
     # -- round 0 ----------------------------------------------------------------
     def initial(self, ctx: StrategyContext) -> list[Query]:
         """Round 0: ``initial_pixels`` random pixels in every image (§4)."""
@@ -292,30 +308,83 @@ class Madbal(Strategy):
         picks = top_per_image(scores, self._candidates(ctx), self.initial_pixels)
         return self._queries(ctx, picks, [np.zeros(len(p)) for p in picks])
 
+    # -- later rounds, streamed ---------------------------------------------------
+    def score(self, batch: ScoreBatch) -> dict[str, Any]:
+        """Per image of the batch: its picks (no breakdown) or its superpixels' statistics."""
+        a, b = batch.start, batch.start + len(batch)
+        cand = self._candidate_rows(batch.labels, a, b)
+        pred = predicted_labels(batch.probabilities) if self._labelled_by_model else None
+        return self._reduce(batch, cand, pred, self._pixel_uncertainty(batch, pred, len(batch)))
+
+    @property
+    def _labelled_by_model(self) -> bool:
+        # Predicted labels once: δ(x) of Eq. (4) and Do(s) of Eq. (5) both read them.
+        return self.breakdown != "none" or self.uncertainty in ("madbal", "averaged", "no_maturity")
+
+    def _reduce(self, batch: ScoreBatch, cand: np.ndarray, pred: np.ndarray | None, u: np.ndarray) -> dict[str, Any]:
+        """What the selection keeps of the batch's images, given their candidates, predicted labels and u(x)."""
+        a, b = batch.start, batch.start + len(batch)
+        if self.breakdown == "none":
+            picks = top_per_image(u, cand, self.pixels_per_image)
+            flat_u = u.reshape(len(u), -1)
+            return {"picks": picks, "values": [flat_u[n, p] for n, p in enumerate(picks)]}
+        full = _superpixels(batch.pool.images, self.superpixel_size, self.superpixel_method)
+        sp = Superpixels(labels=full.labels[a:b], counts=full.counts[a:b])  # the batch's, numbered from 0
+        unl = cand.ravel()
+        ids = sp.global_labels.astype(np.intp)
+        n_unl = np.bincount(ids, weights=unl, minlength=len(sp))
+        mean_u = np.bincount(ids, weights=np.where(unl, u.ravel(), 0.0), minlength=len(sp)) / np.maximum(n_unl, 1)
+        dominant = sp.majority(pred, batch.pool.num_classes)
+        feats = map_features(batch.feature_map, sp, batch.pool.image_shape) if self._map_features else None
+        # Each superpixel's pixels_per_image most uncertain unlabelled pixels (ties: lower
+        # index first), the most any cluster budget takes from it (_best_pixels' order).
+        flat_u = u.ravel()
+        px = np.flatnonzero(unl)
+        px = px[np.lexsort((px, -flat_u[px], ids[px]))]
+        owner = ids[px]
+        rank = np.arange(len(px)) - np.searchsorted(owner, owner)
+        px, owner = px[rank < self.pixels_per_image], owner[rank < self.pixels_per_image]
+        counts = np.bincount(owner, minlength=len(sp))
+        cut = np.searchsorted(owner, sp.offsets)  # each image's kept pixels
+        rows = [slice(int(sp.offsets[n]), int(sp.offsets[n + 1])) for n in range(len(batch))]
+        cuts = [slice(int(cut[n]), int(cut[n + 1])) for n in range(len(batch))]
+        return {"n_unl": [n_unl[r] for r in rows], "mean_u": [mean_u[r] for r in rows],
+                "dominant": [dominant[r] for r in rows], "feats": [None if feats is None else feats[r] for r in rows],
+                "top_counts": [counts[r] for r in rows],
+                "tops": [px[c].astype(np.int64) + a * u[0].size for c in cuts],  # pool-flat pixel indices
+                "top_u": [flat_u[px[c]] for c in cuts]}
+
+    @property
+    def _map_features(self) -> bool:
+        return self.breakdown == "clusters" and self.cluster_features == "encoder_map"
+
+    def _candidate_rows(self, labels, a: int, b: int) -> np.ndarray:
+        if self._asked is None or self._asked.shape != labels.pixels.shape:
+            self._asked = np.zeros(labels.pixels.shape, bool)
+        return (labels.pixels[a:b] == labels.ignore_index) & ~self._asked[a:b]
+
     # -- later rounds -------------------------------------------------------------
     def propose(self, ctx: StrategyContext) -> list[Query]:
-        cand = self._candidates(ctx)
-        # Predicted labels once: δ(x) of Eq. (4) and Do(s) of Eq. (5) both read them.
-        labelled_by_model = self.breakdown != "none" or self.uncertainty in ("madbal", "averaged", "no_maturity")
-        pred = predicted_labels(ctx.probabilities) if labelled_by_model else None
-        u = self._pixel_uncertainty(ctx, pred)
+        if self.streams:
+            scores = self.pool_scores(ctx)
+        else:  # random u(x), drawn over the whole pool from the round's generator
+            pred = predicted_labels(ctx.probabilities) if self._labelled_by_model else None
+            u = self._pixel_uncertainty(ctx, pred)
+            scores = self._reduce(ScoreBatch.of(ctx), self._candidates(ctx), pred, u)
         self._last = {"uncertainty": self.uncertainty, "breakdown": self.breakdown}
         if ctx.model is not None or "loss_prediction" in self.needs:
             self._last.update(self._network_notes(ctx))
         if self.breakdown == "none":
-            picks = top_per_image(u, cand, self.pixels_per_image)
-        else:
-            picks = self._hierarchical(ctx, u, cand, pred)
-        flat_u = u.reshape(len(u), -1)
-        return self._queries(ctx, picks, [flat_u[i, p] for i, p in enumerate(picks)])
+            return self._queries(ctx, scores["picks"], scores["values"])
+        return self._queries(ctx, *self._hierarchical(ctx, scores))
 
     def _candidates(self, ctx: StrategyContext) -> np.ndarray:
-        if self._asked is None or self._asked.shape != ctx.labels.pixels.shape:
-            self._asked = np.zeros(ctx.labels.pixels.shape, bool)
-        return (ctx.labels.pixels == ctx.labels.ignore_index) & ~self._asked
+        return self._candidate_rows(ctx.labels, 0, len(ctx.labels.pixels))
 
-    def _pixel_uncertainty(self, ctx: StrategyContext, pred: np.ndarray | None) -> np.ndarray:
-        n = len(ctx.pool)
+    def _pixel_uncertainty(self, ctx: StrategyContext | ScoreBatch, pred: np.ndarray | None,
+                           n: int | None = None) -> np.ndarray:
+        """Eq. (4) over the context's pool (or a batch's ``n`` images)."""
+        n = len(ctx.pool) if n is None else n
         if self.uncertainty == "random":
             return ctx.rng.random((n, *ctx.pool.image_shape), dtype=np.float32)
         out = np.empty((n, *ctx.pool.image_shape), np.float32)
@@ -340,58 +409,54 @@ class Madbal(Strategy):
         return {"weight_prediction_block": bool(mat is not None and mat.weight_block is not None),
                 "loss_prediction_reads_maturity": bool(lp is not None and mat is not None)}
 
-    def _hierarchical(self, ctx: StrategyContext, u: np.ndarray, cand: np.ndarray,
-                      pred: np.ndarray) -> list[np.ndarray]:
-        """Eqs. (5)-(8) and the image level of §3.2."""
-        sp = compute_superpixels(np.asarray(ctx.pool.images), self.superpixel_size, self.superpixel_method)
-        n_sp = len(sp)
-        unl = cand.ravel()
-        ids = sp.global_labels.astype(np.intp)  # np.bincount ran ~8x faster on intp ids than on int32 ones
-        n_unl = np.bincount(ids, weights=unl, minlength=n_sp)
-        mean_u = np.bincount(ids, weights=np.where(unl, u.ravel(), 0.0), minlength=n_sp) / np.maximum(n_unl, 1)
-        del ids  # mean_u: over the unlabelled pixels of s
-        dominant = sp.majority(pred, ctx.pool.num_classes)
+    def _hierarchical(self, ctx: StrategyContext, scores: dict[str, Any]) -> tuple[list, list]:
+        """Eqs. (5)-(8) and the image level of §3.2 on the superpixel statistics ``score`` kept."""
+        n_unl, mean_u, dominant = (np.concatenate(scores[k]) for k in ("n_unl", "mean_u", "dominant"))
+        tops, top_u = np.concatenate(scores["tops"]), np.concatenate(scores["top_u"])
+        top_starts = np.concatenate([[0], np.cumsum(np.concatenate(scores["top_counts"]))])
+        n_sp = len(n_unl)
+        offsets = np.concatenate([[0], np.cumsum([len(x) for x in scores["n_unl"]])])
         k = min(self.n_clusters, n_sp)
         if self.breakdown == "random_clusters":
             clusters = ctx.rng.integers(0, k, n_sp)
         else:
-            feats = self._features(ctx, sp)
+            if self.cluster_features == "encoder_map":
+                feats = np.concatenate(scores["feats"])
+            else:
+                feats = superpixel_features(ctx.model, np.asarray(ctx.pool.images),
+                                            _superpixels(ctx.pool.images, self.superpixel_size, self.superpixel_method),
+                                            self.patch_size)
             seed = int(ctx.rng.integers(2**31 - 1))
-            # float32 features: sklearn's K-means runs about twice as fast as in float64.
             clusters = KMeans(n_clusters=k, n_init=1, max_iter=100, random_state=seed).fit_predict(feats.astype(np.float32))
         p_cl = cluster_class_probability(dominant, clusters, k, ctx.pool.num_classes)
         u_s = superpixel_uncertainty(mean_u, dominant, clusters, p_cl)
         has = n_unl > 0
-        u_cl = cluster_uncertainty(u_s[has], clusters[has], k)  # superpixels that still hold a sample
-        order, starts = sp.pixel_order
-        hw = u[0].size
-        flat_u = u.ravel()
-        picks, budgets = [], []
-        for i in range(len(u)):
-            s_i = np.arange(sp.offsets[i], sp.offsets[i + 1])[has[sp.offsets[i] : sp.offsets[i + 1]]]
+        u_cl = cluster_uncertainty(u_s[has], clusters[has], k)
+        hw = int(np.prod(ctx.pool.image_shape))
+        picks, values, budgets = [], [], []
+        for i in range(len(ctx.pool)):
+            s_i = np.arange(offsets[i], offsets[i + 1])[has[offsets[i] : offsets[i + 1]]]
             present, inverse = np.unique(clusters[s_i], return_inverse=True)
             avail = np.bincount(inverse, weights=n_unl[s_i], minlength=len(present)).astype(np.int64)
             b = image_budgets(u_cl[present], self.pixels_per_image, avail)
             budgets.append(dict(zip(present.tolist(), b.tolist())))
-            chosen = []
+            chosen, chosen_u = [], []
             for j, bk in enumerate(b):
                 if bk == 0:
                     continue
                 s_k = s_i[inverse == j]
-                s_k = s_k[np.lexsort((s_k, -u_s[s_k]))][:bk]  # top superpixels of the cluster in this image
-                chosen.append(_best_pixels(s_k, int(bk), order, starts, unl, flat_u))
+                s_k = s_k[np.lexsort((s_k, -u_s[s_k]))][:bk]
+                px, pu = _best_kept_pixels(s_k, int(bk), top_starts, tops, top_u)
+                chosen.append(px)
+                chosen_u.append(pu)
             picks.append(np.concatenate(chosen) - i * hw if chosen else np.empty(0, np.int64))
+            values.append(np.concatenate(chosen_u) if chosen_u else np.empty(0, np.float32))
         used = np.bincount(clusters[has], minlength=k)
         self._last.update({"clusters": k, "superpixels": n_sp, "superpixels_per_cluster": used.tolist(),
                            "cluster_uncertainty": [round(float(v), 6) for v in u_cl],
                            "cluster_budget_share": [round(float(v), 4) for v in cluster_budgets(u_cl, 1000) / 1000]})
         self.last_clusters, self.last_budgets = clusters, budgets
-        return picks
-
-    def _features(self, ctx: StrategyContext, sp: Superpixels) -> np.ndarray:
-        if self.cluster_features == "encoder_map":
-            return map_features(ctx.feature_map, sp, ctx.pool.image_shape)
-        return superpixel_features(ctx.model, np.asarray(ctx.pool.images), sp, self.patch_size)
+        return picks, values
 
     def _queries(self, ctx: StrategyContext, picks: list[np.ndarray], scores: list[np.ndarray]) -> list[Query]:
         w = ctx.pool.image_shape[1]
@@ -409,6 +474,33 @@ class Madbal(Strategy):
 
     def diagnostics(self) -> dict[str, Any]:
         return dict(self._last)
+
+
+_SP_MEMO: list = []  # [(images, size, method, superpixels)]: the last pool's
+
+
+def _superpixels(images: np.ndarray, size: int, method: str) -> Superpixels:
+    """The pool's superpixels, computed (or read from the cache) once per pool in
+    this process rather than once per streamed batch. The memo holds the images
+    array itself, so a later pool is never mistaken for it (one pool kept)."""
+    if not (_SP_MEMO and _SP_MEMO[0][0] is images and _SP_MEMO[0][1:3] == (size, method)):
+        _SP_MEMO[:] = [(images, size, method, compute_superpixels(np.asarray(images), size, method))]
+    return _SP_MEMO[0][3]
+
+
+def _best_kept_pixels(sps: np.ndarray, b: int, starts: np.ndarray, tops: np.ndarray,
+                      top_u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``_best_pixels`` on what ``score`` kept: superpixel s's most uncertain
+    unlabelled pixels are ``tops[starts[s]:starts[s + 1]]`` in order (their u in
+    ``top_u``). Returns the ``b`` pixels and their u."""
+    per = b if b > len(sps) else 1
+    firsts = starts[sps]
+    n = np.minimum(starts[sps + 1] - firsts, per)
+    pos = np.repeat(np.arange(len(sps)), n)
+    rank = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+    take = np.lexsort((pos, rank))[:b]
+    idx = firsts[pos[take]] + rank[take]
+    return tops[idx].astype(np.int64), top_u[idx]
 
 
 def _best_pixels(sps: np.ndarray, b: int, order: np.ndarray, starts: np.ndarray, unlabelled: np.ndarray,
