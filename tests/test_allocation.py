@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from alharness.toolkit.allocation import (StrategyGrid, allocation_step, decide, expected_improvement, fit_gp,
+from alharness.toolkit.allocation import (StrategyGrid, allocation_step, decide, decide_batch, expected_improvement, fit_gp,
                                           fit_gp_analytic, fit_with, grid_ei, log_surface, pareto_front,
                                           posterior_brute, posterior_grid, solve_brute, solve_on_front)
 
@@ -182,6 +182,47 @@ def test_analytic_fit_gives_the_same_decisions(seed):
         _choice(allocation_step(c, s, y, m_star, grid, 8, 3, scale=(100.0, 100.0), gp="gpytorch"))
     with pytest.raises(ValueError, match="gp must be one of"):
         fit_with("autograd", c, s, y, (100.0, 100.0))
+
+
+def test_batched_decisions_equal_each_members_own_and_gpytorchs():
+    """decide_batch (one tensor program over every member's grid) against decide per member, and against
+    gpytorch's posterior at every point (fit by gpytorch, the reference): same eq. (3)/(7) strategies and front,
+    EI to rounding. Members of very different grid sizes pass in several padded chunks."""
+    rng = np.random.default_rng(11)
+    b, n = 7, 24
+    c, s = rng.integers(0, 81, (b, n)), rng.integers(0, 31, (b, n))
+    y = log_surface(c, s) + rng.normal(0, 0.005, (b, n))
+    grids = [StrategyGrid(c0=int(c[k].max()) // 2, s0=int(s[k].max()) // 3, c_max=110, s_max=60, alpha_c=1,
+                          alpha_s=float(rng.choice([5, 12])), budget_left=float(rng.integers(20, 300)), total_max=140)
+             for k in range(b)]
+    m_star = y.max(1) - 0.01
+    for fit in (fit_gp_analytic(c, s, y, (100.0, 100.0)), fit_gp(c, s, y, (100.0, 100.0), iters=60)):
+        members = fit.members()
+        for T, t in [(8, 0), (8, 5), (3, 2)]:
+            batch = decide_batch(fit, m_star, grids, T, t, max_points=3000)  # several chunks
+            one = [decide(members[k], m_star[k], grids[k], T, t) for k in range(b)]
+            assert [_choice(d) for d in batch] == [_choice(d) for d in one], (T, t)
+            assert [(d.delta_c, d.delta_s, d.grid_points) for d in batch] == [(d.delta_c, d.delta_s, d.grid_points)
+                                                                              for d in one]
+            np.testing.assert_allclose([d.solution.ei_max for d in batch], [d.solution.ei_max for d in one], rtol=1e-9,
+                                       atol=1e-15)
+    brute = [decide(fit.member(k, own_model=True), m_star[k], grids[k], 8, 5, brute=True) for k in range(b)]
+    assert [_choice(d) for d in decide_batch(fit, m_star, grids, 8, 5)] == [_choice(d) for d in brute]
+
+
+def test_batched_decisions_take_the_exact_row_path_for_high_ranks(monkeypatch):
+    from alharness.toolkit import allocation as A
+
+    rng = np.random.default_rng(12)
+    c, s = rng.integers(0, 51, (3, 30)), rng.integers(0, 25, (3, 30))
+    y = log_surface(c, s) + rng.normal(0, 0.005, c.shape)
+    fit = fit_gp_analytic(c, s, y, (100.0, 100.0), iters=20)
+    grids = [StrategyGrid(c0=0, s0=0, c_max=50, s_max=30, alpha_c=1, alpha_s=5, budget_left=float(v), total_max=80)
+             for v in (40, 120, 90)]
+    members = fit.members()
+    factored = [_choice(decide(members[k], float(y[k].mean()), grids[k], 8, 2)) for k in range(3)]
+    monkeypatch.setattr(A, "_MAX_FACTOR_RANK", 0)  # every rank product "too high": one C at a time, exact
+    assert [_choice(d) for d in decide_batch(fit, y.mean(1), grids, 8, 2)] == factored
 
 
 def test_front_by_cost_level_equals_the_sorted_front():

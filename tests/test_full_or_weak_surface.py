@@ -81,6 +81,19 @@ def test_replay_with_the_analytic_fit_makes_gpytorchs_decisions():
         replay_gp(surf, camps[:1], gp="autograd")
 
 
+def test_replay_with_batched_ei_makes_the_per_campaign_and_gpytorch_posterior_decisions():
+    """Every campaign's EI in one tensor program (the default) against decide campaign by campaign and against
+    gpytorch's posterior at every grid point: the same strategies each round, hence the same rows."""
+    surf = _log_surface()
+    camps = [ReplayCampaign(budget=float(b), alpha_s=a, T=3, seed=s)
+             for s, (b, a) in enumerate([(300, 12.0), (500, 5.0), (400, 25.0)])]
+    kw = {"initial_fraction": 0.03, "samples": 4, "gp_iters": 30}
+    key = lambda rows: [(r["C"], r["S"], r["cost"], r["utility"]) for r in rows]  # noqa: E731
+    batched = replay_gp(surf, camps, **kw)
+    assert key(batched) == key(replay_gp(surf, camps, batched=False, **kw))
+    assert key(batched) == key(replay_gp(surf, camps, brute=True, gp="gpytorch", **kw))
+
+
 def test_surface_draw_is_the_mean_plus_the_spread_times_the_given_normals():
     surf = _log_surface()
     c, s = np.array([[10, 300], [599, 0]]), np.array([[3, 70], [0, 80]])

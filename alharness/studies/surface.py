@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from alharness.toolkit.allocation import StrategyGrid, decide, fit_with
+from alharness.toolkit.allocation import StrategyGrid, decide, decide_batch, fit_with
 from alharness.errors import ConfigError, ResultsError
 from alharness.seeding import derive_rng
 
@@ -223,10 +223,13 @@ def replay_estimated_best_fixed(surface: Surface, camp: ReplayCampaign, proporti
 
 
 def replay_gp(surface: Surface, camps: Sequence[ReplayCampaign], *, initial_fraction: float = 0.08,
-              samples: int = 8, gp_iters: int = 100, brute: bool = False, gp: str = "analytic") -> list[dict[str, Any]]:
+              samples: int = 8, gp_iters: int = 100, brute: bool = False, gp: str = "analytic",
+              batched: bool = True) -> list[dict[str, Any]]:
     """Alg. 2 with Alg. 1 samples drawn from the surface, for campaigns sharing T (one batched GP fit per round).
 
     ``gp``: the fit, "analytic" or "gpytorch" (the reference; same decisions, slower).
+    ``batched``: every campaign's EI of eq. (6) over its grid in one tensor program (``decide_batch``);
+    False: campaign by campaign (``decide``), same decisions.
     ``brute``: EI from gpytorch's posterior at every grid point instead of the structured evaluation."""
     if not camps:
         return []
@@ -244,12 +247,15 @@ def replay_gp(surface: Surface, camps: Sequence[ReplayCampaign], *, initial_frac
         xs_c, xs_s, ys = np.hstack([xs_c, c_]), np.hstack([xs_s, s_]), np.hstack([ys, y_])
         fit = fit_with(gp, xs_c, xs_s, ys, (float(n), float(n)), iters=gp_iters)
         fit_s += fit.fit_s
-        members = [fit.member(k, own_model=True) for k in range(b)] if brute else fit.members()
-        for k, camp in enumerate(camps):
-            left = camp.budget - spent[k]
-            grid = StrategyGrid(c0=int(cs[k, 0]), s0=int(cs[k, 1]), c_max=surface.c_max, s_max=surface.s_max,
-                                alpha_c=camp.alpha_c, alpha_s=camp.alpha_s, budget_left=max(left, 0.0), total_max=n)
-            d = decide(members[k], float(m_star[k]), grid, T, t, brute=brute)
+        grids = [StrategyGrid(c0=int(cs[k, 0]), s0=int(cs[k, 1]), c_max=surface.c_max, s_max=surface.s_max,
+                              alpha_c=camp.alpha_c, alpha_s=camp.alpha_s, budget_left=max(camp.budget - spent[k], 0.0),
+                              total_max=n) for k, camp in enumerate(camps)]
+        if batched and not brute:
+            decisions = decide_batch(fit, m_star, grids, T, t)
+        else:
+            members = [fit.member(k, own_model=True) for k in range(b)] if brute else fit.members()
+            decisions = [decide(members[k], float(m_star[k]), grids[k], T, t, brute=brute) for k in range(b)]
+        for k, (camp, d) in enumerate(zip(camps, decisions)):
             ei_s += d.ei_s
             cs[k] += (d.delta_c, d.delta_s)
             spent[k] += camp.alpha_c * d.delta_c + camp.alpha_s * d.delta_s

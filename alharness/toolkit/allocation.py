@@ -124,9 +124,9 @@ class GPFit:
                 "outputscale": float(pick(self.outputscale)), "noise": float(pick(self.noise))}
 
     def member(self, i: int, own_model: bool = False) -> "GPFit":
-        """Batch member ``i`` as an unbatched fit. The structured evaluation needs only its
-        hyperparameters; ``own_model`` also builds an unbatched gpytorch model with them
-        (for ``posterior_brute``)."""
+        """Batch member ``i`` as an unbatched fit (an index array ``i``: those members, as a batch). The structured
+        evaluation needs only its hyperparameters; ``own_model`` also builds an unbatched gpytorch model
+        with them (for ``posterior_brute``)."""
         one = GPFit(None, self.x[i], self.y[i], self.scale, self.gamma[i], self.beta[i], self.lengthscale[i],
                     self.outputscale[i], self.noise[i], self.fit_s, self.final_loss)
         if own_model:
@@ -351,8 +351,14 @@ def posterior_brute(fit: GPFit, c: Any, s: Any, chunk: int = 4096) -> tuple[np.n
     return np.concatenate(means), np.concatenate(variances)
 
 
+def _per_member(t: torch.Tensor, dims: int) -> torch.Tensor:
+    """A per-member hyperparameter (batch shape, or 0-dim for one fit) shaped to broadcast over ``dims`` more axes."""
+    return t.reshape(*t.shape, *([1] * dims))
+
+
 def _rbf_1d(a: torch.Tensor, b: torch.Tensor, ell: torch.Tensor) -> torch.Tensor:
-    return torch.exp(-0.5 * ((a[:, None] - b[None, :]) / ell) ** 2)
+    """Eq. (5)'s 1-D factor exp(-(a - b)^2 / 2 l^2), a (..., m) against b (..., n): (..., m, n), one l per member."""
+    return torch.exp(-0.5 * ((a[..., :, None] - b[..., None, :]) / _per_member(ell, 2)) ** 2)
 
 
 def _rbf_factors(grid: torch.Tensor, samples: torch.Tensor, ell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -365,6 +371,19 @@ def _rbf_factors(grid: torch.Tensor, samples: torch.Tensor, ell: torch.Tensor) -
     u, sv, vh = torch.linalg.svd(_rbf_1d(grid, xu, ell) * w, full_matrices=False)
     r = max(1, int((sv > RANK_TOL * sv[0]).sum())) if sv.numel() and sv[0] > 0 else 1
     return u[:, :r] * sv[:r], (vh[:r].T / w[:, None])[inv]
+
+
+def _padded_factors(grid: torch.Tensor, sizes: Any, samples: torch.Tensor,
+                    ell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``_rbf_factors`` of every member (grid[k, :sizes[k]] against samples[k]), zero-padded to (b, g, r) and
+    (b, n, r): padded grid rows and rank columns are zeros, which add nothing to eq. (5)'s quadratic form."""
+    parts = [_rbf_factors(grid[k, :m], samples[k], ell[k]) for k, m in enumerate(sizes)]
+    r = max(u.shape[1] for u, _ in parts)
+    u, v = grid.new_zeros(len(parts), grid.shape[-1], r), grid.new_zeros(len(parts), samples.shape[-1], r)
+    for k, (uk, vk) in enumerate(parts):
+        u[k, : len(uk), : uk.shape[1]] = uk
+        v[k, :, : vk.shape[1]] = vk
+    return u, v
 
 
 @dataclass
@@ -389,10 +408,14 @@ def _solve(fit: GPFit) -> _Solved:
 
 
 def prior_mean(fit: GPFit, c: torch.Tensor, s: torch.Tensor, *, scaled: bool = False) -> torch.Tensor:
-    """Eq. (4) at (c, s) (broadcasting; raw counts unless ``scaled``)."""
+    """Eq. (4) at (c, s) (broadcasting; raw counts unless ``scaled``). For a batch of fits, c and s lead
+    with the batch axes."""
     if not scaled:
         c, s = c / fit.scale[0], s / fit.scale[1]
-    return fit.gamma[0] * torch.log1p(fit.beta[0] * c) + fit.gamma[1] * torch.log1p(fit.beta[1] * s)
+    d = max(c.dim(), s.dim()) - (fit.gamma.dim() - 1)  # axes after the batch's
+    (g_c, g_s), (b_c, b_s) = (_per_member(v, d) for v in fit.gamma.unbind(-1)), \
+        (_per_member(v, d) for v in fit.beta.unbind(-1))
+    return g_c * torch.log1p(b_c * c) + g_s * torch.log1p(b_s * s)
 
 
 def posterior_grid(fit: GPFit, c_values: Any, s_values: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -405,39 +428,50 @@ def posterior_grid(fit: GPFit, c_values: Any, s_values: Any) -> tuple[torch.Tens
 
 def _posterior_rows(fit: GPFit, cg: torch.Tensor, sg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Posterior mean and variance of eqs. (4)-(5) on sg × cg (raw counts), shape (ns, nc): one row per S."""
+    mean, var = _posterior_batch(fit, _solve(fit), cg[None], [len(cg)], sg[None], [len(sg)])
+    return mean[0], var[0]
+
+
+def _posterior_batch(fit: GPFit, solved: _Solved, cg: torch.Tensor, nc: Any, sg: torch.Tensor,
+                     ns: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior mean and variance of eqs. (4)-(5) of a batch of fits (or of one, as a batch of one), each
+    member k on its own grid sg[k, :ns[k]] × cg[k, :nc[k]] (raw counts; later entries are padding):
+    shape (b, NS, NC), one row per S. One tensor program for the whole batch."""
+    n = fit.y.shape[-1]
+    x, ell = fit.x.reshape(-1, n, 2), fit.lengthscale.reshape(-1, 2)
     cg, sg = cg / fit.scale[0], sg / fit.scale[1]
-    solved = _solve(fit)
-    kc = _rbf_1d(cg, fit.x[:, 0], fit.lengthscale[0])  # (nc, n)
-    ks = _rbf_1d(sg, fit.x[:, 1], fit.lengthscale[1])  # (ns, n)
-    sig2 = fit.outputscale
-    mean = prior_mean(fit, cg[None, :], sg[:, None], scaled=True)  # eq. (4), (ns, nc)
-    # Eq. (5): k(x*, X) alpha = sigma^2 sum_i Ks[s, i] Kc[c, i] alpha_i: one matrix product.
-    mean.addmm_(ks * solved.alpha, kc.T, alpha=float(sig2))
-    quad = _grid_quadratic(cg, sg, fit, kc, ks, solved.chol)
+    kc = _rbf_1d(cg, x[..., 0], ell[:, 0])  # (b, NC, n)
+    ks = _rbf_1d(sg, x[..., 1], ell[:, 1])  # (b, NS, n)
+    sig2 = _per_member(fit.outputscale, 2)
+    mean = prior_mean(fit, cg[..., None, :], sg[..., :, None], scaled=True)  # eq. (4), (b, NS, NC)
+    # Eq. (5): k(x*, X) alpha = sigma^2 sum_i Ks[s, i] Kc[c, i] alpha_i: one matrix product per member.
+    mean.add_(sig2 * ((ks * solved.alpha[..., None, :]) @ kc.mT))
+    uc, vc = _padded_factors(cg, nc, x[..., 0], ell[:, 0])
+    us, vs = _padded_factors(sg, ns, x[..., 1], ell[:, 1])
+    quad = _grid_quadratic(kc, ks, uc, vc, us, vs, solved.chol)
     var = quad.mul_(-sig2 * sig2).add_(sig2).clamp_(min=0.0)  # eq. (5): sigma^2 - k*^T K^-1 k*
     return mean, var
 
 
-def _grid_quadratic(cg: torch.Tensor, sg: torch.Tensor, fit: GPFit, kc: torch.Tensor, ks: torch.Tensor,
-                    chol: torch.Tensor) -> torch.Tensor:
-    """q[s, c] = (Kc[c] ⊙ Ks[s])^T (LL^T)^-1 (Kc[c] ⊙ Ks[s]) for every grid point (eq. 5's cross-covariance)."""
-    uc, vc = _rbf_factors(cg, fit.x[:, 0], fit.lengthscale[0])
-    us, vs = _rbf_factors(sg, fit.x[:, 1], fit.lengthscale[1])
-    rc, rs = uc.shape[1], us.shape[1]
+def _grid_quadratic(kc: torch.Tensor, ks: torch.Tensor, uc: torch.Tensor, vc: torch.Tensor, us: torch.Tensor,
+                    vs: torch.Tensor, chol: torch.Tensor) -> torch.Tensor:
+    """q[k, s, c] = (Kc[c] ⊙ Ks[s])^T (LL^T)^-1 (Kc[c] ⊙ Ks[s]) for every grid point of every member k
+    (eq. 5's cross-covariance), from the factors Kc = Uc Vc^T, Ks = Us Vs^T (``_padded_factors``)."""
+    rc, rs = uc.shape[-1], us.shape[-1]
     if rc * rs <= _MAX_FACTOR_RANK:
         # Kc[c,i] Ks[s,i] = sum_ab Uc[c,a] Us[s,b] W[i,(a,b)], W[i,(a,b)] = Vc[i,a] Vs[i,b].
-        w = (vc[:, :, None] * vs[:, None, :]).reshape(len(vc), rc * rs)
+        w = (vc[..., :, :, None] * vs[..., :, None, :]).flatten(-2)  # (b, n, rc rs)
         z = torch.linalg.solve_triangular(chol, w, upper=False)
-        q4 = (z.T @ z).reshape(rc, rs, rc, rs)
-        y = torch.einsum("abcd,sb->acsd", q4, us)
-        r = torch.einsum("acsd,sd->acs", y, us).reshape(rc * rc, -1)
-        pc = (uc[:, :, None] * uc[:, None, :]).reshape(len(uc), rc * rc)
-        return r.T @ pc.T
+        q4 = (z.mT @ z).unflatten(-1, (rc, rs)).unflatten(-3, (rc, rs))  # (b, rc, rs, rc, rs)
+        y = torch.einsum("kabcd,ksb->kacsd", q4, us)
+        r = torch.einsum("kacsd,ksd->kacs", y, us).flatten(-3, -2)  # (b, rc rc, NS)
+        pc = (uc[..., :, :, None] * uc[..., :, None, :]).flatten(-2)  # (b, NC, rc rc)
+        return r.mT @ pc.mT
     # Eq. (5)'s blocks of high numerical rank (very short length scales): exact, one C at a time.
-    out = torch.empty(len(ks), len(kc), dtype=DTYPE)
-    for i in range(len(kc)):
-        v = torch.linalg.solve_triangular(chol, (kc[i][None, :] * ks).T, upper=False)
-        out[:, i] = (v * v).sum(0)
+    out = torch.empty(*ks.shape[:-1], kc.shape[-2], dtype=DTYPE)
+    for i in range(kc.shape[-2]):
+        v = torch.linalg.solve_triangular(chol, (kc[..., i, None, :] * ks).mT, upper=False)  # (b, n, NS)
+        out[..., i] = (v * v).sum(-2)
     return out
 
 
@@ -652,6 +686,61 @@ def decide(fit: GPFit, m_star: float, grid: StrategyGrid, T: int, t: int, *, bru
                     time.perf_counter() - t0)
 
 
+def decide_batch(fit: GPFit, m_star: Any, grids: Any, T: int, t: int, *,
+                 max_points: int = 1 << 20) -> list[Decision]:
+    """``decide`` for every member k of a batched fit on its own ``grids[k]`` against ``m_star[k]``.
+
+    "Full or Weak annotations?", §3.3: the structured posterior of eqs. (4)-(5) and the EI of eq. (6) of
+    many members at once, as one tensor program over a common grid rectangle (members padded, about
+    ``max_points`` grid points per pass); the Pareto front and eqs. (3)/(7) per member, as ``decide``.
+    Same decisions as ``decide`` on each member (tests)."""
+    t0 = time.perf_counter()
+    grids = list(grids)
+    m_star = np.asarray(m_star, np.float64).reshape(len(grids))
+    solved = _solve(fit)
+    rows = [g.rows() for g in grids]
+    if any(len(s) == 0 for s, _ in rows):
+        raise ValueError("allocation: no feasible strategy (the grid is empty)")
+    ns = np.array([len(s) for s, _ in rows])
+    nc = np.array([int(hi.max()) - g.c0 + 1 for g, (_, hi) in zip(grids, rows)])
+    eis: list[np.ndarray] = [np.zeros(0)] * len(grids)
+    order = np.argsort(ns * nc, kind="stable")  # members of similar grid sizes pass together: little padding
+    start = 0
+    while start < len(order):
+        stop = start + 1
+        while stop < len(order) and (stop + 1 - start) * ns[order[stop]] * nc[order[stop]] <= max_points:
+            stop += 1
+        part = order[start:stop]
+        big_s, big_c = int(ns[part].max()), int(nc[part].max())
+        c0 = np.array([grids[k].c0 for k in part], np.float64)
+        sg = np.empty((len(part), big_s))
+        hi = np.full((len(part), big_s), -1.0)  # each row's largest feasible C - c0; -1: a padding row
+        for j, k in enumerate(part):
+            s_rows, top = rows[k]
+            sg[j, : len(s_rows)], sg[j, len(s_rows) :] = s_rows, s_rows[-1]
+            hi[j, : len(s_rows)] = top - c0[j]
+        feasible = torch.from_numpy(np.arange(big_c)[None, None, :] <= hi[:, :, None])  # (b, NS, NC)
+        idx = torch.from_numpy(part)
+        mean, var = _posterior_batch(fit.member(idx), _Solved(solved.chol[idx], solved.alpha[idx]),
+                                     torch.from_numpy(c0[:, None] + np.arange(big_c)), nc[part], torch.from_numpy(sg),
+                                     ns[part])
+        counts = feasible.sum((1, 2)).numpy()
+        m = torch.from_numpy(np.repeat(m_star[part], counts))
+        ei = expected_improvement(mean[feasible], var[feasible], m).numpy()  # eq. (6) at every feasible point
+        for k, e in zip(part, np.split(ei, np.cumsum(counts)[:-1])):
+            eis[k] = e
+        start = stop
+    out = []
+    for k, (g, ei) in enumerate(zip(grids, eis)):
+        cc, ss = g.points()  # row by row, as the feasible mask: S ascending, then C
+        sol = solve_on_front(cc, ss, g.cost(cc, ss), ei, T, t)
+        out.append(Decision(sol.c7 - g.c0, sol.s7 - g.s0, sol, float(m_star[k]), fit.params(k), len(cc), fit.fit_s))
+    ei_s = (time.perf_counter() - t0) / len(grids)
+    for d in out:
+        d.ei_s = ei_s
+    return out
+
+
 def log_surface(c: Any, s: Any, *, a_c: float = 0.08, b_c: float = 0.05, a_s: float = 0.12, b_s: float = 0.3,
                 base: float = 0.1) -> np.ndarray:
     """A known logarithmic utility surface (tests, synthetic replays): base + a_c log(b_c C + 1) + a_s log(b_s S + 1)."""
@@ -660,4 +749,4 @@ def log_surface(c: Any, s: Any, *, a_c: float = 0.08, b_c: float = 0.05, a_s: fl
 
 __all__ = ["LogMean", "AllocationGP", "GPFit", "fit_gp", "fit_gp_analytic", "posterior_brute", "posterior_grid", "prior_mean",
            "expected_improvement", "StrategyGrid", "pareto_front", "Solution", "solve_on_front", "solve_brute",
-           "Decision", "grid_ei", "allocation_step", "decide", "log_surface", "fit_with", "GP_FITS"]
+           "Decision", "grid_ei", "allocation_step", "decide", "decide_batch", "log_surface", "fit_with", "GP_FITS"]
