@@ -14,12 +14,24 @@ data itself.
 
     python benchmarks/dataset_memory.py --workers 4            # memory-mapped (default)
     python benchmarks/dataset_memory.py --workers 4 --mode copy
+
+``--layout`` measures building the cache instead: it writes a Cityscapes
+layout of ``--images`` images at ``--height`` x ``--width`` (default the
+native 1024x2048), then decodes it in a fresh process with the loader as it
+is (images streamed into the cache one at a time, ``CacheWriter.rows``) and,
+as the baseline in the same run, with the rows written through a writable
+memory map of the whole array (``CacheWriter.empty``, the previous writer).
+It prints each builder's peak resident memory (VmHWM) above what it held
+before decoding, against the size of the cache it wrote:
+
+    python benchmarks/dataset_memory.py --layout              # 24 images at 1024x2048
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 import time
 
@@ -35,13 +47,117 @@ def smaps(pid: int) -> dict[str, int]:
     return out
 
 
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith(field + ":"))
+
+
+def build_child(root: str, writer: str) -> None:
+    """In a fresh process: build the cityscapes cache of ``root``; print one
+    JSON line with the peak resident memory above the start, and the cache's bytes."""
+    import json
+
+    from alharness.datasets import cache
+    from alharness.registry import DATASETS
+
+    if writer == "memmap":  # the baseline: every row through a writable map of the whole array
+        cache.CacheWriter.rows = cache.CacheWriter.empty
+    DATASETS.get("cityscapes")
+    from alharness.datasets.cityscapes import class_table
+
+    class_table()  # torchvision imported before the baseline reading
+    build, peak = cache._build_entry, {}
+
+    def measured(*a, **k):  # the peak of decoding and writing, before the entry is opened and checked
+        build(*a, **k)
+        peak["kib"] = _status_kib("VmHWM")
+
+    cache._build_entry = measured
+    before = _status_kib("VmRSS")
+    t = time.perf_counter()
+    ds = DATASETS.create("cityscapes", root=root, size="native", val_fraction=0.0, polygons=False)
+    seconds = time.perf_counter() - t
+    nbytes = sum(a.nbytes for a in (ds.images, ds.masks, ds.instances))
+    print(json.dumps({"peak_kib": peak["kib"] - before, "bytes": nbytes, "seconds": seconds}))
+
+
+def write_layout(root, n: int, h: int, w: int) -> None:
+    """Cityscapes files for n - 1 train images and 1 val image at h x w (smooth images: quick to encode)."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    for k in range(n):
+        split, city = ("val", "frankfurt") if k == n - 1 else ("train", "aachen")
+        base = f"{city}_{k:06d}_000019"
+        img_dir, gt_dir = Path(root) / "leftImg8bit" / split / city, Path(root) / "gtFine" / split / city
+        img_dir.mkdir(parents=True, exist_ok=True)
+        gt_dir.mkdir(parents=True, exist_ok=True)
+        ramp = (np.arange(w) * 255 // w).astype(np.uint8)
+        rgb = np.stack([np.broadcast_to(ramp, (h, w)), np.full((h, w), 37 * k % 256, np.uint8),
+                        np.broadcast_to(ramp[::-1], (h, w))], axis=-1)
+        Image.fromarray(rgb).save(img_dir / f"{base}_leftImg8bit.png", compress_level=1)
+        label = np.zeros((h, w), np.uint8)
+        label[h // 2:] = 7
+        label[h // 2:h // 2 + h // 8, w // 4 + k:w // 4 + k + w // 8] = 26
+        inst = label.astype(np.uint16)
+        inst[label == 26] = 26000
+        Image.fromarray(label).save(gt_dir / f"{base}_gtFine_labelIds.png", compress_level=1)
+        Image.fromarray(inst).save(gt_dir / f"{base}_gtFine_instanceIds.png", compress_level=1)
+        (gt_dir / f"{base}_gtFine_polygons.json").write_text(json.dumps({"objects": []}))
+
+
+def layout_main(args) -> None:
+    import json
+    import subprocess
+    import sys
+
+    root = tempfile.mkdtemp(prefix="alharness-layout-")
+    t = time.perf_counter()
+    write_layout(root, args.images, args.height, args.width)
+    print(f"layout: {args.images} Cityscapes images at {args.height}x{args.width} written in "
+          f"{time.perf_counter() - t:.1f} s (removed at the end)")
+    res = {}
+    try:
+        for writer in ("rows", "memmap"):
+            with tempfile.TemporaryDirectory(prefix=f"alharness-cache-{writer}-") as where:
+                out = subprocess.run([sys.executable, __file__, "--_build", root, writer], check=True,
+                                     env={**os.environ, "ALHARNESS_CACHE": where}, capture_output=True, text=True).stdout
+            res[writer] = json.loads(out.strip().splitlines()[-1])
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    mib = 2**20
+    one = res["rows"]["bytes"] / args.images
+    print(f"cache: {res['rows']['bytes'] / mib:.0f} MiB (images, masks, instance ids; {one / mib:.1f} MiB per image)")
+    print(f"{'writer':<34} {'peak RSS above start':>20} {'x one image':>12} {'x the cache':>12} {'build s':>8}")
+    for writer, label in (("rows", "streamed (CacheWriter.rows)"), ("memmap", "baseline: memory map (.empty)")):
+        peak = res[writer]["peak_kib"] * 1024
+        print(f"{label:<34} {peak / mib:>16.0f} MiB {peak / one:>12.1f} {peak / res[writer]['bytes']:>12.2f} "
+              f"{res[writer]['seconds']:>8.1f}")
+    ratio = res["memmap"]["peak_kib"] / max(1, res["rows"]["peak_kib"])
+    print(f"peak memory while decoding: streamed / baseline = {1 / ratio:.3f} (baseline {ratio:.1f}x the streamed peak)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=4)
-    ap.add_argument("--images", type=int, default=1200, help="synthetic images (train 75 %%, test 25 %%)")
+    ap.add_argument("--images", type=int, help="synthetic images (train 75 %%, test 25 %%; default 1200), "
+                                               "or with --layout the layout's images (default 24)")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--mode", choices=["mmap", "copy"], default="mmap")
+    ap.add_argument("--layout", action="store_true", help="measure building a Cityscapes cache (see above)")
+    ap.add_argument("--height", type=int, default=1024)
+    ap.add_argument("--width", type=int, default=2048)
+    ap.add_argument("--_build", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args._build:
+        return build_child(*args._build)
+    if args.layout:
+        args.images = args.images or 24
+        return layout_main(args)
+    args.images = args.images or 1200
     os.environ.setdefault("ALHARNESS_CACHE", tempfile.mkdtemp(prefix="alharness-memory-"))
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

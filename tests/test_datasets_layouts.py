@@ -324,3 +324,137 @@ def test_true_polygon_clicks_replace_the_rdp_estimate(tmp_path):
     estimate = Oracle(pool, build_cost_models({"clicks": {"true_polygons": False}}), "label_equivalents", 1e9)
     estimate.answer([FullMask(0)], strategy="s", round=0, state=LabelState(len(pool), pool.masks.shape[1:], ds.num_classes, 255))
     assert list(estimate.ledger)[-1].costs["clicks"] != true_clicks
+
+
+# -- native resolutions and bounded decoding ----------------------------------------
+
+def _large_city(root: Path, split: str, base: str, h: int, w: int, k: int) -> np.ndarray:
+    """A Cityscapes image at h x w (smooth, so its PNG is quick to write): road
+    below the middle, one car; returns its label ids."""
+    city = base.split("_")[0]
+    img_dir, gt_dir = root / "leftImg8bit" / split / city, root / "gtFine" / split / city
+    img_dir.mkdir(parents=True, exist_ok=True)
+    gt_dir.mkdir(parents=True, exist_ok=True)
+    ramp = (np.arange(w, dtype=np.uint16)[None, :] * 255 // w).astype(np.uint8)
+    rgb = np.stack([np.broadcast_to(ramp, (h, w)), np.full((h, w), 40 * k % 256, np.uint8),
+                    np.broadcast_to(ramp.T[: min(h, w)].mean().astype(np.uint8), (h, w))], axis=-1)
+    Image.fromarray(rgb).save(img_dir / f"{base}_leftImg8bit.png", compress_level=1)
+    label = np.zeros((h, w), np.uint8)
+    label[h // 2:] = 7  # road
+    y0, x0 = h // 2 + 4 * k, w // 4 + 8 * k
+    label[y0:y0 + h // 8, x0:x0 + w // 8] = 26  # car
+    inst = label.astype(np.uint16)
+    inst[label == 26] = 26000
+    Image.fromarray(label).save(gt_dir / f"{base}_gtFine_labelIds.png", compress_level=1)
+    Image.fromarray(inst).save(gt_dir / f"{base}_gtFine_instanceIds.png", compress_level=1)
+    poly = [[x0, y0], [x0 + w // 8, y0], [x0 + w // 8, y0 + h // 8]]
+    (gt_dir / f"{base}_gtFine_polygons.json").write_text(json.dumps({"objects": [{"label": "car", "polygon": poly}]}))
+    return label
+
+
+def write_large_cityscapes(root: Path, n_train: int, h: int, w: int) -> list[np.ndarray]:
+    labels = [_large_city(root, "train", f"aachen_{k:06d}_000019", h, w, k) for k in range(n_train)]
+    return labels + [_large_city(root, "val", "frankfurt_000000_000294", h, w, n_train)]
+
+
+def test_cityscapes_is_native_by_default_and_half_with_size(tmp_path):
+    labels = write_large_cityscapes(tmp_path, 2, 1024, 2048)
+    ds = DATASETS.create("cityscapes", root=str(tmp_path), val_fraction=0.0)
+    assert ds.images.shape == (3, 1024, 2048, 3) and ds.masks.shape == (3, 1024, 2048)
+    road, car = 0, 13  # train ids
+    expect = [np.where(lab == 26, car, np.where(lab == 7, road, IGNORE_INDEX)) for lab in labels]
+    for k in range(3):
+        np.testing.assert_array_equal(ds.masks[k], expect[k])  # not resampled
+    assert ds.polygons.of_image(0)[0].vertices[1].tolist() == [2048 // 4 + 2048 // 8, 1024 // 2]
+    half = DATASETS.create("cityscapes", root=str(tmp_path), size=[512, 1024], val_fraction=0.0)
+    assert half.images.shape == (3, 512, 1024, 3)
+    for k in range(3):
+        np.testing.assert_array_equal(half.masks[k], expect[k][1::2, 1::2])  # nearest neighbour
+    np.testing.assert_allclose(half.polygons.of_image(0)[0].vertices, ds.polygons.of_image(0)[0].vertices / 2)
+
+
+def _build_peak(root: Path, size) -> tuple[int, int]:
+    """Peak of the Python-tracked allocations (numpy arrays included) while
+    building the dataset of ``root``, and the cache's bytes."""
+    import tracemalloc
+
+    cache.clear_memo()
+    tracemalloc.start()
+    try:
+        ds = DATASETS.create("cityscapes", root=str(root), size=size, val_fraction=0.0, polygons=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return peak, ds.images.nbytes + ds.masks.nbytes + ds.instances.nbytes
+
+
+@pytest.mark.parametrize("size", ["native", [256, 512]])
+def test_decoding_holds_one_image_whatever_the_count(tmp_path, size):
+    few, many = tmp_path / "few", tmp_path / "many"
+    write_large_cityscapes(few, 1, 512, 1024)
+    write_large_cityscapes(many, 7, 512, 1024)
+    peak_few, bytes_few = _build_peak(few, size)
+    peak_many, bytes_many = _build_peak(many, size)
+    one_image = bytes_few // 2  # 2 images in `few`: 512 x 1024 x (3 + 1 + 4) bytes each
+    assert bytes_many == 4 * bytes_few
+    assert peak_many < peak_few + one_image // 4, (peak_few, peak_many)  # the count adds nothing
+    # per-image temporaries (decoded labels, instance renumbering), a constant few images' worth
+    assert peak_many < 6 * one_image < bytes_many, (peak_many / one_image)
+
+
+def test_the_row_writer_streams_and_reads_back_as_npy(tmp_path):
+    from alharness.datasets.cache import RowWriter
+
+    w = RowWriter(tmp_path / "a.npy", (3, 4, 5), np.int32)
+    w[2] = np.full((4, 5), 7)
+    w[0] = np.arange(20).reshape(4, 5)
+    assert str(tmp_path / "a.npy") not in Path("/proc/self/maps").read_text()  # written, never mapped
+    with pytest.raises(ValueError, match="expected"):
+        w[1] = np.zeros((5, 4))
+    with pytest.raises(IndexError):
+        w[3] = np.zeros((4, 5))
+    w.close()
+    a = np.load(tmp_path / "a.npy", mmap_mode="r")
+    assert a.shape == (3, 4, 5) and a.dtype == np.int32
+    np.testing.assert_array_equal(a[0], np.arange(20).reshape(4, 5))
+    assert not a[1].any() and (a[2] == 7).all()
+
+
+def _voc_sized(root: Path, shapes: list[tuple[int, int]]) -> Path:
+    """A VOC layout whose images have the given (h, w); labels: class k+1 everywhere but a void border."""
+    voc = root / "VOCdevkit" / "VOC2012"
+    for d in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (voc / d).mkdir(parents=True, exist_ok=True)
+    ids = [f"2007_{k:06d}" for k in range(len(shapes))]
+    for k, (i, (h, w)) in enumerate(zip(ids, shapes)):
+        _rgb(k, h, w).save(voc / "JPEGImages" / f"{i}.jpg")
+        cls = np.full((h, w), 1 + k, np.uint8)
+        cls[0] = IGNORE_INDEX
+        _palette_png(cls, voc / "SegmentationClass" / f"{i}.png")
+    (voc / "ImageSets/Segmentation/train.txt").write_text("\n".join(ids[:-1]) + "\n")
+    (voc / "ImageSets/Segmentation/val.txt").write_text(ids[-1] + "\n")
+    return voc
+
+
+def test_voc_pad_keeps_each_image_at_its_resolution_and_pads_with_void(tmp_path):
+    shapes = [(30, 40), (20, 50), (36, 24)]
+    _voc_sized(tmp_path, shapes)
+    ds = DATASETS.create("voc2012", root=str(tmp_path), size=[40, 60], resize="pad", val_fraction=0.0)
+    assert ds.images.shape == (3, 40, 60, 3)
+    for k, (h, w) in enumerate(shapes):
+        m = ds.masks[k]
+        assert (m[1:h, :w] == 1 + k).all() and (m[0, :w] == IGNORE_INDEX).all()  # its own pixels, unscaled
+        assert (m[h:] == IGNORE_INDEX).all() and (m[:, w:] == IGNORE_INDEX).all()  # padding is void
+        assert not ds.images[k, h:].any() and not ds.images[k, :, w:].any()  # and black
+    # larger than the size: scaled down to fit (aspect kept), then padded
+    small = DATASETS.create("voc2012", root=str(tmp_path), size=20, resize="pad", val_fraction=0.0)
+    m = small.masks[0]  # 30 x 40 -> 15 x 20
+    assert (m[1:15] == 1).all() and (m[15:] == IGNORE_INDEX).all()
+
+
+def test_native_size_needs_one_resolution(tmp_path):
+    _voc_sized(tmp_path, [(30, 40), (20, 50)])
+    with pytest.raises(ConfigError, match="size = 'native' needs every image at one resolution"):
+        DATASETS.create("voc2012", root=str(tmp_path), size="native", val_fraction=0.0)
+    with pytest.raises(ConfigError, match="size"):
+        DATASETS.create("voc2012", root=str(tmp_path), size="huge")

@@ -52,20 +52,61 @@ def config_key(kind: str, config: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
+class RowWriter:
+    """An ``.npy`` file of ``shape`` written one row (image) at a time with
+    ``rows[i] = row``: each row goes to the file at its offset as it comes,
+    and nothing of the file is mapped or kept here, so decoding a dataset of
+    any size holds one image at a time (a writable memory map would keep
+    every written page in the builder's resident memory until it closes).
+    Rows never written read back as zeros."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype: Any):
+        self.shape, self.dtype = tuple(int(v) for v in shape), np.dtype(dtype)
+        self._row_bytes = self.dtype.itemsize * int(np.prod(self.shape[1:], dtype=np.int64))
+        self._fh = open(path, "wb")
+        np.lib.format.write_array_header_1_0(
+            self._fh, {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape})
+        self._fh.flush()
+        self._start = self._fh.tell()
+        self._fh.truncate(self._start + self._row_bytes * self.shape[0])
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __setitem__(self, i: int, row: np.ndarray) -> None:
+        if not 0 <= int(i) < self.shape[0]:
+            raise IndexError(f"row {i} outside 0..{self.shape[0] - 1}")
+        row = np.ascontiguousarray(row, self.dtype)
+        if row.shape != self.shape[1:]:
+            raise ValueError(f"row of shape {row.shape}, expected {self.shape[1:]}")
+        os.pwrite(self._fh.fileno(), row.data, self._start + int(i) * self._row_bytes)
+
+    def close(self) -> None:
+        self._fh.close()
+
+
 class CacheWriter:
     """What a builder fills: arrays (written straight into the temporary
-    entry, so a large dataset is never held twice in memory) and metadata."""
+    entry, so a large dataset is never held twice in memory) and metadata.
+    ``rows`` streams images into a file one at a time (real layouts);
+    ``empty`` maps the whole array (generators that fill it in place)."""
 
     def __init__(self, directory: Path):
         self.directory = directory
         self.meta: dict[str, Any] = {}
-        self._open: list[np.memmap] = []
+        self._open: list[np.memmap | RowWriter] = []
 
     def empty(self, name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         """A writable array backed by the entry's ``name.npy``, zero-filled."""
         a = np.lib.format.open_memmap(self.directory / f"{name}.npy", mode="w+", dtype=dtype, shape=tuple(shape))
         self._open.append(a)
         return a
+
+    def rows(self, name: str, shape: tuple[int, ...], dtype: Any) -> RowWriter:
+        """The entry's ``name.npy``, written one row at a time (see ``RowWriter``)."""
+        w = RowWriter(self.directory / f"{name}.npy", shape, dtype)
+        self._open.append(w)
+        return w
 
     def put(self, name: str, array: np.ndarray) -> None:
         np.save(self.directory / f"{name}.npy", np.ascontiguousarray(array))
@@ -84,7 +125,7 @@ class CacheWriter:
 
     def close(self) -> None:
         for a in self._open:
-            a.flush()
+            a.close() if isinstance(a, RowWriter) else a.flush()
         self._open.clear()
 
 
@@ -105,8 +146,8 @@ def _locked(path: Path) -> Iterator[None]:
 
 def _build_entry(final: Path, kind: str, config: dict[str, Any], build: Callable[[CacheWriter], None]) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    writer = CacheWriter(tmp)
     try:
-        writer = CacheWriter(tmp)
         build(writer)
         writer.close()
         missing = [k for k in ("name", "class_names") if k not in writer.meta]
@@ -120,6 +161,7 @@ def _build_entry(final: Path, kind: str, config: dict[str, Any], build: Callable
                 raise
         stats["built"] += 1
     finally:
+        writer.close()  # a builder that failed half-way leaves no open file behind
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -16,6 +16,12 @@ regions and get no instance. The polygons are what the annotators clicked,
 so their vertex counts are the true click counts that cost models need.
 The harness pool is Cityscapes ``train``; its test split is ``val`` (test
 labels are not public) and its validation split is carved from train.
+
+Resolution: ``size = "native"`` (the default) keeps the images at their
+1024×2048; ``size = [512, 1024]`` (or any [height, width]) resamples them
+(labels by nearest neighbour, polygons by the same map). Images stream into
+the dataset cache one at a time, so building it holds one image in memory
+(see ``alharness.datasets.layout``).
 """
 
 from __future__ import annotations
@@ -112,7 +118,7 @@ def _read_polygons(image: int, path: Path, fit: Fit, out: PolygonCollector) -> N
     text="Cityscapes fine, 19 train ids, instance ids, polygon clicks; test = val"))
 def cityscapes(
     root: str,
-    size: Size = (256, 512),
+    size: Size = "native",
     resize: ResizeMode = "resize",
     instances: bool = True,
     polygons: bool = True,
@@ -122,7 +128,7 @@ def cityscapes(
     seed: Seed = 0,
 ) -> SegmentationDataset:
     """Cityscapes fine: 19 train-id classes, instance ids and annotation polygons from ``root``."""
-    out_hw = parse_size(list(size) if isinstance(size, tuple) else size, _WHERE)
+    out_hw = parse_size(size, _WHERE)
     check_resize_mode(resize, _WHERE)
     val_fraction = check_fraction(val_fraction, "val_fraction", _WHERE)
     max_train, max_test = check_limit(max_train, "max_train", _WHERE), check_limit(max_test, "max_test", _WHERE)

@@ -16,9 +16,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from alharness.datasets.base import SegmentationDataset
+from alharness.datasets.base import IGNORE_INDEX, SegmentationDataset
 from alharness.datasets.cache import CacheWriter, cached_dataset
-from alharness.datasets.imaging import Fit, open_image, read_labels
+from alharness.datasets.imaging import NATIVE, Fit, image_size, open_image, read_labels
 from alharness.datasets.polygons import PolygonCollector
 from alharness.datasets.splits import split_order
 from alharness.errors import ConfigError
@@ -73,7 +73,7 @@ def load_layout(
     name: str,
     class_names: Sequence[str],
     splits: dict[str, np.ndarray],
-    size: tuple[int, int],
+    size: tuple[int, int] | None,
     resize: str,
     map_labels: Callable[[np.ndarray], np.ndarray],
     map_instances: Callable[[np.ndarray], np.ndarray] | None = None,
@@ -82,7 +82,12 @@ def load_layout(
     per_image: dict[str, list] | None = None,
 ) -> SegmentationDataset:
     """Decode ``records`` once (cached under ``config`` + file fingerprint)
-    into a dataset of ``size`` images.
+    into a dataset of ``size`` images (None: the images' own resolution,
+    which must then be the same for all).
+
+    Images stream into the cache one at a time (``CacheWriter.rows``): the
+    builder holds one decoded image and its labels, whatever the count or
+    the resolution.
 
     ``splits`` index ``records``; the dataset stores the records split by
     split (train, val, test), so its indices differ: ``per_image`` lists
@@ -97,23 +102,30 @@ def load_layout(
     metadata = {**(metadata or {}), **{k: [v[i] for i in order] for k, v in (per_image or {}).items()}}
     with_instances = map_instances is not None and all(r.instances is not None for r in records)
     with_polygons = read_polygons is not None and all(r.polygons is not None for r in records)
-    full_config = {**config, "size": list(size), "resize": resize, "files": fingerprint(records),
-                   "instances": with_instances, "polygons": with_polygons}
+    full_config = {**config, "size": NATIVE if size is None else list(size), "resize": resize,
+                   "files": fingerprint(records), "instances": with_instances, "polygons": with_polygons}
 
     def build(w: CacheWriter) -> None:
-        n, (H, W) = len(records), size
-        images = w.empty("images", (n, H, W, 3), np.uint8)
-        masks = w.empty("masks", (n, H, W), np.uint8)
-        instances = w.empty("instances", (n, H, W), np.int32) if with_instances else None
+        n = len(records)
+        H, W = size or image_size(records[0].image)
+        images = w.rows("images", (n, H, W, 3), np.uint8)
+        masks = w.rows("masks", (n, H, W), np.uint8)
+        instances = w.rows("instances", (n, H, W), np.int32) if with_instances else None
         polys = PolygonCollector() if with_polygons else None
         for i, r in enumerate(records):
             img = open_image(r.image)
-            fit = Fit.plan((img.height, img.width), size, resize)
+            if size is None and (img.height, img.width) != (H, W):
+                raise ConfigError(f"{r.image}: size = {NATIVE!r} needs every image at one resolution, but it is "
+                                  f"{img.width}x{img.height} and {records[0].image} is {W}x{H}; give size = [height, width]")
+            src = (img.height, img.width)
+            fit = Fit.plan(src, (H, W), resize)
             images[i] = fit.image(img)
+            del img
             raw = (r.decode_labels or read_labels)(r.labels)
-            if raw.shape[:2] != (img.height, img.width):
-                raise ConfigError(f"{r.labels}: labels are {raw.shape[1]}x{raw.shape[0]} but the image {r.image} is {img.width}x{img.height}")
-            masks[i] = fit.labels(map_labels(raw))
+            if raw.shape[:2] != src:
+                raise ConfigError(f"{r.labels}: labels are {raw.shape[1]}x{raw.shape[0]} but the image {r.image} is {src[1]}x{src[0]}")
+            masks[i] = fit.labels(map_labels(raw), IGNORE_INDEX)  # padding is void
+            del raw
             if instances is not None:
                 instances[i] = relabel_instances(fit.labels(map_instances(read_labels(r.instances))))
             if polys is not None:

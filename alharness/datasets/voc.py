@@ -21,6 +21,14 @@ annotations of Hariharan et al.) is read from either
   ``cls/*.mat``, ``train.txt``, ``val.txt``), combined as usual: VOC train ∪
   SBD train ∪ SBD val, minus VOC val. VOC's own PNG is used where an image
   has one (it marks void borders), SBD's ``.mat`` otherwise.
+
+Resolution: VOC images differ in size (at most 500 pixels a side), so they
+are fitted to one ``size``: ``resize = "crop"`` (the default) scales each to
+cover it and centre-crops; ``resize = "pad"`` keeps each at its own
+resolution (scaled down only where a side exceeds ``size``) and pads the
+bottom and right with black pixels labelled void (255), which no metric
+scores and no cost model charges; ``size = 512, resize = "pad"`` is VOC at
+its native resolution. Images stream into the dataset cache one at a time.
 """
 
 from __future__ import annotations
