@@ -14,9 +14,12 @@ annotation campaigns" (Gamazo Tejero et al.).
    ``--brute`` also checks the structured EI against gpytorch's posterior at
    every feasible point (minutes).
 2. Replay: Alg. 2 campaigns against a logarithmic surface (T = 8, M = 8 per
-   round, batched GP fits, 2 processes), analytic against gpytorch fits.
-   Prints both rates, their ratio, the 10 000 campaigns/min target and how
-   many campaigns end on the same strategy.
+   round, batched GP fits, 2 processes): analytic fits with every campaign's
+   EI in one tensor program (``decide_batch``, the default), against the
+   same fits with EI campaign by campaign (``decide``, the previous path) and
+   against gpytorch fits. Prints the rates, their ratios, where a campaign's
+   time goes (GP fits, EI/front/eqs.), the 10 000 campaigns/min target and
+   how many campaigns end on the same strategy.
 
     python benchmarks/perf_allocation.py            # the issue's sizes (a few minutes)
     python benchmarks/perf_allocation.py --small    # a quick smoke run
@@ -124,17 +127,18 @@ def _surface() -> Surface:
 
 
 def _replay(job):
-    camps, gp, samples, iters = job
+    camps, gp, samples, iters, batched = job
     torch.set_num_threads(1)
-    return replay_gp(_surface(), camps, initial_fraction=0.03, samples=samples, gp_iters=iters, gp=gp)
+    return replay_gp(_surface(), camps, initial_fraction=0.03, samples=samples, gp_iters=iters, gp=gp,
+                     batched=batched)
 
 
-def _rate(args, n: int, gp: str) -> tuple[float, list]:
+def _rate(args, n: int, gp: str, batched: bool = True) -> tuple[float, list]:
     """Campaigns per minute over 2 processes, each replaying half of ``n`` campaigns as one batch."""
     camps = [ReplayCampaign(budget=float(b), alpha_s=12.0, T=args.T, seed=k)
              for k, b in enumerate(np.resize([500, 800, 1100, 1400], n))]
     half = max(1, n // 2)
-    jobs = [(camps[i : i + half], gp, args.replay_samples, 100) for i in range(0, n, half)]
+    jobs = [(camps[i : i + half], gp, args.replay_samples, 100, batched) for i in range(0, n, half)]
     with ProcessPoolExecutor(max_workers=2) as pool:
         list(pool.map(_replay, [(j[0][:2], *j[1:]) for j in jobs]))  # start the workers, warm them up
         t0 = time.perf_counter()
@@ -145,16 +149,26 @@ def _rate(args, n: int, gp: str) -> tuple[float, list]:
 
 def replay(args) -> None:
     fast, rows = _rate(args, args.replay_n, "analytic")
+    member, rows_member = _rate(args, args.replay_n, "analytic", batched=False)
     slow, rows_ref = _rate(args, args.old_n, "gpytorch")
+    key = lambda r: (r["C"], r["S"], r["cost"])  # noqa: E731
+    same_member = sum(key(a) == key(b) for a, b in zip(rows, rows_member))
     # The first half of each run's campaigns are the same campaigns (same seeds and budgets).
     shared = [(a, b) for a, b in zip(rows[: args.old_n // 2], rows_ref[: args.old_n // 2])]
-    same = sum((a["C"], a["S"], a["cost"]) == (b["C"], b["S"], b["cost"]) for a, b in shared)
-    fit_ms, ei_ms = (1e3 * np.mean([r[k] for r in rows]) for k in ("fit_s", "ei_s"))
+    same = sum(key(a) == key(b) for a, b in shared)
+
+    def split(rs) -> str:
+        fit_ms, ei_ms = (1e3 * np.mean([r[k] for r in rs]) for k in ("fit_s", "ei_s"))
+        return f"per campaign and core GP fits {fit_ms:.1f} ms, EI/front/eqs. {ei_ms:.1f} ms"
+
     print(f"replay, T = {args.T}, M = {args.replay_samples} per round, 100 Adam steps per fit, 2 processes")
-    print(f"  new path (analytic fits): {fast:,.0f} campaigns/min ({args.replay_n} campaigns); per campaign and core "
-          f"GP fits {fit_ms:.1f} ms, EI/front/eqs. {ei_ms:.1f} ms")
+    print(f"  new path (analytic fits, every campaign's EI in one tensor program): {fast:,.0f} campaigns/min "
+          f"({args.replay_n} campaigns); {split(rows)}")
+    print(f"  previous path (analytic fits, EI campaign by campaign): {member:,.0f} campaigns/min; {split(rows_member)};"
+          f" ratio {fast / member:.2f}x")
     print(f"  old path (gpytorch fits): {slow:,.0f} campaigns/min ({args.old_n} campaigns); ratio {fast / slow:.1f}x")
-    print(f"  identical final strategies on the shared campaigns: {same}/{len(shared)}")
+    print(f"  identical final strategies: new vs previous {same_member}/{len(rows)}, new vs gpytorch on the shared "
+          f"campaigns {same}/{len(shared)}")
     print(f"  target 10 000 campaigns/min: {'met' if fast >= 10_000 else 'NOT met'} ({fast / 10_000:.2f} of it)")
 
 
