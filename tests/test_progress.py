@@ -62,15 +62,20 @@ def test_ray_slots_are_cluster_cpus_over_a_campaigns_cpus():
         ray.shutdown()
 
 
-def test_a_terminal_line_is_redrawn_at_most_ten_times_a_second_and_closes_on_the_last_state():
+def test_a_terminal_line_is_redrawn_at_most_ten_times_a_second_and_closes_on_the_last_state(monkeypatch):
+    from alharness.execution import progress
+
     class Tty(io.StringIO):
         def isatty(self):
             return True
 
+    clock = [1000.0]
+    monkeypatch.setattr(progress, "time", SimpleNamespace(monotonic=lambda: clock[0]))
     stream = Tty()
     bar = Progress(500, stream=stream)
-    for _ in range(500):  # 500 tiny campaigns finishing within a few ms
+    for i in range(500):  # 500 tiny campaigns finishing in 0.25 s
+        clock[0] += 0.0005
         bar.update(done=1, running=0)
-    assert stream.getvalue().count("\r") <= 2
+    assert stream.getvalue().count("\r") == 3  # at 0, 0.1 and 0.2 s
     bar.close()
     assert stream.getvalue().rstrip("\n").rsplit("\r", 1)[-1].endswith(bar.line()) and "500/500" in bar.line()
