@@ -127,3 +127,19 @@ def test_pixel_labels_over_the_mmap_threshold_count_as_scratch(monkeypatch):
     (e,) = estimate(bench.specs).campaigns
     assert e.scratch_bytes == pixels
     assert e.ram["labels"] == 2 * label_state_bytes(shape) - pixels  # the strategy process's copy stays in memory
+
+
+def test_streamed_outputs_count_one_batch_and_dense_ones_the_pool_under_the_cap(monkeypatch):
+    from alharness.registry import STRATEGIES
+
+    doc = tiny_benchmark_doc(strategies=("entropy",), seeds=(0,))
+    doc["learner"] = {**doc["learner"], "eval_batch_size": 4}
+    doc["resources"] = {"dense_outputs_cap_gib": 1e-5}  # 10.5 KiB
+    bench = parse_benchmark(doc)
+    n, c, hw = TINY_DATASET["n_train"], TINY_DATASET["num_classes"], TINY_DATASET["size"] ** 2
+    (streamed,) = estimate(bench.specs).campaigns
+    assert streamed.ram["outputs"] == 2 * 4 * c * hw * 4 and streamed.fits  # one batch of 4, both processes
+    monkeypatch.setattr(type(STRATEGIES.create("entropy")), "streams", property(lambda self: False))
+    (dense,) = estimate(bench.specs).campaigns
+    assert dense.ram["outputs"] == 2 * n * c * hw * 4
+    assert dense.fits is False and "over dense_outputs_cap_gib = 1e-05: fails before round 0" in dense.note

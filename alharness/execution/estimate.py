@@ -9,9 +9,11 @@ configuration; nothing is trained, scheduled or written:
   ``alharness.annotation.labels``: then the pixels count as scratch, not
   memory), and its copy in the strategy process;
 - **selection state**: the pool outputs the strategy declares in ``needs``
-  (probabilities N×C×H×W×4 bytes, features, head outputs, oracle
-  statistics), whole-pool as the loop hands them over, and their copy in the
-  strategy process;
+  (probabilities C×H×W×4 bytes an image, features, head outputs, oracle
+  statistics) and their copy in the strategy process: one ``eval_batch_size``
+  batch at a time for a strategy that streams (``Strategy.score``; its own
+  per-image results are not counted), the whole pool for one that does not,
+  which fails before round 0 over ``[resources] dense_outputs_cap_gib``;
 - **model**: parameters, gradients and AdamW's two moments (4 × the
   parameters), plus the activations of one training batch (every leaf
   module's output at ``batch_size``, which backward keeps), measured by one
@@ -79,6 +81,7 @@ class CampaignEstimate:
     scratch_bytes: int = 0  # pixel labels in a file on local scratch (not counted in RAM)
     note: str = ""  # why a term is missing (dataset not opened, model not built)
     fits: bool | None = None
+    over_cap: bool = False  # a dense strategy whose whole-pool outputs exceed dense_outputs_cap_gib
 
     @property
     def ram_total(self) -> int:
@@ -257,7 +260,8 @@ def estimate(specs: Iterable[CampaignSpec], *, open_datasets: bool = True, **bud
             est.note = "dataset not opened (--no-data-check)"
             continue
         est.cache_bytes = shape.cache_bytes
-        needs = frozenset(STRATEGIES.create(spec.strategy, **spec.strategy_params).needs)
+        strategy = STRATEGIES.create(spec.strategy, **spec.strategy_params)
+        needs, streams = frozenset(strategy.needs), bool(getattr(strategy, "streams", False))
         mkey = json.dumps([spec.learner.to_dict(), shape.num_classes, shape.height, shape.width, sorted(needs)],
                           sort_keys=True, default=str)
         if mkey not in models:
@@ -265,7 +269,7 @@ def estimate(specs: Iterable[CampaignSpec], *, open_datasets: bool = True, **bud
                 models[mkey] = model_footprint(spec.learner, shape.num_classes, shape.height, shape.width, needs)
             except Exception as exc:  # a model that cannot be built on the meta device
                 models[mkey] = f"model not estimated ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})"
-        _fill(est, shape, needs, models[mkey])
+        _fill(est, shape, needs, streams, models[mkey])
     caches = sum(s.cache_bytes for s in shapes.values() if s is not None)
     node = node_budget(specs, caches, **budget) if specs else Budget(None, None, 0, "no campaigns")
     for est in out:
@@ -274,12 +278,13 @@ def estimate(specs: Iterable[CampaignSpec], *, open_datasets: bool = True, **bud
             if est.device:
                 share = None if node.gpu_bytes is None else int(node.gpu_bytes * min(1.0, est.spec.num_gpus))
                 ok = ok and (share is None or est.device_total <= share)
-            est.fits = ok
+            est.fits = ok and not est.over_cap
     by_label = {labels[s.campaign_id]: shapes[json.dumps([s.dataset, s.dataset_params], sort_keys=True)] for s in specs}
     return BenchmarkEstimate(out, node, by_label)
 
 
-def _fill(est: CampaignEstimate, shape: DatasetShape, needs: frozenset[str], model: ModelFootprint | str) -> None:
+def _fill(est: CampaignEstimate, shape: DatasetShape, needs: frozenset[str], streams: bool,
+          model: ModelFootprint | str) -> None:
     spec, n, hw = est.spec, shape.pool, shape.height * shape.width
     copies = 2 if spec.strategy_process else 1  # the strategy process gets its own copy of what it is sent
     labels, pixels = label_state_bytes(shape), n * hw
@@ -288,15 +293,28 @@ def _fill(est: CampaignEstimate, shape: DatasetShape, needs: frozenset[str], mod
         est.ram["labels"] = copies * labels - pixels
     else:
         est.ram["labels"] = copies * labels
-    oracle = sum(n * hw * b for k, b in _ORACLE_BYTES_PER_PIXEL.items() if k in needs) + (8 * n if "true_iou" in needs else 0)
+    oracle = sum(hw * b for k, b in _ORACLE_BYTES_PER_PIXEL.items() if k in needs) + (8 if "true_iou" in needs else 0)
     training = n * hw * (3 * 4 + 8)  # float32 images + int64 targets, the whole pool labelled
     where = est.device if spec.num_gpus > 0 else est.ram
     where["training"] = training
     if isinstance(model, str):
         est.note = model
-        est.ram["outputs"] = copies * oracle
+        est.ram["outputs"] = copies * n * oracle
         return
-    est.ram["outputs"] = copies * (n * sum(model.output_bytes_per_image.values()) + oracle)
+    per_image = sum(model.output_bytes_per_image.values()) + oracle  # bytes an image
+    if streams:  # one eval batch of outputs at a time (and the strategy's own per-image results, not counted)
+        est.ram["outputs"] = copies * min(n, spec.learner.eval_batch_size) * per_image
+        return _model(est, where, needs, model)
+    dense = n * per_image
+    est.ram["outputs"] = copies * dense
+    if dense > spec.dense_outputs_cap_gib * GIB:
+        est.note = (f"dense outputs {_size(dense)} over dense_outputs_cap_gib = {spec.dense_outputs_cap_gib:g}: "
+                    "fails before round 0 (the strategy does not stream)")
+        est.over_cap = True
+    _model(est, where, needs, model)
+
+
+def _model(est: CampaignEstimate, where: dict[str, int], needs: frozenset[str], model: ModelFootprint) -> None:
     where["model"] = model.state_bytes + model.activation_bytes
     if "train_and_score" in needs:  # trains a second model of the same configuration on a subset
         where["model"] *= 2
