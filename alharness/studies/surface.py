@@ -13,7 +13,8 @@ training models — Alg. 1's utility samples are surface values at the
 subsampled (C', S') — for a whole batch of campaigns at once (Alg. 1's draws
 and the surface's interpolation vectorised over the batch, one batched GP fit
 per round: the analytic fit, which takes the gpytorch reference's Adam steps
-and so its decisions), so sweeps over thousands of (alpha_s, T, budget, seed)
+and so its decisions; every campaign's EI over its grid in one tensor program,
+``decide_batch``), so sweeps over thousands of (alpha_s, T, budget, seed)
 take minutes. ``replay_fixed`` and ``replay_estimated_best_fixed`` give the
 baselines on the same surface.
 """
