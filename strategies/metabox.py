@@ -77,16 +77,18 @@ def box_sums(priority: np.ndarray, b: int) -> np.ndarray:
     return out
 
 
-def image_boxes(score: np.ndarray, k: int, b: int) -> list[tuple[float, int, int, int]]:
+def image_boxes(score: np.ndarray, k: int, b: int, floor: float = -np.inf) -> list[tuple[float, int, int, int]]:
     """Eq. (8) within one image: its (at most) ``k`` best non-overlapping boxes
     in the order the greedy takes them, as (score, flat index, y, x); taking a
-    box removes every position within b−1 of it (entries ≤ −inf or NaN are never chosen)."""
+    box removes every position within b−1 of it (entries ≤ −inf or NaN are never chosen).
+    It stops at a box scoring below ``floor`` (the k-th best score found in
+    other images: such a box is never among the k taken over all images)."""
     m = np.array(score, dtype=np.float64)  # our own copy: taken boxes are blanked out in it
     np.nan_to_num(m, copy=False, nan=-np.inf, posinf=np.inf, neginf=-np.inf)
     out: list[tuple[float, int, int, int]] = []
     while m.size and len(out) < k:
         j = int(np.argmax(m))
-        if not np.isfinite(m.flat[j]):
+        if not np.isfinite(m.flat[j]) or m.flat[j] < floor:
             break
         y, x = divmod(j, m.shape[1])
         out.append((float(m.flat[j]), j, y, x))
@@ -112,6 +114,26 @@ def merge_boxes(per_image: list[list[tuple[float, int, int, int]]], k: int) -> l
     return out
 
 
+class KthBest:
+    """The k-th best box score found so far (a floor for ``image_boxes``): the
+    images' sequences are then cut where no later box could be among the k."""
+
+    def __init__(self, k: int):
+        self.k, self._heap = k, []
+
+    @property
+    def floor(self) -> float:
+        return self._heap[0] if len(self._heap) >= self.k else -np.inf
+
+    def add(self, boxes: list[tuple[float, int, int, int]]) -> list[tuple[float, int, int, int]]:
+        for v, *_ in boxes:
+            if len(self._heap) < self.k:
+                heapq.heappush(self._heap, v)
+            elif v > self._heap[0]:
+                heapq.heapreplace(self._heap, v)
+        return boxes
+
+
 def select_boxes(scores: list[np.ndarray] | np.ndarray, k: int, b: int) -> list[tuple[int, int, int, float]]:
     """Eq. (8): the k highest-scoring boxes, no two overlapping in the same image.
 
@@ -120,7 +142,8 @@ def select_boxes(scores: list[np.ndarray] | np.ndarray, k: int, b: int) -> list[
     its own image, that is the merge of each image's own greedy sequence.
     Returns (image, y, x, score) in the order taken.
     """
-    return merge_boxes([image_boxes(s, k, b) for s in scores], k)
+    best = KthBest(k)
+    return merge_boxes([best.add(image_boxes(s, k, b, best.floor)) for s in scores], k)
 
 
 # -- strategies (MetaSeg's segment metrics: alharness.toolkit.metaseg) ------------
@@ -153,16 +176,18 @@ class _BoxStrategy(Strategy):
         if self.box_size > min(h, w):
             raise ConfigError(f"{self.name}: box_size {self.box_size} is larger than the {h}x{w} images")
 
-    def _boxes(self, score: np.ndarray, labelled: np.ndarray) -> list[tuple[float, int, int, int]]:
-        """One image's greedy boxes from its box-score map; a box with any labelled
-        pixel is never proposed: nothing is bought twice."""
+    def _boxes(self, score: np.ndarray, labelled: np.ndarray, best: KthBest) -> list[tuple[float, int, int, int]]:
+        """One image's greedy boxes from its box-score map, cut at ``best``'s floor;
+        a box with any labelled pixel is never proposed: nothing is bought twice."""
         has_label = box_sums(labelled.astype(np.float64), self.box_size) > 0
-        return image_boxes(np.where(has_label, -np.inf, score), self.boxes_per_round, self.box_size)
+        return best.add(image_boxes(np.where(has_label, -np.inf, score), self.boxes_per_round, self.box_size,
+                                    best.floor))
 
     def image_boxes(self, ctx: StrategyContext, images: np.ndarray) -> list[list[tuple[float, int, int, int]]]:
         """Each given image's greedy box sequence (``image_boxes``), from ``pixel_priority``."""
         labelled = ctx.labels.pixels[images] != ctx.labels.ignore_index
-        return [self._boxes(sc, lab) for sc, lab in zip(self.pixel_priority(ctx, images), labelled)]
+        best = KthBest(self.boxes_per_round)
+        return [self._boxes(sc, lab, best) for sc, lab in zip(self.pixel_priority(ctx, images), labelled)]
 
     def propose(self, ctx: StrategyContext) -> list[Query]:
         b = self.box_size
@@ -201,16 +226,20 @@ class _Streamed:
 
     def score(self, batch: ScoreBatch) -> dict:
         self._check_size(batch.pool.image_shape)
+        if batch.start == 0 or self._best is None:  # a round's first batch
+            self._best = KthBest(self.boxes_per_round)
         labelled = batch.labels.pixels[batch.indices] != batch.labels.ignore_index
         return {"kept": [None if lab.all() and not self._keep_labelled(int(i)) else self.keep(batch, n, lab)
                          for n, (i, lab) in enumerate(zip(batch.indices, labelled))]}
+
+    _best: KthBest | None = None  # the round's k-th best box score so far, over the batches scored
 
     def _keep_labelled(self, image: int) -> bool:
         return False  # an entirely labelled image has no box left to propose
 
     def keep(self, batch: ScoreBatch, n: int, labelled: np.ndarray):
         """What the proposal needs of batch image ``n`` (``labelled``: its labelled pixels)."""
-        return self._boxes(self.image_priority(batch, n, labelled), labelled)
+        return self._boxes(self.image_priority(batch, n, labelled), labelled, self._best)
 
     def image_boxes(self, ctx, images):
         kept = self.pool_scores(ctx)["kept"]
@@ -331,6 +360,7 @@ class MetaBox(_Streamed, _BoxStrategy):
     def image_boxes(self, ctx, images):
         reg = self.fit_meta(ctx)
         kept = self.pool_scores(ctx)["kept"]
+        best = KthBest(self.boxes_per_round)
         out = []
         for i in images:
             k = kept[i]
@@ -338,7 +368,7 @@ class MetaBox(_Streamed, _BoxStrategy):
             q = np.concatenate([[0.0], np.clip(reg.predict(k["feats"]), 0.0, 1.0)])[k["seg"]]
             labelled = ctx.labels.pixels[i] != ctx.labels.ignore_index
             out.append(self._boxes(self._priority(box_sums(np.where(labelled, 0.0, 1.0 - q), self.box_size),
-                                                  k["g2"], labelled), labelled))
+                                                  k["g2"], labelled), labelled, best))
         return out
 
     def _priority(self, h1: np.ndarray, g2: np.ndarray | None, labelled: np.ndarray) -> np.ndarray:

@@ -165,3 +165,16 @@ def test_true_cost_variants_are_flagged_oracle_experiments():
                                    strategy_params={"box_size": 6, "boxes_per_round": 3, "initial_images": 1}))
     assert not any(r["oracle_experiment"] for r in plain.rows)
     assert STRATEGIES.create("metabox_true_cost").oracle_experiment
+
+
+def test_the_kth_best_floor_cuts_no_box_the_greedy_takes():
+    """Streamed eq. (8): each image's sequence cut at the k-th best score seen so far
+    (select_boxes) merges to the same boxes as the uncut sequences, ties included."""
+    from strategies.metabox import image_boxes, merge_boxes
+
+    rng = np.random.default_rng(3)
+    for trial in range(20):
+        maps = [np.round(rng.random((9, 11)), 1) for _ in range(6)]  # coarse values: many ties
+        k, b = int(rng.integers(1, 12)), int(rng.integers(1, 4))
+        uncut = merge_boxes([image_boxes(m, k, b) for m in maps], k)
+        assert select_boxes(maps, k, b) == uncut

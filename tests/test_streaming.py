@@ -143,3 +143,23 @@ def test_cap_is_a_resource_key_and_leaves_ids_unchanged(tmp_path):
         doc["resources"] = {"dense_outputs_cap_gib": bad}
         with pytest.raises(ConfigError, match="dense_outputs_cap_gib"):
             parse_benchmark(doc, "t")
+
+
+def test_every_builtin_strategy_that_reads_pool_sized_outputs_streams():
+    """So that no built-in strategy needs the dense cap. The named check
+    check_streaming_matches_dense runs on every one of them where its module's
+    tests parametrise the strategy checks (test_campaign, test_binary_feedback,
+    test_metabox, test_mask_guided, test_madbal, test_full_or_weak)."""
+    from alharness.contract import ARRAY_OUTPUTS
+    from alharness.registry import STRATEGIES
+
+    dense, streaming = [], []
+    for name in STRATEGIES.names():
+        if not STRATEGIES.get(name).factory.__module__.startswith(("strategies.", "alharness.")):
+            continue  # a test's or a plugin package's
+        strategy = STRATEGIES.create(name)
+        if strategy.needs & set(ARRAY_OUTPUTS):
+            (streaming if strategy.streams else dense).append(name)
+    assert dense == []
+    assert {"entropy", "binary_ee", "binary_lp", "binary_ilp", "entropy_box", "metabox_plus", "metabox_true_cost",
+            "madbal", "pixel_entropy", "mask_guided", "mask_guided_oracle"} <= set(streaming)
