@@ -179,6 +179,21 @@ def test_labels_then_masks_runs_two_phases():
         LearnerConfig(labels_then_masks=True, image_label_loss="none")
 
 
+def test_labels_then_masks_trains_on_image_labels_until_converged():
+    """Full-or-weak §4.3: image labels "until convergence", then masks. weak_steps = "auto" stops the
+    image-label phase on a training-loss plateau, before its cap; the mask phase then runs its steps."""
+    images, masks, present, state = masked(24, 4)
+    for i in range(4, 24):
+        state.set_image_labels(i, present[i])
+    cfg = _cfg(steps=5, weak_steps="auto", max_steps=400, val_every=10, image_label_loss="head",
+               labels_then_masks=True, loss="dice_ce")
+    stats = Learner(cfg, 3, 255).fit(images, state, seed=0)
+    assert 0 < stats["weak_steps"] < 400 and stats["train_steps"] == stats["weak_steps"] + 5
+    assert cfg.to_dict()["max_steps"] == 400  # the cap is part of the campaign id with weak_steps = "auto"
+    with pytest.raises(ConfigError, match="weak_steps = 'auto'"):
+        LearnerConfig(weak_steps="auto", epochs=2, labels_then_masks=True)
+
+
 def test_epochs_visit_every_image_once_per_epoch():
     images, masks, _, state = masked(10, 10)
     stats = Learner(_cfg(epochs=3, batch_size=4), 3, 255).fit(images, state, seed=0)

@@ -60,7 +60,8 @@ class LearnerConfig:
     Schedule: ``steps`` (or ``"auto"``: until converged, at most ``max_steps``,
     see ``alharness.learner.learner``) or ``epochs`` (epochs > 0 wins), ``batch_size``,
     ``lr``, ``weight_decay``, ``flip``; ``labels_then_masks`` trains on image
-    labels for ``weak_steps`` steps (0: ``steps``) before the masks;
+    labels for ``weak_steps`` steps (0: ``steps``; ``"auto"``: until converged,
+    the full-or-weak paper's §4.3) before the masks;
     ``head_steps`` trains the IoU / loss-prediction / maturity heads with the
     network frozen (``weight_prediction = false``: MADBAL's maturity weights
     are a uniform 1/K instead of the weight prediction block's); ``warm_start`` continues from last round's weights;
@@ -98,7 +99,9 @@ class LearnerConfig:
     weak_weight: Annotated[float, Field(ge=0)] = 1.0
     lse_r: Annotated[float, Field(gt=0)] = 5.0
     labels_then_masks: bool = False
-    weak_steps: Annotated[int, Field(ge=0)] = 0
+    # labels_then_masks: steps of the image-label phase (0: ``steps``; "auto": until the
+    # training loss stops improving, at most max_steps, as for steps = "auto")
+    weak_steps: Annotated[int, Field(ge=0)] | Literal["auto"] = 0
     epochs: Annotated[int, Field(ge=0)] = 0
     warm_start: bool = False
     pseudo_label_threshold: Annotated[float, Field(ge=0, le=1)] = 0.0
@@ -135,8 +138,9 @@ class LearnerConfig:
         object.__setattr__(self, "heads", tuple(sorted(set(heads))))
         if self.labels_then_masks and self.image_label_loss == "none":
             raise ConfigError("learner.labels_then_masks needs image_label_loss = 'pooled' or 'head' (the loss of the first phase)")
-        if self.steps == "auto" and self.epochs > 0:
-            raise ConfigError("learner: steps = 'auto' trains until converged; it cannot be combined with epochs > 0")
+        for name in ("steps", "weak_steps"):
+            if getattr(self, name) == "auto" and self.epochs > 0:
+                raise ConfigError(f"learner: {name} = 'auto' trains until converged; it cannot be combined with epochs > 0")
         if not isinstance(self.weights_path, str):
             raise ConfigError(f"learner.weights_path must be a path string ('' for random init), got {self.weights_path!r}")
 
@@ -162,7 +166,7 @@ class LearnerConfig:
             del d["pipeline"]
         if d["weight_prediction"]:  # likewise (MADBAL's "Averaging" ablation switch)
             del d["weight_prediction"]
-        if d["steps"] != "auto":  # the cap and tolerance only matter (and enter the id) with steps = "auto"
+        if "auto" not in (d["steps"], d["weak_steps"]):  # the cap and tolerance only matter (and enter the id) with "auto"
             del d["max_steps"], d["auto_tol"]
         return d
 

@@ -5,7 +5,8 @@ schedule:
 
 1. ``labels_then_masks`` only: image-level labels alone (full-or-weak §4.3,
    "first train … with the weakly-annotated data until convergence and then
-   with the segmentation data").
+   with the segmentation data"; ``weak_steps = "auto"`` runs it until the
+   training loss plateaus, as ``steps = "auto"`` does).
 2. The segmentation phase: pixel labels (full, partial, pseudo) with the
    pixel loss, plus, unless phase 1 ran, image labels / yes-no answers with
    the image-label loss scaled by ``weak_weight``. Optional early stopping
