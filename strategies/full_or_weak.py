@@ -32,6 +32,8 @@ PAPER_PROPORTIONS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 class FixedProportion(Strategy):
     """A fixed share of each round's budget on masks for random images, the rest on image labels."""
 
+    version = 2  # 2: the cumulative mask share kept within one mask price of the nominal (was rounded down per round)
+
     def __init__(self, mask_fraction: Annotated[float, Field(ge=0, le=1)] = 0.5,
                  initial_fraction: Annotated[float, Field(ge=0, le=1)] = 0.0):
         if not 0.0 <= mask_fraction <= 1.0:
@@ -210,6 +212,7 @@ class EstimatedBestFixed(Strategy):
     """Scores every fixed proportion with the initial budget B0, then spends the rest at the best one (§4.2)."""
 
     needs = frozenset({"train_and_score"})
+    version = 2  # 2: spends the rest at the best share through one FixedProportion of version 2
 
     def __init__(self, initial_fraction: Annotated[float, Field(gt=0, le=1)] = 0.08,
                  proportions: Annotated[tuple[Annotated[float, Field(ge=0, le=1)], ...], Field(min_length=1)] = PAPER_PROPORTIONS,

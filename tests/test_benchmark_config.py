@@ -185,3 +185,22 @@ def test_dataset_layouts_are_checked_at_load(tmp_path, capsys, damage, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and re.search(message, err[0]) and not out.exists()
     assert len(load_benchmark(good, open_datasets=False).specs) == 1  # bench --no-data-check: the nodes' files decide
+
+
+def test_a_strategy_version_enters_the_campaign_id_only_where_declared(monkeypatch):
+    """Strategy.version: a strategy whose selections changed gets new ids (resume and the
+    reference cache cannot serve its old rows); one without a version keeps its ids."""
+    from conftest import tiny_spec
+
+    from alharness.registry import STRATEGIES
+
+    assert "strategy_version" not in tiny_spec(strategy="random").canonical()
+    fixed = STRATEGIES.get("fixed_proportion").factory
+    before = tiny_spec(strategy="fixed_proportion")
+    old_id = before.campaign_id
+    assert before.canonical()["strategy_version"] == fixed.version
+    monkeypatch.setattr(fixed, "version", fixed.version + 1)
+    bumped = tiny_spec(strategy="fixed_proportion")
+    assert bumped.campaign_id != old_id and bumped.canonical()["strategy_version"] == fixed.version
+    monkeypatch.setattr(fixed, "version", None)
+    assert "strategy_version" not in tiny_spec(strategy="fixed_proportion").canonical()

@@ -212,6 +212,9 @@ class CampaignSpec:
             "noise": self.noise.to_dict(),
             "validation": self.validation,
             "seed": self.seed,
+            # Only where the strategy declares one (Strategy.version), so every other id stays as it was.
+            **({} if (v := getattr(STRATEGIES.get(self.strategy).factory, "version", None)) is None
+               else {"strategy_version": v}),
         }
 
     @functools.cached_property

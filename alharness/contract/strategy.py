@@ -201,6 +201,11 @@ class Strategy(abc.ABC):
     #: may spend everything that is left (full-or-weak Alg. 2 chooses its own
     #: installments); False: the loop spreads the budget evenly over the rounds.
     paces_itself: ClassVar[bool] = False
+    #: Raise it when a change to the strategy's code changes its selections:
+    #: the version enters the campaign id (where it is not None), so resume
+    #: and the reference cache never serve rows of the old behaviour under
+    #: the old id. None (the default) leaves ids as they were.
+    version: ClassVar[int | None] = None
 
     def initial(self, ctx: StrategyContext) -> list[Query]:
         """Round-0 batch: by default full masks for ``ctx.initial_masks`` random images."""
