@@ -1,9 +1,12 @@
 """Per-round campaign checkpoints, next to the results.
 
-After every finished round the campaign loop saves everything that the
-remaining rounds depend on, so a campaign whose worker or node died (or
-whose driver was killed) continues from its last finished round and, on
-CPU, produces exactly the rows an uninterrupted run produces:
+After every finished round but the last, the campaign loop saves everything
+that the remaining rounds depend on, so a campaign whose worker or node died
+(or whose driver was killed) continues from its last saved round and, on
+CPU, produces exactly the rows an uninterrupted run produces (the last
+round's checkpoint would be deleted as soon as the results are committed, so
+it is not written: a driver killed in between reruns that round, to the same
+rows):
 
 * the label state (pixels stored only for images with a label),
 * the ledger (every charged answer; totals and the duplicate-query keys
