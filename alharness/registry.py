@@ -119,7 +119,7 @@ class Registry(Generic[T]):
         self.load_errors: list[str] = []
         self._warnings: list[str] = []  # the warning printed for each of them
         self._types: dict[str, dict[str, Any]] = {}
-        self._params: dict[str, tuple[Any, dict[str, inspect.Parameter]]] = {}  # name -> (factory, parameters)
+        self._params: dict[str, tuple[Any, dict[str, inspect.Parameter]]] = {}  # name -> ((factory, defaults), parameters)
 
     # -- registration -------------------------------------------------------
     def register(self, name: str, description: str | None = None) -> Callable[[Callable[..., T]], Callable[..., T]]:
@@ -269,12 +269,15 @@ class Registry(Generic[T]):
     def parameters(self, name: str) -> dict[str, inspect.Parameter]:
         """Keyword parameters the factory accepts (its configuration surface)."""
         factory = self.get(name).factory
+        target = factory.__init__ if inspect.isclass(factory) else factory
+        # inspect.signature is ~0.4 ms: once per factory and set of defaults (a
+        # default changed in place, as by a reloaded module, is seen).
+        key = (factory, getattr(target, "__defaults__", None), getattr(target, "__kwdefaults__", None))
         cached = self._params.get(name)
-        if cached is None or cached[0] is not factory:  # inspect.signature is ~0.4 ms: once per factory
-            target = factory.__init__ if inspect.isclass(factory) else factory
+        if cached is None or any(a is not b for a, b in zip(cached[0], key)):
             params = dict(inspect.signature(target).parameters)
             params.pop("self", None)
-            cached = self._params[name] = (factory, {
+            cached = self._params[name] = (key, {
                 k: p
                 for k, p in params.items()
                 if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)

@@ -199,6 +199,7 @@ def test_a_strategy_version_enters_the_campaign_id_only_where_declared(monkeypat
     before = tiny_spec(strategy="fixed_proportion")
     old_id = before.campaign_id
     assert before.canonical()["strategy_version"] == fixed.version
+    assert CampaignSpec.from_json(before.to_json()).campaign_id == old_id  # stored and read back: the same id
     monkeypatch.setattr(fixed, "version", fixed.version + 1)
     bumped = tiny_spec(strategy="fixed_proportion")
     assert bumped.campaign_id != old_id and bumped.canonical()["strategy_version"] == fixed.version

@@ -240,6 +240,7 @@ class CampaignSpec:
     @classmethod
     def from_json(cls, text: str) -> "CampaignSpec":
         d = json.loads(text)
+        d.pop("strategy_version", None)  # the strategy's code says it (Strategy.version), not the stored spec
         d["learner"] = LearnerConfig(**d["learner"])
         d["noise"] = NoiseConfig(**d.get("noise", {}))
         return cls(**d)
