@@ -117,11 +117,24 @@ def test_streaming_strategy_ignores_the_cap():
     assert len(rows) == 3
 
 
-def test_dense_size_known_only_from_the_network_is_checked_on_round_1s_first_batch():
-    SEEN.clear()
+def test_dense_size_that_depends_on_the_network_is_known_before_round_0(monkeypatch):
+    """The feature map's size shows only through the network: a forward pass on the
+    meta device sizes it before anything is bought (round 0 never runs)."""
+    from alharness.learner.services import output_bytes_per_image
+
+    rounds = []
+    monkeypatch.setattr(DenseFeatureMap, "initial", lambda self, ctx: rounds.append(ctx.round) or [])
     spec = tiny_spec(strategy="test_dense_feature_map", strategy_process=False, dense_outputs_cap_gib=1e-9)
-    with pytest.raises(ConfigError, match="test_dense_feature_map.*feature_map.*dense_outputs_cap_gib"):
+    with pytest.raises(ConfigError, match="test_dense_feature_map.*feature_map.*dense_outputs_cap_gib") as err:
         run_campaign(spec)
+    assert rounds == []
+    per_image = output_bytes_per_image(spec.learner, 3, (24, 24), {"feature_map"})["feature_map"]
+    assert per_image > 0 and f"{12 * per_image / 2**30:.2f} GiB" in str(err.value)
+    # The size is that of the array the loop builds (under a cap it fits).
+    seen = []
+    monkeypatch.setattr(DenseFeatureMap, "propose", lambda self, ctx: seen.append(ctx.feature_map[0].nbytes) or [])
+    run_campaign(tiny_spec(strategy="test_dense_feature_map", strategy_process=False, rounds=1))
+    assert seen == [per_image]
 
 
 def test_a_batch_result_without_one_row_per_image_fails_the_campaign():

@@ -216,7 +216,7 @@ def _finish_setup(spec: CampaignSpec, deadline: Deadline, pool: SplitData, pool_
     del pool
     model_needs = _check_needs(spec, needs)
     if not strategy.streams:  # before anything is charged
-        _check_dense_cap(spec, needs, _dense_lower_bound(needs, pool_view))
+        _check_dense_cap(spec, needs, _dense_bytes(spec, needs, pool_view))
     if spec.validation == "charged":
         oracle.charge_validation(val_split)
     # Held-out data reaches the learner (early stopping), never the strategy.
@@ -265,15 +265,20 @@ def _check_needs(spec: CampaignSpec, needs: frozenset[str]) -> frozenset[str]:
     return model_needs
 
 
-def _dense_lower_bound(needs: frozenset[str], pool_view: PoolView) -> int:
-    """Bytes the dense whole-pool arrays of ``needs`` take at least, known from
-    the pool alone (a feature map's size, or how many maturity heads there
-    are, shows only once a network exists: round 1's first batch checks those)."""
+def _dense_bytes(spec: CampaignSpec, needs: frozenset[str], pool_view: PoolView) -> int:
+    """Bytes the dense whole-pool arrays of ``needs`` take: the model's outputs
+    sized by a forward pass on the ``meta`` device (learner.services.
+    output_bytes_per_image: the feature map's size and the maturity heads show
+    before any network is trained), the oracle statistics from the pool alone.
+    A model that cannot be built on the meta device is left to round 1's first
+    batch, which checks the real sizes again before the rest is computed."""
     c, (h, w) = pool_view.num_classes, pool_view.image_shape
-    per_image = {"probabilities": 4 * c * h * w, "loss_prediction": 8 * h * w, "maturity": 4 * h * w,
-                 "maturity_weights": 4 * h * w, "true_click_vertices": 4 * h * w, "class_scores": 4 * c, "iou": 4,
-                 "true_iou": 4}
-    return len(pool_view) * sum(per_image.get(n, 0) for n in needs)
+    oracle = {"true_click_vertices": 4 * h * w, "true_iou": 4}
+    try:
+        model = learner_services.output_bytes_per_image(spec.learner, c, (h, w), needs)
+    except Exception:  # noqa: BLE001 - a plugin model the meta device cannot build: the round-1 check stands
+        model = {"probabilities": 4 * c * h * w} if "probabilities" in needs else {}
+    return len(pool_view) * (sum(model.values()) + sum(b for k, b in oracle.items() if k in needs))
 
 
 def _check_dense_cap(spec: CampaignSpec, needs: frozenset[str], nbytes: int) -> None:

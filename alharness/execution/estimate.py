@@ -141,14 +141,9 @@ def model_footprint(learner: Any, num_classes: int, height: int, width: int, nee
     from forward passes on the ``meta`` device (shapes only, no memory)."""
     import torch
 
-    from alharness.learner.heads import Network
-    from alharness.learner.services import SERVICES, heads_for
-    from alharness.registry import MODELS
+    from alharness.learner.services import meta_network, output_bytes_per_image
 
-    with torch.device("meta"):
-        base = MODELS.create(learner.model, num_classes=num_classes, in_channels=3, **learner.model_params)
-        net = Network(base, num_classes, learner.model_heads, model_name=learner.model,
-                      weight_prediction=learner.weight_prediction)
+    net = meta_network(learner, num_classes)
     params = sum(p.numel() for p in net.parameters())
     state = 4 * sum(p.numel() * p.element_size() for p in net.parameters())  # weights, grads, AdamW exp_avg(_sq)
     state += sum(b.numel() * b.element_size() for b in net.buffers())
@@ -168,24 +163,10 @@ def model_footprint(learner: Any, num_classes: int, height: int, width: int, nee
             activations = sum(t.numel() * t.element_size() for t in kept.values())
             del keep
             kept.clear()
-            arrays = sorted(set(needs) & set(SERVICES) - {"model"})
-            heads = set(heads_for(arrays)) | ({"feature_map"} if "feature_map" in arrays else set())
-            net.eval()
-            out = net(torch.empty(1, 3, height, width, device="meta"), heads=tuple(sorted(heads)))
     finally:
         for h in handles:
             h.remove()
-    per_image = {
-        "probabilities": 4 * out["logits"][0].numel(),
-        "features": 4 * out["features"][0].numel(),
-        "class_scores": 4 * num_classes,
-        "iou": 4,
-        "feature_map": 2 * out["feature_map"][0].numel() if "feature_map" in out else 0,
-        "loss_prediction": 4 * out["loss_prediction"][0].numel() if "loss_prediction" in out else 0,
-    }
-    if "maturity_weights" in out:
-        per_image["maturity"] = per_image["maturity_weights"] = 4 * out["maturity_weights"][0].numel()
-    return ModelFootprint(params, state, activations, {k: v for k, v in per_image.items() if k in arrays})
+    return ModelFootprint(params, state, activations, output_bytes_per_image(learner, num_classes, (height, width), needs))
 
 
 def label_state_bytes(shape: DatasetShape) -> int:

@@ -119,6 +119,46 @@ def batch_outputs(learner, images: np.ndarray, needs: Iterable[str]) -> Iterator
                       for name, t in batch.items()}
 
 
+def meta_network(config: LearnerConfig, num_classes: int) -> torch.nn.Module:
+    """The configured network with its heads, built on PyTorch's ``meta`` device
+    (shapes only, no memory, no weights): for sizing outputs and state."""
+    from alharness.learner.heads import Network
+    from alharness.registry import MODELS
+
+    with torch.device("meta"):
+        base = MODELS.create(config.model, num_classes=num_classes, in_channels=3, **config.model_params)
+        return Network(base, num_classes, config.model_heads, model_name=config.model,
+                       weight_prediction=config.weight_prediction)
+
+
+def output_bytes_per_image(config: LearnerConfig, num_classes: int, image_shape: tuple[int, int],
+                           needs: Iterable[str]) -> dict[str, int]:
+    """Bytes per pool image of each array output in ``needs``, as ``batch_outputs``
+    returns it (float32; ``feature_map`` float16), from one forward pass of the
+    configured network on PyTorch's ``meta`` device: shapes only, nothing
+    allocated or trained. Sizes that depend on the network (the feature
+    dimension, the feature map, the maturity heads) are known before round 0."""
+    arrays = sorted(set(needs) & set(SERVICES) - {"model"})
+    if not arrays:
+        return {}
+    heads = set(heads_for(arrays)) | ({"feature_map"} if "feature_map" in arrays else set())
+    net = meta_network(config, num_classes)
+    net.eval()
+    with torch.no_grad():
+        out = net(torch.empty(1, 3, *image_shape, device="meta"), heads=tuple(sorted(heads)))
+    per_image = {
+        "probabilities": 4 * out["logits"][0].numel(),
+        "features": 4 * out["features"][0].numel(),
+        "class_scores": 4 * num_classes,
+        "iou": 4,
+        "feature_map": 2 * out["feature_map"][0].numel() if "feature_map" in out else 0,
+        "loss_prediction": 4 * out["loss_prediction"][0].numel() if "loss_prediction" in out else 0,
+    }
+    if "maturity_weights" in out:
+        per_image["maturity"] = per_image["maturity_weights"] = 4 * out["maturity_weights"][0].numel()
+    return {k: v for k, v in per_image.items() if k in arrays}
+
+
 def pool_outputs(learner, images: np.ndarray, needs: Iterable[str],
                  check_size: Callable[[int], None] | None = None) -> dict[str, Any]:
     """The requested outputs over ``images``, each computed once and read-only.
