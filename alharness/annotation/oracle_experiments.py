@@ -72,6 +72,15 @@ def check_oracle_needs(strategy: Any, needs: Iterable[str], name: str) -> frozen
     return wanted
 
 
+def oracle_bytes_per_image(needs: Iterable[str], image_shape: tuple[int, int]) -> int:
+    """Bytes per pool image of the oracle statistics in ``needs``, as ``oracle_outputs``
+    returns them (float32): one score per image for ``true_iou``, one value per
+    pixel for ``true_click_vertices``."""
+    h, w = image_shape
+    sizes = {"true_iou": 4, "true_click_vertices": 4 * h * w}
+    return sum(b for k, b in sizes.items() if k in set(needs))
+
+
 def oracle_outputs(learner, images: np.ndarray, truth: SplitData, needs: Iterable[str],
                    cost_models: dict[str, Any] | None = None, rows: slice = slice(None)) -> dict[str, np.ndarray]:
     """The requested oracle statistics over the pool images ``rows`` (default:

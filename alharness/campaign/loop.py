@@ -41,7 +41,7 @@ import numpy as np
 from alharness.annotation.labels import LabelState
 from alharness.annotation.noise import Annotator
 from alharness.annotation.oracle import Oracle
-from alharness.annotation.oracle_experiments import check_oracle_needs, oracle_outputs
+from alharness.annotation.oracle_experiments import check_oracle_needs, oracle_bytes_per_image, oracle_outputs
 from alharness.campaign.context import make_context
 from alharness.campaign.evaluation import evaluate, evaluate_extra_networks
 from alharness.campaign.scoring import loop_outputs
@@ -273,12 +273,11 @@ def _dense_bytes(spec: CampaignSpec, needs: frozenset[str], pool_view: PoolView)
     A model that cannot be built on the meta device is left to round 1's first
     batch, which checks the real sizes again before the rest is computed."""
     c, (h, w) = pool_view.num_classes, pool_view.image_shape
-    oracle = {"true_click_vertices": 4 * h * w, "true_iou": 4}
     try:
         model = learner_services.output_bytes_per_image(spec.learner, c, (h, w), needs)
     except Exception:  # noqa: BLE001 - a plugin model the meta device cannot build: the round-1 check stands
         model = {"probabilities": 4 * c * h * w} if "probabilities" in needs else {}
-    return len(pool_view) * (sum(model.values()) + sum(b for k, b in oracle.items() if k in needs))
+    return len(pool_view) * (sum(model.values()) + oracle_bytes_per_image(needs, (h, w)))
 
 
 def _check_dense_cap(spec: CampaignSpec, needs: frozenset[str], nbytes: int) -> None:

@@ -42,14 +42,12 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from alharness.annotation.labels import mmap_threshold
+from alharness.annotation.oracle_experiments import oracle_bytes_per_image
 from alharness.campaign.spec import CampaignSpec
 from alharness.errors import AlharnessError
 from alharness.registry import DATASETS, STRATEGIES
 
 GIB = 2**30
-# Bytes per image of each declared output: float32 maps unless noted
-# (alharness.learner.services; feature_map is float16).
-_ORACLE_BYTES_PER_PIXEL = {"true_click_vertices": 1}
 
 
 @dataclass(frozen=True)
@@ -274,7 +272,7 @@ def _fill(est: CampaignEstimate, shape: DatasetShape, needs: frozenset[str], str
         est.ram["labels"] = copies * labels - pixels
     else:
         est.ram["labels"] = copies * labels
-    oracle = sum(hw * b for k, b in _ORACLE_BYTES_PER_PIXEL.items() if k in needs) + (8 if "true_iou" in needs else 0)
+    oracle = oracle_bytes_per_image(needs, (shape.height, shape.width))
     training = n * hw * (3 * 4 + 8)  # float32 images + int64 targets, the whole pool labelled
     where = est.device if spec.num_gpus > 0 else est.ram
     where["training"] = training
