@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -212,15 +213,11 @@ def learner_inadequate(rows: list[dict[str, Any]]) -> dict[tuple, list[str]]:
     out: dict[tuple, list[str]] = {}
     for key, by_strategy in diffs.items():
         above = [s for s, d in sorted(by_strategy.items()) if len(d) >= 2
-                 and beats_full_supervision(sum(d) / len(d), _sample_std(d), len(d))]
+                 and beats_full_supervision(statistics.fmean(d), statistics.stdev(d), len(d))]
         if above:
             out[key] = above
     return out
 
-
-def _sample_std(values: list[float]) -> float:
-    mean = sum(values) / len(values)
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
 def format_leaderboard(rows: list[dict[str, Any]], reach: float = 0.9) -> str:
