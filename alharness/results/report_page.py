@@ -476,7 +476,7 @@ def _what_to_buy_section(doc: _Doc, con, boards: Boards, rows: list[dict[str, An
           "of the target, and how sure the harness is: the verdict against the runner-up (exact paired sign-flip test, "
           "Holm-adjusted over the group's pairs; see verdicts.md) and whether the learner is adequate.")
     board = boards(None, REACHES[0])
-    shares, inadequate = _query_shares(con, rows), report.learner_inadequate(rows)
+    shares = _query_shares(con, rows)
     groups = _groups(board)
     table, notes, warnings = [], [], _adequacy_notes(con, results_dir)
     for key, idx in groups.items():
@@ -487,8 +487,9 @@ def _what_to_buy_section(doc: _Doc, con, boards: Boards, rows: list[dict[str, An
         table.append([where, best["strategy"], f"{best['auc_mean']:.3f}", _mix_text(shares.get((*key, best["strategy"]), {})),
                       *(_reach_cell(boards(None, reach)[idx[0]]) for reach in REACHES), cell])
         notes.append(f"{where}: {sentence}")
-        if key in inadequate:
-            warnings.append(f"LEARNER INADEQUATE on {where}: {', '.join(inadequate[key])} beat full supervision by more than "
+        above = sorted(board[i]["strategy"] for i in idx if board[i]["beats_full"])  # the leaderboard's one rule
+        if above:
+            warnings.append(f"LEARNER INADEQUATE on {where}: {', '.join(above)} beat full supervision by more than "
                          "seed noise, so the learner, not the labels, limits these scores; costs to X % of full supervision "
                          "mean little here.")
     if not table:
@@ -607,6 +608,6 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None) -> 
     return html_path, md_path
 
 
-learner_inadequate = report.learner_inadequate  # re-exported: the report's "What to buy" flags these groups
+learner_inadequate = report.learner_inadequate  # re-exported: the same rule over per-campaign rows
 
 __all__ = ["build_report", "compute_verdicts", "write_verdicts", "learner_inadequate", "REACHES", "ResultsError"]
