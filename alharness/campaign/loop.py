@@ -49,7 +49,7 @@ from alharness.campaign.spec import CampaignSpec
 from alharness.campaign.state import CampaignState
 from alharness.campaign.strategy_worker import StrategyHandle, open_strategy, warm_up
 from alharness.contract.queries import QUERY_TYPES
-from alharness.contract.strategy import ARRAY_OUTPUTS, LOOP_NEEDS, NEEDS, ORACLE_NEEDS
+from alharness.contract.strategy import ARRAY_OUTPUTS, LOOP_NEEDS, ORACLE_NEEDS, unknown_needs
 from alharness.contract.views import PoolView
 from alharness.datasets.base import SplitData, make_pool_view
 from alharness.errors import AlharnessError, ConfigError, PluginError
@@ -256,9 +256,9 @@ def _load_splits(spec: CampaignSpec) -> tuple[SplitData, PoolView, SplitData, Sp
 
 def _check_needs(spec: CampaignSpec, needs: frozenset[str]) -> frozenset[str]:
     """Refuse needs nobody provides; return those the learner's services answer."""
-    if needs - NEEDS - ORACLE_NEEDS - LOOP_NEEDS:
-        raise PluginError(f"strategy {spec.strategy!r} needs {sorted(needs - NEEDS - ORACLE_NEEDS - LOOP_NEEDS)}; "
-                          f"the loop provides {sorted(NEEDS | LOOP_NEEDS)} (and, to oracle experiments, {sorted(ORACLE_NEEDS)})")
+    why = unknown_needs(needs)
+    if why:
+        raise PluginError(f"strategy {spec.strategy!r} {why}")
     model_needs = needs - ORACLE_NEEDS - LOOP_NEEDS
     # A head the strategy needs but the learner does not build fails now, not after round 0 trained.
     learner_services.check_needs(spec.learner, model_needs, who=f"strategy {spec.strategy!r}")
