@@ -106,6 +106,15 @@ def _greedy_match(iou: np.ndarray, order_rows: np.ndarray | None = None, thresho
     return match
 
 
+def _matched_overlaps(g_lab: np.ndarray, g_cls: np.ndarray, p_lab: np.ndarray, p_cls: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """(n_gt, n_pred) IoU between same-class objects and the one-to-one match of
+    each ground-truth object (-1: unmatched), pairs of higher IoU first."""
+    iou = _object_overlaps(g_lab, p_lab, len(g_cls), len(p_cls))
+    iou = np.where(g_cls[:, None] == p_cls[None, :], iou, 0.0)
+    return iou, _greedy_match(iou)
+
+
 def object_ious(pred: np.ndarray, target: np.ndarray, ignore_index: int,
                 instances: np.ndarray | None = None) -> np.ndarray:
     """IoU (eq. 1 of the mask-guided paper) of each ground-truth object with the
@@ -122,10 +131,33 @@ def object_ious(pred: np.ndarray, target: np.ndarray, ignore_index: int,
     p_lab, p_cls = object_map(pred, ignore_index)
     if len(g_cls) == 0 or len(p_cls) == 0:
         return np.zeros(len(g_cls))
-    iou = _object_overlaps(g_lab, p_lab, len(g_cls), len(p_cls))
-    iou = np.where(g_cls[:, None] == p_cls[None, :], iou, 0.0)
-    match = _greedy_match(iou)
+    iou, match = _matched_overlaps(g_lab, g_cls, p_lab, p_cls)
     return np.where(match >= 0, iou[np.arange(len(g_cls)), np.maximum(match, 0)], 0.0)
+
+
+def predicted_object_ious(pred: np.ndarray, target: np.ndarray, ignore_index: int,
+                          instances: np.ndarray | None = None) -> np.ndarray:
+    """IoU of each *predicted* object with the ground-truth object matched to it, (K,);
+    0 for a predicted object that matches none (the IoU head's per-object target,
+    mask-guided §5).
+
+    Predicted objects are those a prediction without ground truth has, in the
+    order ``object_map(pred, -1)`` numbers them: the 4-connected components of
+    each predicted foreground class over *all* pixels (so the IoU head sees
+    the same objects at selection time); void pixels of ``target`` count for
+    neither side of an overlap (as in ``MaskAP``). Matching as ``object_ious``.
+    """
+    target = np.asarray(target)
+    p_lab, p_cls = object_map(np.asarray(pred), ignore_index=-1)
+    g_lab, g_cls = object_map(target, ignore_index, instances)
+    if len(g_cls) == 0 or len(p_cls) == 0:
+        return np.zeros(len(p_cls))
+    p_lab = np.where(target == ignore_index, 0, p_lab)
+    iou, match = _matched_overlaps(g_lab, g_cls, p_lab, p_cls)
+    out = np.zeros(len(p_cls))
+    hit = match >= 0
+    out[match[hit]] = iou[np.flatnonzero(hit), match[hit]]
+    return out
 
 
 def iou_score(pred: np.ndarray, target: np.ndarray, ignore_index: int, instances: np.ndarray | None = None) -> float:
@@ -147,6 +179,15 @@ def iou_scores(preds: np.ndarray, targets: np.ndarray, ignore_index: int,
     """Eq. (2) IoU score of every image, (N,) float64."""
     return np.array([iou_score(preds[i], targets[i], ignore_index, None if instances is None else instances[i])
                      for i in range(len(preds))], np.float64)
+
+
+def predicted_iou_score(pred: np.ndarray, target: np.ndarray, ignore_index: int,
+                        instances: np.ndarray | None = None) -> float:
+    """Eq. (2) over the *predicted* objects: the mean of ``predicted_object_ious``,
+    what the IoU head estimates. Without a predicted object the image scores as
+    ``iou_score`` does (1 if it has no ground-truth object either, else 0)."""
+    ious = predicted_object_ious(pred, target, ignore_index, instances)
+    return float(ious.mean()) if len(ious) else iou_score(pred, target, ignore_index, instances)
 
 
 def predicted_objects(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -2,10 +2,14 @@
 for semi-supervised instance segmentation", §3).
 
 An annotation network with an IoU branch (§5; the learner's ``iou`` head:
-decoder maps at every resolution, global average pooling, concatenation,
-one fully connected layer, L1 on √IoU, trained after the segmentation with
-it frozen) predicts each pool image's *IoU score*, the mean IoU of its
-objects (eq. 2). §6.2: with N images strongly annotated at random first,
+decoder maps at every resolution average-pooled over each predicted object,
+concatenated, one fully connected layer, L1 on √IoU, trained after the
+segmentation with it frozen) predicts each pool image's *IoU score*, the
+mean of its predicted objects' IoUs (eq. 2). The oracle's true score is
+``alharness.metrics.iou_score``, the mean over the ground-truth objects (a
+missed object counts 0); the head estimates the mean over the predicted
+objects (a spurious one counts 0): with labels-with-counts the paper's
+W-RSIS predicts as many objects as there are, and the two coincide. §6.2: with N images strongly annotated at random first,
 the next N′ images to annotate are those whose IoU score is closest to a
 preset value β ∈ [0, 1] (Tables 3–4: mid-range β beats random).
 
@@ -105,6 +109,7 @@ class MaskGuided(_BetaSelection):
     """Full masks for the images whose *predicted* IoU score (eq. 2, IoU head) is closest to beta (Table 4)."""
 
     needs = frozenset({"iou"})
+    version = 2  # 2: the IoU head predicts per predicted object, the image's score is their mean (eq. 2); was one per image
 
     def score(self, batch: ScoreBatch) -> dict:
         """Streams: the predicted IoU score of each image."""

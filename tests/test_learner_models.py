@@ -52,7 +52,7 @@ def test_every_model_serves_every_head(name):
     assert torch.allclose(out["maturity_weights"].sum(1), torch.ones(2, 34, 30), atol=1e-4)
     assert out["loss_prediction"].shape == (2, 2, 34, 30)
     # Only what is asked is computed.
-    assert set(net(x, heads=["iou"])) == {"logits", "features", "iou"}
+    assert set(net(x, heads=["iou"])) == {"logits", "features", "iou", "object_iou", "object_image"}
 
 
 @pytest.mark.parametrize("name", ["lraspp_mobilenet_v3_large", "deeplabv3_resnet50"])

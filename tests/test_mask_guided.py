@@ -192,9 +192,10 @@ def test_iou_head_trains_only_after_the_segmentation_is_frozen():
 
 
 def test_iou_head_regresses_the_eq2_score_with_l1_on_sqrt(monkeypatch):
-    """The target the head is trained on is eq. (2) of the frozen prediction."""
+    """The targets the head is trained on are the per-object IoUs of the frozen prediction (§5)."""
     from alharness.learner import learner as learner_mod
     from alharness.learner import losses
+    from alharness.learner.heads import object_iou_targets
 
     images, masks, state = _squares()
     seen = []
@@ -209,9 +210,9 @@ def test_iou_head_regresses_the_eq2_score_with_l1_on_sqrt(monkeypatch):
                                 head_steps=1, flip=False), 2, IGN)
     lrn.fit(images, state, seed=0)
     assert len(seen) == 1
-    eq2 = iou_scores(lrn.predict(images), masks, IGN)
-    # The head phase draws a batch with replacement: every target is some image's eq. (2) score.
-    assert all(np.isclose(eq2, v, atol=1e-6).any() for v in seen[0])
+    per_object = object_iou_targets(lrn.predict(images), masks, IGN)
+    # The head phase draws a batch with replacement: every target is some predicted object's IoU.
+    assert all(np.isclose(per_object, v, atol=1e-6).any() for v in seen[0])
 
 
 # -- BASIS ------------------------------------------------------------------------------

@@ -5,13 +5,18 @@ Heads read a model's :class:`~alharness.learner.models.Parts`:
 * ``classification`` — a linear layer on the pooled deepest encoder features
   (full-or-weak §4.3: "a classification head is appended at the end of the
   encoding module"). Output ``class_logits`` (B, C).
-* ``iou`` — mask-guided selection §5: decoder maps at every resolution are
-  globally average-pooled, concatenated and mapped by a fully connected
-  layer to the image's IoU score (eq. 2: the mean IoU of its objects, each
-  ground-truth object matched to a predicted connected component of its
-  class; ``alharness.metrics.iou_score`` is the training target). The layer
-  predicts √IoU (Table 2's best variant: small IoUs get more resolution);
-  output ``iou`` (B,) = (√IoU)².
+* ``iou`` — mask-guided selection §5, per predicted object: the objects are
+  the connected components of each predicted class (``predicted_components``,
+  the objects ``alharness.metrics.predicted_object_ious`` scores); the decoder
+  maps at every resolution are average-pooled over each object's mask (the
+  per-object form of the paper's global pooling), concatenated and mapped by
+  one fully connected layer to that object's IoU. The layer predicts √IoU
+  (Table 2's best variant: small IoUs get more resolution). Outputs
+  ``object_iou`` (K,) = (√IoU)² and ``object_image`` (K,), the image of each
+  object, and ``iou`` (B,), the image's IoU score, eq. (2): the mean over
+  its objects. An image without a predicted object is scored as one object
+  covering the whole image (global pooling, as the paper's branch reads an
+  image), whose target is 1 if the image really has no object, else 0.
 * ``maturity`` — MADBAL §3.1 varied-maturity heads: segmentation heads on
   up to three encoder depths (shallow, semi, almost mature), output
   ``maturity_logits`` (B, K, C, H, W); and ``maturity_weights`` (B, K, H, W),
@@ -35,12 +40,14 @@ from __future__ import annotations
 
 from typing import Iterable
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from alharness.errors import ConfigError
 from alharness.learner.models.base import Parts
+from alharness.metrics import iou_score, object_map, predicted_object_ious
 
 HEADS = ("classification", "iou", "loss_prediction", "maturity")
 #: heads trained after the segmentation network, with it frozen (mask-guided §5, MADBAL training phase II)
@@ -65,14 +72,70 @@ def maturity_taps(n_stages: int) -> list[int]:
     return sorted({round(i * (n_stages - 1) / (k - 1)) for i in range(k)})
 
 
+def predicted_components(logits: torch.Tensor) -> torch.Tensor:
+    """Objects of a prediction (B, C, H, W) → (B, H, W) int64 labels 1..K per image,
+    0 = no object: the components ``alharness.metrics.object_map`` gives the
+    argmax, numbered as it numbers them. An image with none is one object
+    (label 1 everywhere), so every image has K ≥ 1."""
+    pred = logits.detach().argmax(1).cpu().numpy()
+    labels = np.ones(pred.shape, np.int64)
+    for i, p in enumerate(pred):
+        lab, cls = object_map(p, ignore_index=-1)
+        if len(cls):
+            labels[i] = lab
+    return torch.from_numpy(labels).to(logits.device)
+
+
+def object_iou_targets(preds: np.ndarray, masks: np.ndarray, ignore_index: int) -> np.ndarray:
+    """The IoU head's targets for predictions (B, H, W) against masks, one per object
+    of ``predicted_components``, concatenated image by image: each predicted
+    object's IoU with its matched ground-truth object, 0 if unmatched
+    (``predicted_object_ious``); an image without a predicted object has one
+    target, its ``iou_score`` (1 if it has no object either, else 0)."""
+    out = []
+    for p, m in zip(preds, masks):
+        ious = predicted_object_ious(p, m, ignore_index)
+        out.append(ious if len(ious) else [iou_score(p, m, ignore_index)])
+    return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
+
+
+def masked_mean(feature: torch.Tensor, objects: torch.Tensor, n: int) -> torch.Tensor:
+    """Mean of a map (B, F, h, w) over each object's pixels, (n, F) float32.
+
+    ``objects`` (B, H, W) holds global object ids 0..n-1 (-1: none) at the
+    output resolution; a pixel reads the map cell it falls in, so a small
+    object keeps its weight at every resolution. Vectorised: the (object,
+    cell) pairs and their pixel counts, then one ``index_add_``."""
+    b, f, h, w = feature.shape
+    big_h, big_w = objects.shape[-2:]
+    dev = feature.device
+    cells = (torch.arange(big_h, device=dev) * h // big_h)[:, None] * w + (torch.arange(big_w, device=dev) * w // big_w)
+    cells = (torch.arange(b, device=dev)[:, None, None] * (h * w) + cells).flatten()
+    obj = objects.flatten()
+    keep = obj >= 0
+    pairs, counts = torch.unique(obj[keep] * (b * h * w) + cells[keep], return_counts=True)
+    rows = feature.permute(0, 2, 3, 1).reshape(b * h * w, f)[pairs % (b * h * w)].float()
+    sums = rows.new_zeros(n, f).index_add_(0, pairs // (b * h * w), rows * counts[:, None])
+    area = torch.bincount(obj[keep], minlength=n).clamp_min(1)
+    return sums / area[:, None]
+
+
 class IoUHead(nn.Module):
     def __init__(self, decoder_channels: tuple[int, ...]):
         super().__init__()
         self.fc = nn.Linear(sum(decoder_channels), 1)
 
-    def forward(self, decoder: list[torch.Tensor]) -> torch.Tensor:
-        pooled = torch.cat([d.mean(dim=(2, 3)) for d in decoder], dim=1)
-        return torch.sigmoid(self.fc(pooled)).squeeze(1) ** 2
+    def forward(self, decoder: list[torch.Tensor], objects: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``objects``: (B, H, W) labels 1..K_b per image (``predicted_components``)."""
+        k = objects.flatten(1).amax(1)
+        first = torch.cumsum(k, 0) - k  # global id of each image's object 1
+        ids = torch.where(objects > 0, objects - 1 + first[:, None, None], -1)
+        n = int(k.sum())
+        pooled = torch.cat([masked_mean(d, ids, n) for d in decoder], dim=1)
+        obj = torch.sigmoid(self.fc(pooled.to(self.fc.weight.dtype))).squeeze(1).float() ** 2
+        image = torch.repeat_interleave(torch.arange(len(k), device=k.device), k)
+        score = obj.new_zeros(len(k)).index_add_(0, image, obj) / k  # eq. (2): mean over the image's objects
+        return {"iou": score, "object_iou": obj, "object_image": image}
 
 
 class MaturityHeads(nn.Module):
@@ -179,7 +242,7 @@ class Network(nn.Module):
         if "classification" in heads:
             out["class_logits"] = self.classification(parts.features)
         if "iou" in heads:
-            out["iou"] = self.iou(parts.decoder)
+            out.update(self.iou(parts.decoder, predicted_components(parts.logits)))
         if heads & {"maturity", "loss_prediction"}:
             endpoint = parts.decoder[-1] if parts.decoder else None
             maps, weights = [], None

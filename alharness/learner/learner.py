@@ -33,12 +33,12 @@ from torch.nn import functional as F
 from alharness.errors import ConfigError
 from alharness.annotation.labels import UNKNOWN, LabelState
 from alharness.learner.config import LearnerConfig, resolve_device
-from alharness.learner.heads import FROZEN_PHASE_HEADS, Network
+from alharness.learner.heads import FROZEN_PHASE_HEADS, Network, object_iou_targets
 from alharness.learner import losses
 from alharness.learner.targets import TrainingSet, training_set
 from alharness.learner.weights import load_matching, read_state_dict
 from alharness.toolkit.model_outputs import to_tensor
-from alharness.metrics import confusion_matrix, iou_scores, mean_iou
+from alharness.metrics import confusion_matrix, mean_iou
 from alharness.registry import MODELS
 
 LossFn = Callable[[dict[str, torch.Tensor], torch.Tensor, torch.Tensor], torch.Tensor]
@@ -302,12 +302,11 @@ class Learner:
             if "classification" in heads:
                 total = total + losses.head_image_label_loss(out["class_logits"], lab)
             if "iou" in heads:
-                has = (y != ignore).flatten(1).any(1).float()
-                # Target: the image's IoU score, mask-guided eq. (2): mean IoU of its
-                # objects, each matched to a predicted connected component of its class.
-                pred = logits.argmax(1).cpu().numpy()
-                true = torch.from_numpy(iou_scores(pred, y.cpu().numpy(), ignore)).to(logits.device, torch.float32)
-                total = total + losses.iou_regression_loss(out["iou"].float(), true, has)
+                # Mask-guided §5: per predicted object, its IoU with the matched ground-truth object.
+                true = object_iou_targets(logits.argmax(1).cpu().numpy(), y.cpu().numpy(), ignore)
+                true = torch.from_numpy(true).to(logits.device, torch.float32)
+                weight = (y != ignore).flatten(1).any(1).float()[out["object_image"]]  # no labelled pixel: no target
+                total = total + losses.iou_regression_loss(out["object_iou"].float(), true, weight)
             if "maturity" in heads:  # MADBAL Eq. 3: one CE term per varied-maturity head, λ = 0.05, 0.1, 0.15
                 lam = losses.maturity_lambdas(out["maturity_logits"].shape[1])
                 for k, lam_k in enumerate(lam):

@@ -111,7 +111,8 @@ def pooled_class_scores(probs: torch.Tensor, r: float) -> torch.Tensor:
 
 
 def iou_regression_loss(pred_iou: torch.Tensor, true_iou: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """L1 between √IoU predicted and √IoU measured (mask-guided §5 and Table 2), over images with weight 1."""
+    """L1 between √IoU predicted and √IoU measured (mask-guided §5 and Table 2), mean over the
+    entries (the IoU head's objects) with weight 1."""
     err = (pred_iou.clamp_min(1e-12).sqrt() - true_iou.sqrt()).abs()
     return (err * weight).sum() / weight.sum().clamp_min(1)
 

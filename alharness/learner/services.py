@@ -19,7 +19,9 @@ model              the trained network         (eval mode; outputs a dict)
 class_scores       (N, C) float32 in [0, 1]    classification head (sigmoid) if the
                                                model has one, else the LSE power mean
                                                of the pixel probabilities
-iou                (N,) float32                IoU head (mask-guided §5)
+iou                (N,) float32                IoU head: the image's predicted IoU score,
+                                               the mean over its predicted objects
+                                               (mask-guided §5, eq. (2))
 loss_prediction    (N, 2, H, W) float32        loss prediction head, sigmoid;
                                                channel 0 centre, 1 boundary (MADBAL)
 maturity           (N, K, H, W) float32        JS(final ‖ maturity head k) per pixel
@@ -141,7 +143,8 @@ def output_bytes_per_image(config: LearnerConfig, num_classes: int, image_shape:
     arrays = sorted(set(needs) & set(SERVICES) - {"model"})
     if not arrays:
         return {}
-    heads = set(heads_for(arrays)) | ({"feature_map"} if "feature_map" in arrays else set())
+    # Not the IoU head: it labels the prediction's objects on the CPU (no meta tensors), and its size is fixed.
+    heads = (set(heads_for(arrays)) - {"iou"}) | ({"feature_map"} if "feature_map" in arrays else set())
     net = meta_network(config, num_classes)
     net.eval()
     with torch.no_grad():
