@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from alharness.errors import AlharnessError
+from alharness.errors import AlharnessError, ConfigError
 from alharness.live.cli import add_live_commands
 
 EXIT_OK, EXIT_FAILED_CAMPAIGNS, EXIT_USAGE = 0, 1, 2
@@ -127,7 +127,14 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from alharness.results.report_page import build_report
 
-    html_path, md_path = build_report(args.results, args.out)
+    claims = ()
+    if args.claims:
+        from alharness.execution.benchmark import load_benchmark
+
+        claims = load_benchmark(args.claims, open_datasets=False).claims
+        if not claims:
+            raise ConfigError(f"{args.claims}: no [[claims]] tables to judge")
+    html_path, md_path = build_report(args.results, args.out, claims)
     print(f"report: {html_path}\n        {md_path}")
     return EXIT_OK
 
@@ -293,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="one self-contained HTML page (plots embedded) and Markdown from a results directory")
     rp.add_argument("results", help="results directory written by 'alharness bench'")
     rp.add_argument("--out", help="output directory (default: RESULTS/report)")
+    rp.add_argument("--claims", metavar="FILE", help="benchmark TOML whose [[claims]] the report judges first "
+                    "(confirmed / contradicted / not detectable at this scale; also claims.md, claims.json)")
     rp.set_defaults(func=cmd_report)
 
     q = sub.add_parser("query", help="run SQL on the views campaigns, rounds, queries (DuckDB)")

@@ -8,12 +8,13 @@ import json
 import pytest
 
 from alharness.errors import ConfigError
-from alharness.execution.adaptive_seeds import SEEDING_FILE, decide
+from alharness.execution.adaptive_seeds import SEEDING_FILE, decide, seeds_to_decide
 from alharness.execution.backends.local import LocalBackend
 from alharness.execution.benchmark import parse_benchmark
 from alharness.execution.execute import campaign_record
 from alharness.execution.scheduler import run_benchmark
 from alharness.results import store
+from alharness.results.stats import min_seeds_to_call
 from conftest import tiny_benchmark_doc
 
 
@@ -51,17 +52,18 @@ def test_a_clearly_separated_pair_stops_early_and_a_rerun_adds_nothing(tmp_path)
     score = lambda s: (0.7 if s.strategy == "entropy" else 0.5) + _noise(s.seed)  # noqa: E731
     summary = run_benchmark(bench, tmp_path, backend=(b := StandIn(score)), progress=False)
     seeds = sorted({s.seed for s in b.ran})
-    assert seeds == [0, 1, 2, 3, 4] and summary.ok == 10  # 5 common seeds: the first trusted interval
+    # 6 common seeds: the first at which the report's exact test can call one pair (2^(1-6) < 0.05)
+    assert seeds == [0, 1, 2, 3, 4, 5] and summary.ok == 12
     (group,) = _seeding(tmp_path).values()
-    assert group["seeds"] == {"entropy": 5, "random": 5} and group["reason"].startswith("settled")
-    assert group["in_contention"] == ["entropy"] and group["waves"] == 3
+    assert group["seeds"] == {"entropy": 6, "random": 6} and group["reason"].startswith("settled")
+    assert group["in_contention"] == ["entropy"] and group["waves"] == 4
     con, _ = store.connect(tmp_path)
     assert con.execute("SELECT seed, min(wave), max(wave) FROM rounds GROUP BY seed ORDER BY seed").fetchall() == [
-        (0, 0, 0), (1, 0, 0), (2, 0, 0), (3, 1, 1), (4, 2, 2)]
+        (0, 0, 0), (1, 0, 0), (2, 0, 0), (3, 1, 1), (4, 2, 2), (5, 3, 3)]
     assert con.execute("SELECT count(*) FROM campaigns WHERE wave IS NULL").fetchone() == (0,)
 
     again = run_benchmark(bench, tmp_path, backend=(b2 := StandIn(score)), progress=False)
-    assert b2.ran == [] and again.ok == 0 and again.skipped == 10  # resumable: settled means nothing to add
+    assert b2.ran == [] and again.ok == 0 and again.skipped == 12  # resumable: settled means nothing to add
 
 
 def test_two_identical_strategies_run_to_the_maximum(tmp_path):
@@ -85,7 +87,7 @@ def test_an_interrupted_run_continues_where_it_stopped(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         run_benchmark(bench, tmp_path, backend=Dies(score), progress=False)
     run_benchmark(bench, tmp_path, backend=(b := StandIn(score)), progress=False)
-    assert sorted({s.seed for s in b.ran}) == [3, 4]  # wave 1 (two seeds), then settled
+    assert sorted({s.seed for s in b.ran}) == [3, 4, 5, 6]  # waves 1 and 2 (two seeds each), then settled
 
 
 def test_successive_elimination_keeps_the_close_pair_in_contention():
@@ -96,6 +98,12 @@ def test_successive_elimination_keeps_the_close_pair_in_contention():
     assert active == {"a", "b"} and not settled  # c is out; a and b are not told apart
     assert decide({k: {s: x for s, x in v.items() if s < 4} for k, v in values.items()}, {"a", "b", "c"}, 5) == (
         {"a", "b", "c"}, False)  # 4 seeds: no interval is trusted yet
+
+
+def test_groups_run_until_the_reports_exact_test_can_call_their_pairs():
+    # k pairs need n seeds with 2^(1-n) * k < 0.05: 1 pair 6, 3 pairs 7, 10 pairs 9, 15 pairs 10; never below MIN_SEEDS.
+    assert [seeds_to_decide(n) for n in (1, 2, 3, 5, 6)] == [6, 6, 7, 9, 10]
+    assert all(min_seeds_to_call(n * (n - 1) // 2) <= seeds_to_decide(n) for n in range(2, 12))
 
 
 def test_the_seeds_table_is_checked():

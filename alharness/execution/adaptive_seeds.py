@@ -6,7 +6,9 @@ grouping), the strategies still in contention are compared on the ranking
 metric (``rank_by``: each campaign's final mIoU, or its AUC) by a paired
 percentile bootstrap over their common seeds (95 %, as
 ``alharness.results.stats.paired_bootstrap``; no interval is trusted below
-``stats.MIN_SEEDS`` common seeds):
+``seeds_to_decide`` common seeds: ``stats.MIN_SEEDS``, and at least the
+seeds the report's exact test needs to call a pair among the group's
+strategies, so that a group never stops where its verdicts cannot be called):
 
 - *successive elimination*: a strategy whose paired interval against the
   group's best (highest mean) lies wholly below 0 is out of contention and
@@ -36,7 +38,7 @@ from typing import Any, Callable
 import numpy as np
 
 from alharness.campaign.spec import CampaignSpec
-from alharness.results.stats import MIN_SEEDS, _interval
+from alharness.results.stats import MIN_SEEDS, _interval, min_seeds_to_call
 
 RANK_BY = ("final_miou", "auc")
 LEVEL = 0.95
@@ -106,6 +108,14 @@ def decide(values: dict[str, dict[int, float]], active: set[str], min_seeds: int
     return keep, True
 
 
+def seeds_to_decide(n_strategies: int) -> int:
+    """Common seeds a pair needs before the waves may eliminate or settle on it:
+    ``MIN_SEEDS``, and at least as many as the report's exact test needs to call
+    any of the group's pairs (``stats.min_seeds_to_call`` over its k = n(n−1)/2
+    pairs). Stopping earlier would leave verdicts that cannot be called."""
+    return max(MIN_SEEDS, min_seeds_to_call(max(1, n_strategies * (n_strategies - 1) // 2)))
+
+
 @dataclass
 class _Group:
     key: GroupKey
@@ -163,7 +173,7 @@ def _step(g: _Group, values: dict[str, float], policy: SeedPolicy, wave: int) ->
     if len(g.specs) == 1:
         g.reason = "one strategy: nothing to compare"
         return
-    g.active, settled = decide(vals, g.active, MIN_SEEDS)
+    g.active, settled = decide(vals, g.active, seeds_to_decide(len(g.specs)))
     n = max(len(g.seeds[st]) for st in g.active)
     if settled:
         g.reason = ("settled: one strategy left in contention" if len(g.active) == 1

@@ -25,6 +25,7 @@ from alharness.learner import LearnerConfig
 from alharness.campaign.spec import RESOURCE_FIELDS, CampaignSpec
 from alharness.execution.adaptive_seeds import SeedPolicy
 from alharness.execution.schema import check_file, unknown_keys
+from alharness.results.claims import Claim, resolve_claims
 from alharness.registry import COSTS, DATASETS, STRATEGIES, Registry
 
 
@@ -37,6 +38,8 @@ class Benchmark:
     # Adaptive seeding (seeds = { min, max, until }): specs hold seeds 0 .. max-1,
     # and the scheduler runs them in waves; None: every spec runs.
     seeding: SeedPolicy | None = None
+    # [[claims]]: the headlines the report judges (alharness.results.claims).
+    claims: tuple[Claim, ...] = ()
 
 
 def _as_list(value: Any) -> list:
@@ -189,6 +192,7 @@ def parse_benchmark(doc: dict, source: str = "<benchmark>", *, open_datasets: bo
     seeding = _seed_policy(bench, where)
     specs = _specs(doc, where)
     _construct_strategies(specs, where)
+    claims = resolve_claims(doc.get("claims", []), (s.strategy_label for s in specs), where)
     if open_datasets:
         _open_datasets(specs, where)
     if bench.get("reference", False):
@@ -201,7 +205,7 @@ def parse_benchmark(doc: dict, source: str = "<benchmark>", *, open_datasets: bo
                 seen.add(ref.campaign_id)
                 specs.append(ref)
     return Benchmark(name=bench["name"], description=bench.get("description", ""), specs=tuple(specs), source=source,
-                     seeding=seeding)
+                     seeding=seeding, claims=claims)
 
 
 def load_benchmark(path: str | Path, *, open_datasets: bool = True) -> Benchmark:

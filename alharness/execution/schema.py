@@ -104,6 +104,20 @@ class CostTable(BaseModel):
     grid: Grid = {}
 
 
+class ClaimTable(_Table):
+    """One ``[[claims]]`` entry: a paper's headline that the report judges
+    (``alharness.results.claims``). ``a`` and ``b`` name strategies as the
+    leaderboard labels them, or by plugin name where that is unambiguous."""
+
+    says: str
+    kind: Literal["beats", "within"]
+    a: str
+    b: str | Annotated[list[str], NonEmpty]
+    metric: Literal["final_miou", "auc"] = "final_miou"
+    # "within": a's shortfall against the best b, as a fraction of that b's mean.
+    margin: Annotated[float, Field(ge=0, le=1)] = 0.02
+
+
 class BenchmarkFile(_Table):
     """The whole file."""
 
@@ -114,6 +128,7 @@ class BenchmarkFile(_Table):
     costs: dict[str, CostTable] = {}
     learner: dict[str, Any] = {}  # LearnerConfig checks its fields
     noise: dict[str, Any] = {}  # NoiseConfig checks its fields
+    claims: list[ClaimTable] = []
 
 
 _TABLES = {"benchmark": BenchmarkTable, "resources": ResourcesTable}
@@ -124,6 +139,7 @@ _EXPECTED = {
     "datasets": "at least one [[datasets]] table with a 'name'",
     "strategies": "at least one [[strategies]] table with a 'name'",
     "costs": "a table of [costs.<metric>] tables",
+    "claims": "a list of [[claims]] tables (says, kind, a, b)",
 }
 
 
@@ -178,6 +194,11 @@ def _locate(loc: tuple, doc: dict[str, Any]) -> tuple[str, str | None, Any, Any]
         entry = doc[top][loc[1]]
         label = f"{entry['name']!r}" if isinstance(entry.get("name"), str) else f"entry {loc[1] + 1}"
         return f"[[{top}]] {label}", str(loc[2]), entry.get(loc[2]), PluginTable.model_fields.get(loc[2])
+    if top == "claims" and len(loc) >= 2 and isinstance(loc[1], int):
+        entry = doc[top][loc[1]]
+        if len(loc) == 2 or not isinstance(entry, dict):
+            return f"[[claims]] entry {loc[1] + 1}", None, entry, ClaimTable
+        return f"[[claims]] entry {loc[1] + 1}", str(loc[2]), entry.get(loc[2]), ClaimTable.model_fields.get(loc[2])
     if top == "costs" and len(loc) >= 3:
         return f"[costs.{loc[1]}]", str(loc[2]), doc[top][loc[1]].get(loc[2]), CostTable.model_fields.get(loc[2])
     if top == "costs" and len(loc) == 2:
@@ -193,6 +214,8 @@ def _message(exc: ValidationError, doc: dict[str, Any], where: str) -> str:
         keys = sorted(str(e["loc"][-1]) for e in extra if e["loc"][:-1] == loc)
         if tuple(loc[:2]) == ("benchmark", "seeds"):
             return unknown_keys(where, "[benchmark] seeds", keys, set(SeedsTable.model_fields))
+        if loc and loc[0] == "claims":
+            return unknown_keys(where, f"[[claims]] entry {loc[1] + 1}", keys, set(ClaimTable.model_fields))
         model = _TABLES.get(loc[0]) if loc else BenchmarkFile
         return unknown_keys(where, f"[{loc[0]}]" if loc else "", keys, set((model or BenchmarkFile).model_fields))
     loc = errors[0]["loc"]
@@ -211,6 +234,8 @@ def _expected(top: str, key: str | None, field: Any, table: str = "") -> str:
     """What a key (or, with no key, a whole table) should have been, in words."""
     if key is None and table.startswith("[costs."):
         return "a table of the cost model's parameters"
+    if key is None and table.startswith("[[claims]]"):
+        return "a table with says, kind, a and b"
     if key is None and table.startswith("[["):
         return "a table with a 'name' and the plugin's parameters"
     for k in ((top, key), key, top if key is None else None):

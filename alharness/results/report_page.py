@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 
 from alharness.results import leaderboard as report, plots, stats, store
+from alharness.results.claims import CLAIMS_HEAD, judge, write_claims
 from alharness.errors import AlharnessError, ResultsError
 from alharness.campaign.reference import REFERENCE_STRATEGY
 
@@ -536,17 +537,32 @@ def write_verdicts(found: list[dict[str, Any]], out_dir: Path) -> list[str]:
 
 def _verdict_section(doc: _Doc, found: list[dict[str, Any]], out_dir: Path) -> None:
     """Every pair's verdict as a sentence, in the report and in verdicts.md / verdicts.json beside it."""
-    lines = write_verdicts(found, out_dir)
     doc.h(3, "Verdicts")
-    doc.p(VERDICTS_HEAD.split("\n\n", 1)[1].strip() + " Also in verdicts.md and verdicts.json.")
+    _sidecar_section(doc, VERDICTS_HEAD, write_verdicts(found, out_dir), "verdicts", 4)
+
+
+def _sidecar_section(doc: _Doc, head: str, lines: list[str], stem: str, level: int) -> None:
+    """A section also written beside the report as ``<stem>.md`` / ``<stem>.json``: its head's
+    explanation, then its Markdown lines (``## `` headings at ``level``, bullets as paragraphs)."""
+    doc.p(head.split("\n\n", 1)[1].strip() + f" Also in {stem}.md and {stem}.json.")
     for line in lines:
         if line.startswith("## "):
-            doc.h(4, line[3:])
+            doc.h(level, line[3:])
         elif line:
-            doc.p(line[2:])
+            doc.p(line[2:] if line.startswith("- ") else line)
 
-def build_report(results_dir: str | Path, out_dir: str | Path | None = None) -> tuple[Path, Path]:
-    """Write ``report.html`` (self-contained) and ``report.md`` (+ PNGs) for a results directory."""
+
+def _claims_section(doc: _Doc, claims: tuple, rows: list[dict[str, Any]], found: list[dict[str, Any]],
+                    out_dir: Path) -> None:
+    """The benchmark's headline claims, judged (``alharness.results.claims``), also in claims.md / claims.json."""
+    judged = judge(claims, rows, found, report.learner_inadequate(rows))
+    doc.h(2, "Headline claims")
+    _sidecar_section(doc, CLAIMS_HEAD, write_claims(judged, out_dir), "claims", 3)
+
+
+def build_report(results_dir: str | Path, out_dir: str | Path | None = None, claims: tuple = ()) -> tuple[Path, Path]:
+    """Write ``report.html`` (self-contained) and ``report.md`` (+ PNGs) for a results directory;
+    with ``claims`` (a benchmark's ``[[claims]]``), the report leads with their judgement."""
     results_dir = Path(results_dir)
     out_dir = Path(out_dir) if out_dir else results_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -560,6 +576,8 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None) -> 
     n_ref = con.execute(f"SELECT count(DISTINCT campaign_id) FROM rounds WHERE strategy = '{REFERENCE_STRATEGY}'").fetchone()[0]
     rows, found = compute_verdicts(con)
     boards = _leaderboards(con)
+    if claims:
+        _claims_section(doc, claims, rows, found, out_dir)
     _what_to_buy_section(doc, con, boards, rows, found, results_dir)
     doc.h(2, "What ran")
     doc.p(f"Results: {results_dir}. Campaigns: {status.get('ok', 0)} finished, {status.get('failed', 0)} failed"

@@ -1,0 +1,138 @@
+"""Headline claims ([[claims]] in a benchmark file): resolved against the benchmark's strategies,
+judged from the verdicts, and led with in the report."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from conftest import tiny_benchmark_doc, toml_dumps
+
+from alharness.campaign.loop import run_campaign
+from alharness.cli import main
+from alharness.errors import ConfigError
+from alharness.execution.benchmark import parse_benchmark
+from alharness.results import leaderboard, stats, store
+from alharness.results.claims import CONFIRMED, CONTRADICTED, NOT_DETECTABLE, Claim, judge
+
+
+def _rows(means: dict[str, float], seeds: int, budget: float = 100, noise: float = 0.002, full: float = 0.9,
+          seed: int = 0) -> list[dict]:
+    """Per-campaign rows as ``leaderboard.per_campaign`` gives them, a seeded noise per (strategy, seed)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(seeds):
+        shared = rng.normal(0, 0.05)  # what a seed does to every strategy: pairing removes it
+        for label, mean in means.items():
+            v = mean + shared + rng.normal(0, noise)
+            rows.append({"dataset": "d", "metric": "pixels", "pricing": "pixels", "budget": budget, "strategy_label": label,
+                         "seed": s, "final_miou": v, "auc": v, "full_miou": full + shared})
+    return rows
+
+
+def _judge(claim: Claim, rows: list[dict]) -> dict:
+    found = stats.verdicts(rows, claim.metric)
+    return judge([claim], rows, found, leaderboard.learner_inadequate(rows))[0]
+
+
+BEATS = Claim("m beats r and e", "beats", "m", ("r", "e"))
+
+
+def test_beats_is_confirmed_contradicted_or_not_detectable_from_the_verdicts():
+    assert _judge(BEATS, _rows({"m": 0.6, "r": 0.5, "e": 0.55}, seeds=7))["outcome"] == CONFIRMED
+    # One b beating a contradicts the claim, even where a beats the other.
+    lost = _judge(BEATS, _rows({"m": 0.6, "r": 0.5, "e": 0.7}, seeds=7))
+    assert lost["outcome"] == CONTRADICTED and "e beats m" in " ".join(lost["groups"][0]["why"])
+    # Within seed noise: not detectable, with the verdict's own sentence.
+    tied = _judge(BEATS, _rows({"m": 0.6, "r": 0.6, "e": 0.6}, seeds=7, noise=0.02))
+    assert tied["outcome"] == NOT_DETECTABLE and "no detectable difference" in " ".join(tied["groups"][0]["why"])
+    # Too few seeds for any verdict: not detectable, however large the gap.
+    few = _judge(BEATS, _rows({"m": 0.6, "r": 0.5, "e": 0.55}, seeds=3))
+    assert few["outcome"] == NOT_DETECTABLE and "too few seeds (3" in " ".join(few["groups"][0]["why"])
+
+
+def test_an_inadequate_learner_confirms_nothing():
+    # Full supervision (0.5) below what the strategies reach: the learner limits the scores.
+    j = _judge(BEATS, _rows({"m": 0.6, "r": 0.5, "e": 0.55}, seeds=7, full=0.5))
+    assert j["outcome"] == NOT_DETECTABLE and j["groups"][0]["why"][0].startswith("LEARNER INADEQUATE: ")
+
+
+def test_a_claim_holds_only_where_it_holds_in_every_group():
+    rows = _rows({"m": 0.6, "r": 0.5, "e": 0.55}, seeds=7) + _rows({"m": 0.6, "r": 0.6, "e": 0.6}, seeds=7, budget=200,
+                                                                   noise=0.02, seed=1)
+    j = _judge(BEATS, rows)
+    assert [g["outcome"] for g in j["groups"]] == [CONFIRMED, NOT_DETECTABLE] and j["outcome"] == NOT_DETECTABLE
+    rows += _rows({"m": 0.4, "r": 0.6, "e": 0.6}, seeds=7, budget=300, seed=2)
+    assert _judge(BEATS, rows)["outcome"] == CONTRADICTED
+
+
+def test_within_compares_with_the_best_b_and_its_margin():
+    claim = Claim("gp within 2 % of the best fixed share", "within", "gp", ("f25", "f50"), margin=0.02)
+    close = _judge(claim, _rows({"gp": 0.597, "f25": 0.5, "f50": 0.6}, seeds=7))
+    assert close["outcome"] == CONFIRMED and "gp − f50 (the best of f25, f50" in close["groups"][0]["why"][0]
+    far = _judge(claim, _rows({"gp": 0.5, "f25": 0.45, "f50": 0.6}, seeds=7))
+    assert far["outcome"] == CONTRADICTED
+    loose = _judge(Claim("within 25 %", "within", "gp", ("f25", "f50"), margin=0.25),
+                   _rows({"gp": 0.5, "f25": 0.45, "f50": 0.6}, seeds=7))
+    assert loose["outcome"] == CONFIRMED
+    # An interval straddling the allowed shortfall decides nothing.
+    wide = _judge(claim, _rows({"gp": 0.585, "f25": 0.5, "f50": 0.6}, seeds=7, noise=0.03))
+    assert wide["outcome"] == NOT_DETECTABLE
+
+
+def _doc(claims: list[dict], strategies=("random", "entropy", {"name": "fixed_proportion", "mask_fraction": 0.75})):
+    return {**tiny_benchmark_doc(strategies=strategies), "claims": claims}
+
+
+def test_claims_name_the_benchmarks_strategies_by_label_or_unambiguous_plugin_name():
+    bench = parse_benchmark(_doc([{"says": "entropy beats the rest", "kind": "beats", "a": "entropy",
+                                   "b": ["random", "fixed_proportion"]}]), "b.toml", open_datasets=False)
+    assert bench.claims == (Claim("entropy beats the rest", "beats", "entropy",
+                                  ("random", "fixed_proportion(mask_fraction=0.75)")),)
+    cases = [
+        ({"a": "entropi", "b": "random"}, "b.toml: [[claims]] entry 1 a = 'entropi' names no strategy of this benchmark "
+                                          "(its strategies: entropy, fixed_proportion(mask_fraction=0.75), random)"),
+        ({"a": "entropy", "b": "entropy"}, "a (entropy) is also one of b"),
+        ({"a": "entropy", "b": "random", "says": " "}, "says must state the claim in words"),
+        ({"a": "entropy", "b": "random", "kind": "wins"}, "[[claims]] entry 1 kind must be one of 'beats', 'within'"),
+        ({"a": "entropy", "b": "random", "margin": 1.5}, "[[claims]] entry 1 margin must be a finite number in [0, 1]"),
+        ({"a": "entropy", "b": [], }, "[[claims]] entry 1 b must be"),
+        ({"a": "entropy", "b": "random", "by": 2}, "[[claims]] entry 1: unknown key(s) 'by'"),
+    ]
+    for over, message in cases:
+        with pytest.raises(ConfigError) as err:
+            parse_benchmark(_doc([{"says": "x", "kind": "beats", **over}]), "b.toml", open_datasets=False)
+        assert message in str(err.value), (over, str(err.value))
+    two = ({"name": "fixed_proportion", "mask_fraction": 0.25}, {"name": "fixed_proportion", "mask_fraction": 0.8}, "random")
+    with pytest.raises(ConfigError, match=r"'fixed_proportion' matches several strategies \(fixed_proportion\(mask_fraction=0.25\), "
+                                          r"fixed_proportion\(mask_fraction=0.8\)\); give the full label"):
+        parse_benchmark(_doc([{"says": "x", "kind": "beats", "a": "random", "b": "fixed_proportion"}], two), "b.toml",
+                        open_datasets=False)
+
+
+def test_report_leads_with_the_judged_claims(tmp_path):
+    doc = _doc([{"says": "Entropy beats random", "kind": "beats", "a": "entropy", "b": "random"}],
+               strategies=("random", "entropy"))
+    bench = parse_benchmark(doc, "b.toml")
+    out = str(tmp_path / "res")
+    for spec in bench.specs:
+        res = run_campaign(spec)
+        store.write_campaign(out, {"campaign_id": spec.campaign_id, "status": "ok", "error": "", "spec": spec.to_json()},
+                             res.rows, res.queries)
+    (tmp_path / "b.toml").write_text(toml_dumps(doc))
+    rep = tmp_path / "rep"
+    assert main(["report", out, "--out", str(rep), "--claims", str(tmp_path / "b.toml")]) == 0
+    md = (rep / "report.md").read_text()
+    assert md.split("\n## ")[1].startswith("Headline claims")
+    assert "### Entropy beats random: NOT DETECTABLE AT THIS SCALE" in md and "too few seeds (2" in md
+    judged = json.loads((rep / "claims.json").read_text())
+    assert judged[0]["outcome"] == NOT_DETECTABLE and judged[0]["b"] == ["random"]
+    assert "# Headline claims" in (rep / "claims.md").read_text()
+    # Without --claims the report has no such section; a file without claims is an error.
+    assert main(["report", out, "--out", str(tmp_path / "plain")]) == 0
+    assert "Headline claims" not in (tmp_path / "plain" / "report.md").read_text()
+    (tmp_path / "none.toml").write_text(toml_dumps(tiny_benchmark_doc()))
+    assert main(["report", out, "--out", str(tmp_path / "x"), "--claims", str(tmp_path / "none.toml")]) != 0
+    assert not os.path.exists(tmp_path / "x" / "claims.md")
