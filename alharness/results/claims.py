@@ -157,7 +157,8 @@ def judge(claims: Iterable[Claim], rows: list[dict[str, Any]], found: list[dict[
                 why = [f"LEARNER INADEQUATE: {', '.join(inadequate[key])} beat full supervision by more than seed "
                        "noise, so the learner, not the labels, limits these scores"] + why
             groups.append({"dataset": key[0], "cost_metric": key[1], "pricing": key[2], "budget": key[3],
-                           "outcome": outcome, "why": why})
+                           "outcome": outcome, "why": why,
+                           "seeds": sorted({pairs[b]["seeds"] for b in claim.b if b in pairs})})  # per pair compared
         outcome = _combine([g["outcome"] for g in groups]) if groups else NOT_DETECTABLE
         out.append({**asdict(claim), "b": list(claim.b), "outcome": outcome, "groups": groups,
                     **({} if groups else {"why": [f"{claim.a} has no finished campaigns in these results"]})})
