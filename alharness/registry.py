@@ -29,6 +29,7 @@ from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
+from alharness.cache_root import cache_root
 from alharness.errors import ConfigError, PluginError
 
 T = TypeVar("T")
@@ -209,10 +210,8 @@ class Registry(Generic[T]):
         return [(e.name, e.description) for e in self.entries()]
 
     def _listing_path(self) -> Path:
-        # Next to the references, under the cache root of alharness.datasets.cache (same variable,
-        # same default; not imported from there: the registry imports nothing of the layers above it).
-        root = os.environ.get("ALHARNESS_CACHE")
-        return (Path(root).expanduser() if root else Path.home() / ".cache" / "alharness" / "datasets") / "plugins" / f"{self.group}.json"
+        # Next to the references, under the one cache root (alharness.cache_root).
+        return cache_root() / "plugins" / f"{self.group}.json"
 
     def _listing_key(self) -> str:
         """What a listing depends on: the entry points, the installed distributions

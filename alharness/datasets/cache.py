@@ -32,7 +32,7 @@ import numpy as np
 from alharness.datasets.base import SPLITS, SegmentationDataset
 from alharness.datasets.polygons import ARRAY_NAMES as POLYGON_ARRAYS, PolygonSet
 
-CACHE_ENV = "ALHARNESS_CACHE"
+from alharness.cache_root import CACHE_ENV, cache_root  # noqa: F401  (re-exported: the datasets' cache API)
 # Bump when the on-disk layout changes, so old entries are not misread.
 FORMAT_VERSION = 1
 
@@ -40,11 +40,6 @@ FORMAT_VERSION = 1
 stats: collections.Counter[str] = collections.Counter()
 _MEMO_SIZE = 8
 _memo: "collections.OrderedDict[tuple[str, str], SegmentationDataset]" = collections.OrderedDict()
-
-
-def cache_root() -> Path:
-    env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "alharness" / "datasets"
 
 
 def config_key(kind: str, config: dict[str, Any]) -> str:
