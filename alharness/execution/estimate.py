@@ -226,6 +226,7 @@ def estimate(specs: Iterable[CampaignSpec], *, open_datasets: bool = True, **bud
     labels = dataset_labels(specs)
     shapes: dict[str, DatasetShape | None] = {}
     models: dict[str, ModelFootprint | str] = {}
+    strategies: dict[str, tuple[frozenset[str], bool]] = {}  # (needs, streams)
     out: list[CampaignEstimate] = []
     for spec in specs:
         label = labels[spec.campaign_id]
@@ -239,8 +240,11 @@ def estimate(specs: Iterable[CampaignSpec], *, open_datasets: bool = True, **bud
             est.note = "dataset not opened (--no-data-check)"
             continue
         est.cache_bytes = shape.cache_bytes
-        strategy = STRATEGIES.create(spec.strategy, **spec.strategy_params)
-        needs, streams = frozenset(strategy.needs), bool(getattr(strategy, "streams", False))
+        skey = json.dumps([spec.strategy, spec.strategy_params], sort_keys=True, default=str)
+        if skey not in strategies:  # one object per strategy and parameters, not per campaign (seeds, budgets)
+            made = STRATEGIES.create(spec.strategy, **spec.strategy_params)
+            strategies[skey] = frozenset(made.needs), bool(getattr(made, "streams", False))
+        needs, streams = strategies[skey]
         mkey = json.dumps([spec.learner.to_dict(), shape.num_classes, shape.height, shape.width, sorted(needs)],
                           sort_keys=True, default=str)
         if mkey not in models:
