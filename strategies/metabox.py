@@ -26,6 +26,11 @@ entropy strategies keep those sequences only; the MetaBox ones keep each
 image's MetaSeg segments and metrics (and click map), since MetaSeg's
 regressor is fitted on the meta set at proposal time.
 
+The MetaBox strategies buy their meta set M in round 0 as held-out masks
+(``FullMask(held_out=True)``, at the full-mask price, counted in the
+budget): MetaSeg learns on M, the segmentation network never trains on it
+(§3.2: M is apart from the labelled pool), and no box is taken from it.
+
 * ``entropy_box_true_cost``  EntropyBox+* and ``metabox_true_cost`` MetaBox+*:
   the "+" strategies with the click priority taken from the *true* polygon
   vertices (the dataset's drawn polygons where it has them, as Cityscapes
@@ -192,8 +197,7 @@ class _BoxStrategy(Strategy):
     def propose(self, ctx: StrategyContext) -> list[Query]:
         b = self.box_size
         self._check_size(ctx.pool.image_shape)
-        labelled = ctx.labels.pixels != ctx.labels.ignore_index
-        images = np.flatnonzero(~labelled.reshape(len(labelled), -1).all(axis=1))  # not entirely labelled
+        images = self._candidates(ctx)
         if len(images) == 0:
             return []
         chosen = merge_boxes(self.image_boxes(ctx, images), self.boxes_per_round)
@@ -201,6 +205,11 @@ class _BoxStrategy(Strategy):
         picked = within_budget(queries, ctx.quote, ctx.budget_left_this_round)
         self._diag = {"boxes": len(picked), "mean_score": float(np.mean([s for *_, s in chosen[: len(picked)]])) if picked else None}
         return picked
+
+    def _candidates(self, ctx: StrategyContext) -> np.ndarray:
+        """The images a box may be taken from: those not entirely labelled."""
+        labelled = ctx.labels.pixels != ctx.labels.ignore_index
+        return np.flatnonzero(~labelled.reshape(len(labelled), -1).all(axis=1))
 
     def diagnostics(self) -> dict:
         return dict(self._diag)
@@ -302,9 +311,17 @@ class EntropyBoxPlus(_PlusMixin, EntropyBox):
 
 @register_strategy("metabox")
 class MetaBox(_Streamed, _BoxStrategy):
-    """1 − MetaSeg-predicted segment IoU (gradient boosting on segment metrics, trained on a fixed meta set) (MetaBox)."""
+    """1 − MetaSeg-predicted segment IoU (gradient boosting on segment metrics, trained on a fixed meta set) (MetaBox).
+
+    The meta set M is bought in round 0 as held-out masks
+    (``FullMask(held_out=True)``): charged at the full-mask price, in every
+    cost metric, out of round 0's budget, but never trained on, so MetaSeg
+    learns segment IoUs on images the network has not fitted (MetaBox+ paper
+    §3.2); no box is ever taken from them. The m_init initial images are
+    ordinary training masks."""
 
     needs = frozenset({"probabilities"})
+    version = 2  # 2: the meta set is bought held out (1: as training masks, so the network trained on it)
 
     def __init__(self, box_size: Count = 8, boxes_per_round: Count = 10, initial_images: Annotated[int, Field(ge=0)] = 2,
                  meta_images: Count = 2, n_estimators: Count = 100, max_depth: Count = 4,
@@ -319,12 +336,18 @@ class MetaBox(_Streamed, _BoxStrategy):
         self.meta_set: tuple[int, ...] = ()
 
     def initial(self, ctx):
-        """m_init random images plus the fixed meta set M of n_meta images (both charged)."""
+        """m_init random images (training masks) plus the fixed meta set M of
+        n_meta images, bought held out; both charged at the full-mask price."""
         n = min(self.initial_images + self.meta_images, len(ctx.pool))
         picks = [int(i) for i in ctx.rng.choice(len(ctx.pool), size=n, replace=False)]
-        chosen = within_budget((FullMask(i) for i in picks), ctx.quote, ctx.budget_left_this_round)
-        self.meta_set = tuple(q.image for q in chosen[-self.meta_images:]) if len(chosen) > self.initial_images else ()
+        queries = [FullMask(i, held_out=k >= self.initial_images) for k, i in enumerate(picks)]
+        chosen = within_budget(queries, ctx.quote, ctx.budget_left_this_round)
+        self.meta_set = tuple(q.image for q in chosen if q.held_out)
         return chosen
+
+    def _candidates(self, ctx):
+        # M is held out: the oracle refuses any query on it (even a box of its void pixels).
+        return np.setdiff1d(super()._candidates(ctx), np.asarray(self.meta_set, np.int64))
 
     # Streamed: MetaSeg's regressor is fitted on the meta set at proposal time, so
     # each image keeps its segment map and metrics (and the meta set's images
@@ -337,7 +360,7 @@ class MetaBox(_Streamed, _BoxStrategy):
         seg, _, feats = segment_metrics(probs)
         kept = {"seg": seg.astype(np.min_scalar_type(int(seg.max()))), "feats": feats, "g2": self._g2(batch, n)}
         i = int(batch.indices[n])
-        if i in self.meta_set and batch.labels.has_full_mask[i]:
+        if i in self.meta_set:  # its held-out mask is in the label state's pixels
             iou = segment_iou(seg, probs.argmax(0), batch.labels.pixels[i], batch.labels.ignore_index)
             keep = np.isfinite(iou)
             kept["meta"] = (feats[keep], iou[keep])
@@ -348,7 +371,7 @@ class MetaBox(_Streamed, _BoxStrategy):
 
     def fit_meta(self, ctx) -> GradientBoostingRegressor:
         """Train MetaSeg on the meta set only (steps 1-3 of §3.2)."""
-        if not self.meta_set or not all(ctx.labels.has_full_mask[i] for i in self.meta_set):
+        if not self.meta_set:
             raise ConfigError(f"{self.name}: the meta set has no bought masks; raise the round-0 budget")
         kept = self.pool_scores(ctx)["kept"]
         X, y = zip(*(kept[i]["meta"] for i in self.meta_set))

@@ -103,7 +103,7 @@ def test_metabox_campaign_never_requeries_labelled_pixels_and_trains_on_meta_set
     assert boxes and fitted_sizes
     seen = np.zeros((12, 24, 24), bool)
     for q in res.queries:
-        if q["query_type"] == "full_mask":
+        if q["query_type"] in ("full_mask", "held_out_mask"):  # the initial images and the meta set
             seen[q["image"]] = True
     for q in sorted(boxes, key=lambda q: q["round"]):
         y0, x0, y1, x1 = q["box"]

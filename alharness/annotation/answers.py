@@ -93,7 +93,10 @@ def record(query: Query, state: LabelState, answer: Any) -> None:
 
 @record.register
 def _(query: FullMask, state: LabelState, answer: np.ndarray) -> None:
-    state.set_full_mask(int(query.image), answer)
+    if query.held_out:
+        state.set_held_out_mask(int(query.image), answer)
+    else:
+        state.set_full_mask(int(query.image), answer)
 
 
 @record.register

@@ -68,6 +68,9 @@ class LabelState:
         self.pixels = _pixel_labels((pool_size, *image_shape), ignore_index, mmap_bytes)
         self.image_labels = np.full((pool_size, num_classes), UNKNOWN, np.int8)
         self.has_full_mask = np.zeros(pool_size, bool)
+        # Images bought held out (FullMask(held_out=True)): their mask is in
+        # ``pixels`` for the strategy, but they are no part of the training pool.
+        self.held_out = np.zeros(pool_size, bool)
         # Instances per class from labels-with-counts answers (-1: unknown).
         self.counts = np.full((pool_size, num_classes), -1, np.int16)
         # Boxes answers: image -> (K, 5) array of (class, y0, x0, y1, x1).
@@ -81,6 +84,14 @@ class LabelState:
         counts = np.bincount(np.asarray(mask).ravel(), minlength=256)
         present = counts[: self.num_classes] > 0
         self.image_labels[image] = np.where(present, POSITIVE, NEGATIVE)
+
+    def set_held_out_mask(self, image: int, mask: np.ndarray) -> None:
+        """A held-out mask: its pixels only, for the strategy to read, and the
+        image marked out of the training pool. No full-mask flag and no image
+        labels, so no path that trains on those (weak labels, BASIS's
+        pseudo-labels, ``train_and_score``) takes it either."""
+        self.pixels[image] = mask
+        self.held_out[image] = True
 
     def set_image_labels(self, image: int, present: np.ndarray) -> None:
         self.image_labels[image] = np.where(np.asarray(present, bool), POSITIVE, NEGATIVE)
@@ -107,7 +118,7 @@ class LabelState:
 
     def digest(self) -> str:
         """SHA-256 of everything the learner trains from (pixels, image labels,
-        full-mask flags, counts, boxes). The campaign loop records it after
+        full-mask flags, counts, boxes, held-out flags). The campaign loop records it after
         every oracle answer and compares it before a strategy runs and before
         training, so a label it did not buy, written by anyone, fails the
         campaign. About 1.8 GB/s: a 1000-image 48x48 pool costs ~2 ms."""
@@ -115,6 +126,9 @@ class LabelState:
         for a in (self.pixels, self.image_labels, self.has_full_mask, self.counts):
             h.update(repr((a.dtype.str, a.shape)).encode())
             h.update(np.ascontiguousarray(a).data)
+        if self.held_out.any():  # only then: a state without held-out images keeps its digest (and checkpoints theirs)
+            h.update(b"held_out")
+            h.update(np.ascontiguousarray(self.held_out).data)
         for image in sorted(self.boxes):
             box = np.ascontiguousarray(self.boxes[image], np.int64)
             h.update(repr((int(image), box.shape)).encode())

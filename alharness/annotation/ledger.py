@@ -7,7 +7,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterator, Mapping, Sequence
 
-from alharness.contract.queries import Query
+from alharness.contract.queries import QUERY_TYPES, Query
+
+
+def _pool_image(query: Query) -> int | None:
+    """The pool image a query asks about; None for the harness's own validation
+    masks (their ``image`` indexes the validation split, and their type is no
+    query type a strategy may send)."""
+    return int(query.image) if QUERY_TYPES.get(type(query).kind) is type(query) else None
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,7 @@ class Ledger:
     _totals: dict[str, float] = field(default_factory=dict)
     _keys: set = field(default_factory=set)
     _counts: Counter = field(default_factory=Counter)
+    _images: set = field(default_factory=set)  # pool images with at least one answer
 
     def __post_init__(self) -> None:
         self.metrics = tuple(self.metrics)
@@ -50,6 +58,8 @@ class Ledger:
         self._noisy.append(bool(noisy))
         self._keys.update(query.keys())
         self._counts[query.log_kind] += 1
+        if (image := _pool_image(query)) is not None:
+            self._images.add(image)
         # One addition per metric, in entry order: the same float sums as
         # adding up the query log.
         for m, c in zip(self.metrics, costs):
@@ -74,6 +84,14 @@ class Ledger:
         """True if any part of ``query`` was bought before."""
         return any(k in self._keys for k in query.keys())
 
+    def held_out(self, image: int) -> bool:
+        """True if pool image ``image`` was bought held out (``FullMask(held_out=True)``)."""
+        return ("held_out", int(image)) in self._keys
+
+    def asked(self, image: int) -> bool:
+        """True if anything about pool image ``image`` was bought."""
+        return int(image) in self._images
+
     def total(self, metric: str) -> float:
         return self._totals[metric]
 
@@ -81,7 +99,7 @@ class Ledger:
         return dict(self._totals)
 
     def count(self, kind: str) -> int:
-        """Answers of one logged query type (validation masks count separately)."""
+        """Answers of one logged query type (validation and held-out masks count separately)."""
         return self._counts[kind]
 
     def noisy_count(self) -> int:
@@ -103,6 +121,8 @@ class Ledger:
         entries = state.pop("_entries", None)
         if entries is None:
             self.__dict__.update(state)
+            if "_images" not in state:  # pickled before the ledger kept its images
+                self._images = {i for i in map(_pool_image, self._queries) if i is not None}
             return
         # A ledger pickled with one object per entry (older checkpoints):
         # replaying its entries rebuilds the same totals, keys and counts.

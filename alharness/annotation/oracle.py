@@ -2,8 +2,9 @@
 
 It is the only object that holds the pool's ground truth during a campaign,
 and it is never handed to a strategy. A batch is checked in full before
-anything is answered: a malformed query, a repeated query or an overdraft
-refuses the whole batch, and nothing is charged.
+anything is answered: a malformed query, a repeated query, a query about
+an image bought held out (or holding out an image already asked about) or an
+overdraft refuses the whole batch, and nothing is charged.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from alharness.annotation.labels import LabelState
 from alharness.annotation.ledger import Ledger
 from alharness.annotation.noise import Annotator
 from alharness.annotation.answers import ValidationMask, answer, record
-from alharness.contract.queries import QUERY_TYPES, Query
+from alharness.contract.queries import QUERY_TYPES, FullMask, Query
 from alharness.annotation.truth import ImageTruth, PoolTruth
 
 # Budgets are floats; allow for rounding in sums of many small prices.
@@ -72,6 +73,8 @@ class Oracle:
             raise MalformedQueryError(strategy, batch, f"propose() must return a list of queries, got {type(batch).__name__}")
         shape = tuple(self._pool.masks.shape[1:3])
         seen: set = set()
+        asked: set = set()  # this batch's pool images
+        held: set = set()  # ... and those it holds out
         price = 0.0
         for q in batch:
             if not isinstance(q, Query) or type(q).kind not in QUERY_TYPES or QUERY_TYPES[type(q).kind] is not type(q):
@@ -79,6 +82,18 @@ class Oracle:
             why = q.validate(len(self._pool), self._pool.num_classes, shape)
             if why:
                 raise MalformedQueryError(strategy, q, why)
+            image = int(q.image)
+            if self.ledger.held_out(image):
+                raise DuplicateQueryError(strategy, q, f"pool image {image} was bought held out (FullMask(held_out=True)): "
+                                          "it left the training pool, so nothing more can be asked about it")
+            if image in held:
+                raise DuplicateQueryError(strategy, q, f"the batch holds out pool image {image} and asks about it again")
+            if isinstance(q, FullMask) and q.held_out:
+                if image in asked or self.ledger.asked(image):
+                    raise DuplicateQueryError(strategy, q, f"pool image {image} already has labels bought for training "
+                                              "(this batch or an earlier round), so it cannot be held out")
+                held.add(image)
+            asked.add(image)
             keys = list(q.keys())
             if any(k in seen for k in keys):
                 raise DuplicateQueryError(strategy, q, "the batch asks the same thing twice")

@@ -8,7 +8,8 @@ round's checkpoint would be deleted as soon as the results are committed, so
 it is not written: a driver killed in between reruns that round, to the same
 rows):
 
-* the label state (pixels stored only for images with a label),
+* the label state (pixels stored only for images with a label, held-out
+  flags included),
 * the ledger (every charged answer; totals and the duplicate-query keys
   are rebuilt from it by pickling the Ledger object),
 * the annotator-noise generator's state (the only RNG that runs across
@@ -75,7 +76,7 @@ def _pack_labels(state) -> dict[str, Any]:
     rows = state.labelled_images()
     return {"rows": rows, "pixels": np.asarray(state.pixels)[rows], "image_labels": state.image_labels.copy(),
             "has_full_mask": state.has_full_mask.copy(), "counts": state.counts.copy(),
-            "boxes": {k: v.copy() for k, v in state.boxes.items()}}
+            "boxes": {k: v.copy() for k, v in state.boxes.items()}, "held_out": state.held_out.copy()}
 
 
 def _unpack_labels(packed: dict[str, Any], state) -> None:
@@ -85,6 +86,8 @@ def _unpack_labels(packed: dict[str, Any], state) -> None:
     state.has_full_mask[...] = packed["has_full_mask"]
     state.counts[...] = packed["counts"]
     state.boxes = dict(packed["boxes"])
+    # A checkpoint from before held-out purchases holds none.
+    state.held_out[...] = packed.get("held_out", False)
 
 
 def _learner_state(learner) -> dict[str, Any]:

@@ -13,7 +13,7 @@ the context built from it each round (alharness.campaign.context).
 The learner trains only on what the ledger holds: ``labels_digest`` is the
 label state's digest after the oracle's last answer (``record_labels``), and
 ``verify_labels`` fails the campaign with ``LabelStateError`` when the label
-state differs from it, or when its full masks are not the ledger's.
+state differs from it, or when its full (or held-out) masks are not the ledger's.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from alharness.annotation.labels import LabelState
 from alharness.annotation.noise import Annotator
 from alharness.annotation.oracle import Oracle
 from alharness.campaign.strategy_worker import StrategyHandle
-from alharness.contract.queries import FullMask
+from alharness.contract.queries import HELD_OUT_MASK, FullMask
 from alharness.errors import AlharnessError
 from alharness.learner import Learner
 
@@ -77,10 +77,12 @@ class CampaignState:
                 f"the label state changed outside the oracle ({when}): it no longer matches what the ledger "
                 "bought, so the campaign is failed (never ranked); strategies must treat ctx.labels as read-only")
         # The ledger's count, not its entries: reading them back costs O(answers).
-        masks = self.oracle.ledger.count(FullMask.kind)
-        if int(np.count_nonzero(self.labels.has_full_mask)) != masks:
-            raise LabelStateError(f"the label state holds {int(np.count_nonzero(self.labels.has_full_mask))} full "
-                                  f"masks but the ledger bought {masks} ({when}); the campaign is failed")
+        ledger = self.oracle.ledger
+        for what, flags, kind in (("full", self.labels.has_full_mask, FullMask.kind),
+                                  ("held-out", self.labels.held_out, HELD_OUT_MASK)):
+            if int(np.count_nonzero(flags)) != ledger.count(kind):
+                raise LabelStateError(f"the label state holds {int(np.count_nonzero(flags))} {what} masks but the "
+                                      f"ledger bought {ledger.count(kind)} ({when}); the campaign is failed")
 
     def carried(self) -> dict[str, Any]:
         """The plain values (everything but the handles), by field name."""

@@ -8,6 +8,7 @@ values. It never sees an oracle, a mask it has not bought or the test split.
 
 from alharness.contract.params import check_choice, check_fraction, check_int, check_positive
 from alharness.contract.queries import (
+    HELD_OUT_MASK,
     QUERY_TYPES,
     Boxes,
     ClassPresence,
@@ -23,7 +24,7 @@ from alharness.contract.strategy import (ARRAY_OUTPUTS, LOOP_NEEDS, NEEDS, ORACL
 from alharness.contract.views import NEGATIVE, POSITIVE, UNKNOWN, LabelStateView, PoolView
 
 __all__ = [
-    "ARRAY_OUTPUTS", "Boxes", "ClassPresence", "FullMask", "ImageLabels", "LabelStateView", "LabelsWithCounts", "LOOP_NEEDS",
+    "ARRAY_OUTPUTS", "Boxes", "ClassPresence", "FullMask", "HELD_OUT_MASK", "ImageLabels", "LabelStateView", "LabelsWithCounts", "LOOP_NEEDS",
     "NEEDS", "NEGATIVE", "ORACLE_NEEDS", "POSITIVE", "Pixels", "PoolView", "QUERY_TYPES", "Query", "Region",
     "ScoreBatch", "Strategy", "StrategyContext", "UNKNOWN", "check_choice", "check_fraction", "check_int", "check_positive",
     "within_budget",

@@ -54,14 +54,42 @@ class Query:
         return {"query_type": self.log_kind, "image": int(self.image), "cls": None, "box": None, "pixels": None}
 
 
+HELD_OUT_MASK = "held_out_mask"  # the logged query type of FullMask(held_out=True)
+
+
 @dataclass(frozen=True)
 class FullMask(Query):
-    """All pixels of one image."""
+    """All pixels of one image.
 
+    ``held_out=True`` buys the mask *held out*: priced and charged exactly
+    like a full mask (same ``kind``), written into the label state for the
+    strategy to read, but the image leaves the training pool: the learner
+    never trains on it and the oracle refuses every later query on it (e.g.
+    MetaBox+'s meta set M, on which MetaSeg learns segment IoUs of images the
+    network has not fitted, MetaBox+ paper §3.2). It shares the full mask's
+    key, so an image is bought either for training or held out, never both;
+    it is logged and counted as ``held_out_mask`` (``HELD_OUT_MASK``), not
+    as a full mask.
+    """
+
+    held_out: bool = False
     kind: ClassVar[str] = "full_mask"
+
+    def keys(self) -> Iterable[tuple]:
+        # The mask's own key, plus a mark the oracle finds when the image is asked again.
+        return [*super().keys(), *([("held_out", int(self.image))] if self.held_out else [])]
+
+    def validate(self, pool_size: int, num_classes: int, image_shape: tuple[int, int]) -> str | None:
+        if not isinstance(self.held_out, (bool, np.bool_)):
+            return f"held_out must be a bool, got {type(self.held_out).__name__}"
+        return super().validate(pool_size, num_classes, image_shape)
 
     def area(self, image_shape: tuple[int, int]) -> int:
         return int(image_shape[0] * image_shape[1])
+
+    @property
+    def log_kind(self) -> str:
+        return HELD_OUT_MASK if self.held_out else self.kind
 
 
 @dataclass(frozen=True)

@@ -46,17 +46,21 @@ def merge_pseudo(pixels: np.ndarray, pseudo: np.ndarray, confidence: np.ndarray 
 def training_set(state: LabelState, use_image_labels: bool,
                  pseudo: tuple[np.ndarray, np.ndarray | None] | None = None, threshold: float = 0.0) -> TrainingSet:
     """Every pool image with a known pixel (bought or confident pseudo-label) and,
-    if ``use_image_labels``, every image with a known image-level label."""
+    if ``use_image_labels``, every image with a known image-level label; never
+    an image bought held out (``FullMask(held_out=True)``: its mask is for the
+    strategy alone), whatever its pseudo-labels."""
     pixels = state.pixels
-    n_pseudo = 0
+    pseudo_rows = np.zeros(len(pixels), bool)
     if pseudo is not None:
         merged = merge_pseudo(state.pixels, np.asarray(pseudo[0]), None if pseudo[1] is None else np.asarray(pseudo[1]),
                               threshold, state.ignore_index)
-        n_pseudo = int(((merged != state.pixels).reshape(len(merged), -1)).any(axis=1).sum())
+        pseudo_rows = ((merged != state.pixels).reshape(len(merged), -1)).any(axis=1)
         pixels = merged
     has_pixels = (pixels != state.ignore_index).reshape(len(pixels), -1).any(axis=1)
     has_labels = (state.image_labels != UNKNOWN).any(axis=1) if use_image_labels else np.zeros(len(pixels), bool)
-    index = np.flatnonzero(has_pixels | has_labels)
+    train = ~state.held_out
+    index = np.flatnonzero((has_pixels | has_labels) & train)
+    n_pseudo = int((pseudo_rows & train).sum())
     labels = state.image_labels[index] if use_image_labels else np.full((len(index), state.num_classes), UNKNOWN, np.int8)
     # A full mask already labels every pixel; its implied image labels would
     # only count the same annotation twice.
