@@ -53,6 +53,20 @@ def test_beats_is_confirmed_contradicted_or_not_detectable_from_the_verdicts():
     assert few["outcome"] == NOT_DETECTABLE and "too few seeds (3" in " ".join(few["groups"][0]["why"])
 
 
+def test_a_claim_is_tested_among_the_claimed_pairs_not_every_pair_of_the_group():
+    # 7 strategies (21 pairs) at 7 seeds: over every pair the exact test cannot call one
+    # (2^(1-7) * 21 > 0.05), but the claim names one pair: 2^(1-7) < 0.05.
+    rows = _rows({"m": 0.6, "r": 0.5, **{f"x{i}": 0.55 for i in range(5)}}, seeds=7)
+    found = stats.verdicts(rows, "final_miou")
+    (mr,) = [v for v in found if {v["a"], v["b"]} == {"m", "r"}]
+    assert mr["verdict"] == "no difference" and mr["k"] == 21
+    j = judge([Claim("m beats r", "beats", "m", ("r",))], rows, found, {})[0]
+    assert j["outcome"] == CONFIRMED and "Holm-adjusted 0.0156 over the 1 claimed pair of this group, 7 seeds" in j["groups"][0]["why"][0]
+    # Two claims in one file share the family: two pairs, each p doubled by Holm at worst.
+    both = judge([Claim("m beats r", "beats", "m", ("r",)), Claim("m beats x0", "beats", "m", ("x0",))], rows, found, {})
+    assert all(b["outcome"] == CONFIRMED for b in both) and "over the 2 claimed pairs" in both[0]["groups"][0]["why"][0]
+
+
 def test_an_inadequate_learner_confirms_nothing():
     # Full supervision (0.5) below what the strategies reach: the learner limits the scores.
     j = _judge(BEATS, _rows({"m": 0.6, "r": 0.5, "e": 0.55}, seeds=7, full=0.5))
