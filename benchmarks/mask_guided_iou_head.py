@@ -24,8 +24,8 @@ over the ground-truth objects) is printed too.
 Baseline "per image": the former head, one fully connected layer on the
 globally pooled decoder maps giving the image's score directly, trained on
 the same frozen network, images and target (the true image score), with the
-same L1 on √IoU, optimiser, learning rate and steps (no flips; features
-computed once).
+same L1 on √IoU, start (every image at the mean target), optimiser,
+learning rate and steps (no flips; features computed once).
 
 Writes ``iou_head.md`` and ``iou_head.json`` into ``--out``.
 """
@@ -33,6 +33,7 @@ Writes ``iou_head.md`` and ``iou_head.json`` into ``--out``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import time
@@ -45,6 +46,7 @@ from scipy import stats
 from alharness.annotation.labels import LabelState
 from alharness.execution.benchmark import load_benchmark
 from alharness.learner import Learner, losses
+from alharness.learner.heads import IoUHead
 from alharness.learner.services import pool_outputs
 from alharness.metrics import iou_score, predicted_iou_score
 from alharness.registry import DATASETS
@@ -75,7 +77,9 @@ def per_image_baseline(learner: Learner, train_x: torch.Tensor, train_y: np.ndar
     """The former per-image head trained on (pooled features, true image score); its predictions on test_x."""
     cfg = learner.config
     torch.manual_seed(seed)
-    fc = torch.nn.Linear(train_x.shape[1], 1)
+    head = IoUHead((train_x.shape[1],))
+    head.start_at(float(np.sqrt(train_y).mean()))  # started as the learner starts its head: at the mean target
+    fc = head.fc
     opt = torch.optim.AdamW(fc.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(cfg.head_steps, 2), pct_start=0.1)
     y = torch.from_numpy(train_y).float()
@@ -153,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n", default="4,8,16,32")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--benchmarks", default=",".join(BENCHMARKS))
+    ap.add_argument("--head-steps", type=int, default=None, help="override the benchmarks' learner.head_steps")
     args = ap.parse_args(argv)
     ns = [int(v) for v in args.n.split(",")]
     seeds = [int(v) for v in args.seeds.split(",")]
@@ -165,6 +170,8 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     for path in args.benchmarks.split(","):
         spec = load_benchmark(path, open_datasets=False).specs[0]
+        if args.head_steps is not None:
+            spec = dataclasses.replace(spec, learner=dataclasses.replace(spec.learner, head_steps=args.head_steps))
         ds = DATASETS.create(spec.dataset, **spec.dataset_params)
         pool = ds.split("train")
         rows = []

@@ -80,15 +80,18 @@ def test_the_head_learns_the_image_scores_on_a_tiny_pool(monkeypatch):
         return loss
 
     monkeypatch.setattr(learner_mod.losses, "iou_regression_loss", spy)
-    cfg = dict(steps=30, batch_size=6, lr=1e-2, model_params={"width": 4, "depth": 2}, heads=["iou"], flip=False)
-    errors = {}
-    for head_steps in (0, 100):
+    cfg = dict(steps=30, batch_size=6, lr=3e-2, model_params={"width": 4, "depth": 2}, heads=["iou"], flip=False)
+    errors, corr = {}, {}
+    for head_steps in (1, 100):  # 1: the head's start, every object at the mean target
+        seen.clear()
         lrn = Learner(LearnerConfig(**cfg, head_steps=head_steps), 2, IGN)
         lrn.fit(images, state, seed=1)
         true = np.array([predicted_iou_score(p, m, IGN) for p, m in zip(lrn.predict(images), masks)])
         pred = pool_outputs(lrn, images, {"iou"})["iou"]
         assert pred.shape == (len(images),)
         errors[head_steps] = float(np.abs(pred - true).mean())
-    assert len(seen) == 100 and np.mean(seen[-10:]) < 0.75 * np.mean(seen[:10]), seen  # the L1 on √IoU falls
-    # Same seed, same frozen segmentation: only the head differs, and training it cuts its error on the pool.
-    assert errors[100] < 0.85 * errors[0], errors
+        corr[head_steps] = float(np.corrcoef(pred, true)[0, 1])
+    assert len(seen) == 100 and np.mean(seen[-20:]) < np.mean(seen[:20]), seen  # the L1 on √IoU falls
+    # Same seed, same frozen segmentation: only the head differs; training it cuts its error on the
+    # pool and makes its scores follow the true ones.
+    assert errors[100] < 0.7 * errors[1] and corr[100] > 0.3, (errors, corr)

@@ -38,6 +38,7 @@ it, it is the pass's own (MADBAL reuses it for its superpixel features).
 
 from __future__ import annotations
 
+import math
 from typing import Iterable
 
 import numpy as np
@@ -124,6 +125,13 @@ class IoUHead(nn.Module):
     def __init__(self, decoder_channels: tuple[int, ...]):
         super().__init__()
         self.fc = nn.Linear(sum(decoder_channels), 1)
+
+    @torch.no_grad()
+    def start_at(self, sqrt_iou: float) -> None:
+        """Predict √IoU = ``sqrt_iou`` for every object: zero weights, the bias at its logit."""
+        p = min(max(sqrt_iou, 0.02), 0.98)
+        self.fc.weight.zero_()
+        self.fc.bias.fill_(math.log(p / (1 - p)))
 
     def forward(self, decoder: list[torch.Tensor], objects: torch.Tensor) -> dict[str, torch.Tensor]:
         """``objects``: (B, H, W) labels 1..K_b per image (``predicted_components``)."""

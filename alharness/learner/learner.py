@@ -286,6 +286,11 @@ class Learner:
         net = self.model
         pix = np.flatnonzero(data.has_pixels)
         tau = self._class_mean_loss(images[data.index[pix]], data.pixels[pix]) if "loss_prediction" in heads else None
+        if "iou" in heads and len(pix):
+            # Start the IoU layer at the mean target: a short head phase then fits how objects differ
+            # instead of spending its steps moving the output from sigmoid(0)² = 0.25 to the mean.
+            net.iou.start_at(float(np.sqrt(object_iou_targets(self.predict(images[data.index[pix]]), data.pixels[pix],
+                                                               self.ignore_index)).mean()))
         net.train()
         net.base.eval()  # frozen: batch-norm statistics stay those of the segmentation phase
 
