@@ -124,7 +124,7 @@ def _claimed_family(claims: list[Claim], found: list[dict[str, Any]]) -> dict[tu
 
 def _beats(claim: Claim, pairs: dict[str, dict[str, Any]], adjusted: dict[frozenset, float]) -> tuple[str, list[str]]:
     outcomes, why = [], []
-    name = {"auc": "AUC", "final_miou": "final mIoU"}[claim.metric]
+    name = stats.metric_name(claim.metric)
     k = len(adjusted)
     for b in claim.b:
         v = pairs.get(b)
@@ -188,16 +188,14 @@ def judge(claims: Iterable[Claim], rows: list[dict[str, Any]], found: list[dict[
     out = []
     for claim in claims:
         groups = []
+        grouped = stats.by_group(rows, claim.metric)
         keys = sorted({_group(v) for v in found if v["metric"] == claim.metric and claim.a in (v["a"], v["b"])},
                       key=lambda k: tuple(str(x) for x in k))
         for key in keys:
             pairs = {v["b"] if v["a"] == claim.a else v["a"]: v for v in found
                      if _group(v) == key and v["metric"] == claim.metric and claim.a in (v["a"], v["b"])}
-            values: dict[str, list[float]] = {}
-            for r in rows:
-                if (r["dataset"], r["metric"], r["pricing"], r["budget"]) == key and r.get(claim.metric) is not None:
-                    values.setdefault(r["strategy_label"], []).append(float(r[claim.metric]))
-            means = {s: statistics.fmean(v) for s, v in values.items()}
+            # Each strategy's mean over its seeds in the group (stats' grouping of per-campaign rows).
+            means = {st: statistics.fmean(by_seed.values()) for st, by_seed in grouped.get(key, {}).items()}
             outcome, why = (_beats(claim, pairs, family.get((key, claim.metric), {})) if claim.kind == "beats"
                             else _within(claim, pairs, means))
             if key in inadequate:
@@ -229,7 +227,7 @@ def claim_lines(judged: list[dict[str, Any]]) -> list[str]:
     for j in judged:
         vs = " and ".join(j["b"]) if j["kind"] == "beats" else f"the best of {', '.join(j['b'])} (margin {j['margin']:.0%})"
         lines += [f"## {j['says']}: {j['outcome'].upper()}", "",
-                  f"Tested as: {j['a']} {j['kind']} {vs} on {'final mIoU' if j['metric'] == 'final_miou' else 'AUC'}.", ""]
+                  f"Tested as: {j['a']} {j['kind']} {vs} on {stats.metric_name(j['metric'])}.", ""]
         for g in j["groups"]:
             lines.append(f"- {g['dataset']}, budget {g['budget']:g} {g['pricing']}: {g['outcome']}. " + " ".join(
                 w.rstrip(".") + "." for w in g["why"]))

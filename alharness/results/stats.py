@@ -21,7 +21,7 @@ GroupKey = tuple[str, str, str, float]
 MIN_SEEDS = 5
 
 
-def _by_group(rows: Iterable[dict[str, Any]], metric: str) -> dict[GroupKey, dict[str, dict[int, float]]]:
+def by_group(rows: Iterable[dict[str, Any]], metric: str) -> dict[GroupKey, dict[str, dict[int, float]]]:
     """(dataset, cost metric, pricing, budget) → strategy → seed → value (None values dropped)."""
     out: dict[GroupKey, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
     for r in rows:
@@ -54,7 +54,7 @@ def paired_bootstrap(rows: Iterable[dict[str, Any]], metric: str = "auc", n_boot
         raise ValueError(f"level must be in (0, 1), got {level}")
     rng = np.random.default_rng(seed)
     out = []
-    for (dataset, cost_metric, pricing, budget), by_strategy in sorted(_by_group(rows, metric).items()):
+    for (dataset, cost_metric, pricing, budget), by_strategy in sorted(by_group(rows, metric).items()):
         for a, b, diff in _paired(by_strategy):
             if not len(diff):
                 continue
@@ -70,7 +70,7 @@ def win_rates(rows: Iterable[dict[str, Any]], metric: str = "auc") -> dict[Group
     which strategy i scored higher than j (ties count one half; NaN without
     common seeds; the diagonal is NaN)."""
     out = {}
-    for key, by_strategy in sorted(_by_group(rows, metric).items()):
+    for key, by_strategy in sorted(by_group(rows, metric).items()):
         names = sorted(by_strategy)
         w = np.full((len(names), len(names)), np.nan)
         for i, a in enumerate(names):
@@ -194,7 +194,7 @@ def verdicts(rows: Iterable[dict[str, Any]], metric: str = "auc", n_boot: int = 
     """
     rng = np.random.default_rng(seed)
     out = []
-    for (dataset, cost_metric, pricing, budget), by_strategy in sorted(_by_group(rows, metric).items()):
+    for (dataset, cost_metric, pricing, budget), by_strategy in sorted(by_group(rows, metric).items()):
         pairs = list(_paired(by_strategy))
         k = max(1, sum(len(diff) >= MIN_SEEDS for _, _, diff in pairs))
         group = []
@@ -235,9 +235,17 @@ def min_seeds_to_call(k: int, alpha: float = ALPHA) -> int:
     return n
 
 
+METRIC_NAMES = {"auc": "AUC", "final_miou": "final mIoU"}
+
+
+def metric_name(metric: str) -> str:
+    """A ranking metric as sentences write it ("AUC", "final mIoU")."""
+    return METRIC_NAMES.get(metric, metric)
+
+
 def verdict_sentence(r: dict[str, Any]) -> str:
     """The verdict of one pair (a row of ``verdicts``) as a sentence."""
-    name = {"auc": "AUC", "final_miou": "final mIoU"}.get(r["metric"], r["metric"])
+    name = metric_name(r["metric"])
     if r["verdict"] == "too few seeds":
         return f"{r['a']} vs {r['b']} on {name}: too few seeds ({r['seeds']}; a verdict needs {MIN_SEEDS})"
     pairs = f"{r['k']} pair" + ("s" if r["k"] != 1 else "")
