@@ -10,13 +10,6 @@ from typing import Iterator, Mapping, Sequence
 from alharness.contract.queries import QUERY_TYPES, Query
 
 
-def _pool_image(query: Query) -> int | None:
-    """The pool image a query asks about; None for the harness's own validation
-    masks (their ``image`` indexes the validation split, and their type is no
-    query type a strategy may send)."""
-    return int(query.image) if QUERY_TYPES.get(type(query).kind) is type(query) else None
-
-
 @dataclass(frozen=True)
 class LedgerEntry:
     round: int
@@ -42,7 +35,6 @@ class Ledger:
     _totals: dict[str, float] = field(default_factory=dict)
     _keys: set = field(default_factory=set)
     _counts: Counter = field(default_factory=Counter)
-    _images: set = field(default_factory=set)  # pool images with at least one answer
 
     def __post_init__(self) -> None:
         self.metrics = tuple(self.metrics)
@@ -58,8 +50,6 @@ class Ledger:
         self._noisy.append(bool(noisy))
         self._keys.update(query.keys())
         self._counts[query.log_kind] += 1
-        if (image := _pool_image(query)) is not None:
-            self._images.add(image)
         # One addition per metric, in entry order: the same float sums as
         # adding up the query log.
         for m, c in zip(self.metrics, costs):
@@ -89,8 +79,14 @@ class Ledger:
         return ("held_out", int(image)) in self._keys
 
     def asked(self, image: int) -> bool:
-        """True if anything about pool image ``image`` was bought."""
-        return int(image) in self._images
+        """True if anything about pool image ``image`` was bought.
+
+        Derived from the atomic keys, each ``(kind, image, ...)``: only the kinds of
+        strategy queries count (not the harness's ``validation_mask``, whose image
+        indexes the validation split, nor the ``held_out`` mark). A scan, but it is
+        asked only for held-out purchases, not on every answer."""
+        image = int(image)
+        return any(k[0] in QUERY_TYPES and k[1] == image for k in self._keys)
 
     def total(self, metric: str) -> float:
         return self._totals[metric]
@@ -121,8 +117,6 @@ class Ledger:
         entries = state.pop("_entries", None)
         if entries is None:
             self.__dict__.update(state)
-            if "_images" not in state:  # pickled before the ledger kept its images
-                self._images = {i for i in map(_pool_image, self._queries) if i is not None}
             return
         # A ledger pickled with one object per entry (older checkpoints):
         # replaying its entries rebuilds the same totals, keys and counts.
