@@ -181,13 +181,20 @@ def iou_scores(preds: np.ndarray, targets: np.ndarray, ignore_index: int,
                      for i in range(len(preds))], np.float64)
 
 
+def predicted_object_targets(pred: np.ndarray, target: np.ndarray, ignore_index: int,
+                             instances: np.ndarray | None = None) -> np.ndarray:
+    """The IoU head's targets for one image, (max(K, 1),): ``predicted_object_ious``;
+    an image without a predicted object is one object covering it, whose target is
+    its ``iou_score`` (1 if it has no ground-truth object either, else 0)."""
+    ious = predicted_object_ious(pred, target, ignore_index, instances)
+    return ious if len(ious) else np.array([iou_score(pred, target, ignore_index, instances)])
+
+
 def predicted_iou_score(pred: np.ndarray, target: np.ndarray, ignore_index: int,
                         instances: np.ndarray | None = None) -> float:
-    """Eq. (2) over the *predicted* objects: the mean of ``predicted_object_ious``,
-    what the IoU head estimates. Without a predicted object the image scores as
-    ``iou_score`` does (1 if it has no ground-truth object either, else 0)."""
-    ious = predicted_object_ious(pred, target, ignore_index, instances)
-    return float(ious.mean()) if len(ious) else iou_score(pred, target, ignore_index, instances)
+    """Eq. (2) over the *predicted* objects: the mean of ``predicted_object_targets``,
+    what the IoU head estimates."""
+    return float(predicted_object_targets(pred, target, ignore_index, instances).mean())
 
 
 def predicted_objects(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

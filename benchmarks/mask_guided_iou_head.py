@@ -48,7 +48,7 @@ from alharness.execution.benchmark import load_benchmark
 from alharness.learner import Learner, losses
 from alharness.learner.heads import IoUHead
 from alharness.learner.services import pool_outputs
-from alharness.metrics import iou_score, predicted_iou_score
+from alharness.metrics import iou_scores, predicted_iou_score
 from alharness.registry import DATASETS
 from alharness.toolkit.model_outputs import to_tensor
 
@@ -113,7 +113,7 @@ def run_one(spec, pool, num_classes: int, n: int, seed: int) -> dict:
 
     pred_rest = learner.predict(pool.images[rest])
     true = truth(rest, pred_rest, predicted_iou_score)
-    oracle = truth(rest, pred_rest, iou_score)
+    oracle = iou_scores(pred_rest, pool.masks[rest], pool.ignore_index, None if inst is None else inst[rest])
     head = pool_outputs(learner, pool.images[rest], {"iou"})["iou"].astype(np.float64)
     # Baseline target: the true image score of the training images (as the per-object head sees them).
     train_true = truth(train, learner.predict(pool.images[train]), predicted_iou_score)

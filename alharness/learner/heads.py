@@ -48,7 +48,7 @@ from torch.nn import functional as F
 
 from alharness.errors import ConfigError
 from alharness.learner.models.base import Parts
-from alharness.metrics import iou_score, object_map, predicted_object_ious
+from alharness.metrics import object_map, predicted_object_targets
 
 HEADS = ("classification", "iou", "loss_prediction", "maturity")
 #: heads trained after the segmentation network, with it frozen (mask-guided §5, MADBAL training phase II)
@@ -93,10 +93,7 @@ def object_iou_targets(preds: np.ndarray, masks: np.ndarray, ignore_index: int) 
     object's IoU with its matched ground-truth object, 0 if unmatched
     (``predicted_object_ious``); an image without a predicted object has one
     target, its ``iou_score`` (1 if it has no object either, else 0)."""
-    out = []
-    for p, m in zip(preds, masks):
-        ious = predicted_object_ious(p, m, ignore_index)
-        out.append(ious if len(ious) else [iou_score(p, m, ignore_index)])
+    out = [predicted_object_targets(p, m, ignore_index) for p, m in zip(preds, masks)]
     return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
 
 
