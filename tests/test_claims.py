@@ -114,6 +114,14 @@ def test_claims_name_the_benchmarks_strategies_by_label_or_unambiguous_plugin_na
         ({"a": "entropy", "b": "random", "margin": 1.5}, "[[claims]] entry 1 margin must be a finite number in [0, 1]"),
         ({"a": "entropy", "b": [], }, "[[claims]] entry 1 b must be"),
         ({"a": "entropy", "b": "random", "by": 2}, "[[claims]] entry 1: unknown key(s) 'by'"),
+        ({"b": "random"}, 'entry 1: kind = "beats" needs a (the strategy the claim is about)'),
+        ({"a": "entropy", "b": "random", "cost": "clicks"}, 'cost and reach belong to kind = "cheaper" only'),
+        ({"a": "entropy", "b": "random", "kind": "cheaper", "cost": "klicks"},
+         "entry 1 cost = 'klicks' is no cost metric (every campaign records: clicks, cost_a"),
+        ({"a": "entropy", "b": "random", "kind": "cheaper", "reach": 0}, "entry 1 reach must be"),
+        ({"a": "entropy", "b": ["random", "fixed_proportion"], "kind": "no_single_best"},
+         'kind = "no_single_best" is about the b\'s alone; remove a'),
+        ({"b": "random", "kind": "no_single_best"}, 'needs at least two strategies in b'),
     ]
     for over, message in cases:
         with pytest.raises(ConfigError) as err:
@@ -127,7 +135,9 @@ def test_claims_name_the_benchmarks_strategies_by_label_or_unambiguous_plugin_na
 
 
 def test_report_leads_with_the_judged_claims(tmp_path):
-    doc = _doc([{"says": "Entropy beats random", "kind": "beats", "a": "entropy", "b": "random"}],
+    doc = _doc([{"says": "Entropy beats random", "kind": "beats", "a": "entropy", "b": "random"},
+                {"says": "Entropy is cheaper in clicks", "kind": "cheaper", "a": "entropy", "b": "random",
+                 "cost": "clicks", "reach": 0.5}],
                strategies=("random", "entropy"))
     bench = parse_benchmark(doc, "b.toml")
     out = str(tmp_path / "res")
@@ -143,6 +153,10 @@ def test_report_leads_with_the_judged_claims(tmp_path):
     assert "### Entropy beats random: NOT DETECTABLE AT THIS SCALE" in md and "too few seeds (2" in md
     judged = json.loads((rep / "claims.json").read_text())
     assert judged[0]["outcome"] == NOT_DETECTABLE and judged[0]["b"] == ["random"]
+    # The cost claim is read in its own metric, from the same results (SQL of leaderboard.per_campaign).
+    assert judged[1]["cost"] == "clicks" and judged[1]["groups"][0]["cost_metric"] == "clicks"
+    assert "### Entropy is cheaper in clicks: NOT DETECTABLE AT THIS SCALE" in md
+    assert "of 2 seeds): too few seeds (2 common; at least 5)" in judged[1]["groups"][0]["why"][0]
     assert "# Headline claims" in (rep / "claims.md").read_text()
     # Without --claims the report has no such section; a file without claims is an error.
     assert main(["report", out, "--out", str(tmp_path / "plain")]) == 0
@@ -150,3 +164,79 @@ def test_report_leads_with_the_judged_claims(tmp_path):
     (tmp_path / "none.toml").write_text(toml_dumps(tiny_benchmark_doc()))
     assert main(["report", out, "--out", str(tmp_path / "x"), "--claims", str(tmp_path / "none.toml")]) != 0
     assert not os.path.exists(tmp_path / "x" / "claims.md")
+
+
+def _reach_rows(first: dict[str, list[float | None]], budget: float = 100) -> list[dict]:
+    """Per-campaign rows with each seed's cost to reach the target (None: never reached)."""
+    return [{"dataset": "d", "metric": "cost_a", "pricing": "pixels", "budget": budget, "strategy_label": label,
+             "seed": s, "cost_to_reach": c, "reach_of": "full supervision", "final_miou": 0.5, "auc": 0.5,
+             "full_miou": 0.9}
+            for label, costs in first.items() for s, c in enumerate(costs)]
+
+
+def _judge_cheaper(claim: Claim, rows: list[dict]) -> dict:
+    asked = []
+
+    def rows_at(cost, reach):
+        asked.append((cost, reach))
+        return rows
+    j = judge([claim], [], [], {}, rows_at=rows_at)[0]
+    assert asked == [(claim.cost, claim.reach)]
+    return j
+
+
+CHEAPER = Claim("m+ reaches 95 % cheaper than r", "cheaper", "m+", ("r",), cost="cost_a", reach=0.95)
+
+
+def test_cheaper_is_an_exact_sign_test_on_who_reached_the_target_first():
+    # a first on all 8 seeds: p = 2/256; b never reaching it counts as dearest.
+    first = _judge_cheaper(CHEAPER, _reach_rows({"m+": [0.2] * 8, "r": [0.3] * 4 + [None] * 4}))
+    why = first["groups"][0]["why"][0]
+    assert first["outcome"] == CONFIRMED and first["cost"] == "cost_a", first
+    assert ("m+ got to 95% of full supervision at the lower cost_a on 8 of 8 seeds, r on 0 (median 0.2 vs never; "
+            "reached on 8 and 4 of 8 seeds): m+ is cheaper (exact sign test p = 0.00781") in why
+    late = _judge_cheaper(CHEAPER, _reach_rows({"m+": [None] * 8, "r": [0.3] * 8}))
+    assert late["outcome"] == CONTRADICTED and "r is cheaper" in late["groups"][0]["why"][0]
+    # Both never reaching it, or reaching it at the same cost, carry no sign.
+    ties = _judge_cheaper(CHEAPER, _reach_rows({"m+": [None] * 6 + [0.2, 0.2], "r": [None] * 6 + [0.3, 0.2]}))
+    assert ties["outcome"] == NOT_DETECTABLE and "on 1 of 8 seeds, r on 0" in ties["groups"][0]["why"][0]
+    few = _judge_cheaper(CHEAPER, _reach_rows({"m+": [0.2] * 4, "r": [0.3] * 4}))
+    assert few["outcome"] == NOT_DETECTABLE and "too few seeds (4 common" in few["groups"][0]["why"][0]
+
+
+def test_cheaper_claims_on_one_cost_share_their_holm_family():
+    rows = _reach_rows({"m+": [0.2] * 6, "e+": [0.2] * 6, "r": [0.3] * 6})
+    claims = [CHEAPER, Claim("e+ too", "cheaper", "e+", ("r",), cost="cost_a", reach=0.95)]
+    alone = judge(claims[:1], [], [], {}, rows_at=lambda c, r: rows)[0]
+    both = judge(claims, [], [], {}, rows_at=lambda c, r: rows)
+    # 6 seeds: p = 2/64 = 0.031 calls one pair, but not two (Holm: 0.0625).
+    assert alone["outcome"] == CONFIRMED and [b["outcome"] for b in both] == [NOT_DETECTABLE] * 2
+    assert "Holm-adjusted 0.0625 over the 2 claimed pairs" in both[0]["groups"][0]["why"][0]
+    # An inadequate learner in the group confirms nothing.
+    unfit = judge(claims[:1], [], [], {("d", "pixels", "pixels", 100): ["m+"]}, rows_at=lambda c, r: rows)[0]
+    assert unfit["outcome"] == NOT_DETECTABLE and unfit["groups"][0]["why"][0].startswith("LEARNER INADEQUATE")
+
+
+NO_SINGLE_BEST = Claim("no fixed share is best everywhere", "no_single_best", "", ("f50", "f75", "f95"))
+
+
+def _judge_all(claim: Claim, rows: list[dict]) -> dict:
+    return judge([claim], rows, stats.verdicts(rows, claim.metric), leaderboard.learner_inadequate(rows))[0]
+
+
+def test_no_single_best_needs_two_groups_that_order_a_pair_oppositely():
+    swap = (_rows({"f50": 0.6, "f75": 0.5, "f95": 0.4}, seeds=8) +
+            _rows({"f50": 0.5, "f75": 0.6, "f95": 0.4}, seeds=8, budget=200, seed=1))
+    j = _judge_all(NO_SINGLE_BEST, swap)
+    assert j["outcome"] == CONFIRMED and j["why"] == ["f50 is ahead of f75 at d budget 100 and f75 ahead of f50 at d budget 200"]
+    assert [g["outcome"] for g in j["groups"]] == ["ordered", "ordered"]
+    same = (_rows({"f50": 0.6, "f75": 0.5, "f95": 0.4}, seeds=8) +
+            _rows({"f50": 0.7, "f75": 0.6, "f95": 0.5}, seeds=8, budget=200, seed=1))
+    assert _judge_all(NO_SINGLE_BEST, same)["outcome"] == CONTRADICTED
+    noise = (_rows({"f50": 0.6, "f75": 0.6, "f95": 0.6}, seeds=8, noise=0.03) +
+             _rows({"f50": 0.6, "f75": 0.6, "f95": 0.6}, seeds=8, budget=200, noise=0.03, seed=1))
+    quiet = _judge_all(NO_SINGLE_BEST, noise)
+    assert quiet["outcome"] == NOT_DETECTABLE and quiet["why"] == ["no two groups call a pair of b in opposite order"]
+    # One group says nothing about "everywhere".
+    one = _judge_all(NO_SINGLE_BEST, _rows({"f50": 0.6, "f75": 0.5, "f95": 0.4}, seeds=8))
+    assert one["outcome"] == NOT_DETECTABLE and "fewer than two groups" in one["why"][0]

@@ -192,7 +192,7 @@ def parse_benchmark(doc: dict, source: str = "<benchmark>", *, open_datasets: bo
     seeding = _seed_policy(bench, where)
     specs = _specs(doc, where)
     _construct_strategies(specs, where)
-    claims = resolve_claims(doc.get("claims", []), (s.strategy_label for s in specs), where)
+    claims = resolve_claims(doc.get("claims", []), (s.strategy_label for s in specs), where, COSTS.names())
     if open_datasets:
         _open_datasets(specs, where)
     if bench.get("reference", False):

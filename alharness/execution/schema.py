@@ -110,12 +110,17 @@ class ClaimTable(_Table):
     leaderboard labels them, or by plugin name where that is unambiguous."""
 
     says: str
-    kind: Literal["beats", "within"]
-    a: str
+    kind: Literal["beats", "within", "cheaper", "no_single_best"]
+    # every kind but "no_single_best", which is about the b's alone
+    a: str | None = None
     b: str | Annotated[list[str], NonEmpty]
     metric: Literal["final_miou", "auc"] = "final_miou"
     # "within": a's shortfall against the best b, as a fraction of that b's mean.
     margin: Annotated[float, Field(ge=0, le=1)] = 0.02
+    # "cheaper": the cost metric read (default: the budget's own) and the share
+    # of full supervision's final mIoU to reach.
+    cost: str | None = None
+    reach: Annotated[float, Field(gt=0, le=1)] = 0.95
 
 
 class BenchmarkFile(_Table):

@@ -4,7 +4,7 @@ A benchmark file may state what its experiment is meant to test::
 
     [[claims]]
     says = "MADBAL beats random pixels and pixel entropy at equal clicks"
-    kind = "beats"                    # or "within"
+    kind = "beats"                    # or "within", "cheaper", "no_single_best"
     a = "madbal"
     b = ["random_pixels", "pixel_entropy"]
     metric = "final_miou"             # or "auc"
@@ -24,6 +24,21 @@ interval), in every group (dataset, pricing, budget) where ``a`` ran:
   interval of mean(a − b) lies above −margin × mean(b), *contradicted* where
   it lies wholly below.
 
+- ``cheaper``: ``a`` reaches ``reach`` (default 95 %) of full supervision's
+  final mIoU at a lower ``cost`` (a cost metric every campaign recorded,
+  default the budget's) than every ``b``: per seed, the cost at the first
+  round that reached it (``leaderboard.per_campaign``), "never" where none
+  did. "Never" has no size, so the test is the exact paired sign test
+  (binomial on which of the two got there first; seeds where both never
+  did, or tie, carry no sign), Holm-adjusted over the pairs the file's
+  "cheaper" claims name in the group. *confirmed* / *contradicted* as for
+  ``beats``;
+- ``no_single_best``: no one of ``b`` is best in every group (``a`` is not
+  given): *confirmed* where some s is called ahead of some t in one group
+  and t ahead of s in another (sign-flip p-values Holm-adjusted over the
+  pairs of ``b`` in each group), *contradicted* where one of ``b`` is called
+  ahead of every other in every group (two groups at least).
+
 Anything else is *not detectable at this scale*, and so is every group where
 the learner is inadequate (a strategy beats its own full-supervision
 reference by more than seed noise, ``leaderboard.learner_inadequate``): there
@@ -34,16 +49,18 @@ is confirmed in every group, contradicted when it is contradicted in any.
 from __future__ import annotations
 
 import json
+import math
 import statistics
+from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from alharness.errors import ConfigError
 from alharness.results import stats
 
 CONFIRMED, CONTRADICTED, NOT_DETECTABLE = "confirmed", "contradicted", "not detectable at this scale"
-KINDS = ("beats", "within")
+KINDS = ("beats", "within", "cheaper", "no_single_best")
 
 
 @dataclass(frozen=True)
@@ -56,14 +73,19 @@ class Claim:
     b: tuple[str, ...]
     metric: str = "final_miou"
     margin: float = 0.02
+    cost: str | None = None   # "cheaper": the cost metric (None: the budget's own)
+    reach: float = 0.95       # "cheaper": the share of full supervision's final mIoU to reach
 
 
-def resolve_claims(tables: Iterable[dict[str, Any]], labels: Iterable[str], where: str) -> tuple[Claim, ...]:
+def resolve_claims(tables: Iterable[dict[str, Any]], labels: Iterable[str], where: str,
+                   cost_metrics: Iterable[str] = ()) -> tuple[Claim, ...]:
     """Checked ``[[claims]]`` tables → claims whose ``a`` and ``b`` are this benchmark's strategy labels.
 
     A name is a label as the leaderboard prints it, or a plugin name that
-    exactly one of the benchmark's labels carries."""
+    exactly one of the benchmark's labels carries. ``cost_metrics``: the
+    names a "cheaper" claim's ``cost`` may take (every campaign records each)."""
     labels = sorted(set(labels))
+    cost_metrics = sorted(cost_metrics)
 
     def label(name: str, at: str) -> str:
         if name in labels:
@@ -80,11 +102,27 @@ def resolve_claims(tables: Iterable[dict[str, Any]], labels: Iterable[str], wher
         at = f"{where}: [[claims]] entry {n}"
         if not t["says"].strip():
             raise ConfigError(f"{at} says must state the claim in words, got an empty string")
-        a = label(t["a"], f"{at} a =")
+        kind = t["kind"]
         bs = tuple(label(b, f"{at} b =") for b in ([t["b"]] if isinstance(t["b"], str) else t["b"]))
-        if a in bs:
-            raise ConfigError(f"{at}: a ({a}) is also one of b; a claim compares a strategy with others")
-        out.append(Claim(t["says"].strip(), t["kind"], a, bs, t.get("metric", "final_miou"), float(t.get("margin", 0.02))))
+        if kind == "no_single_best":
+            if t.get("a") is not None:
+                raise ConfigError(f"{at}: kind = \"no_single_best\" is about the b's alone; remove a")
+            if len(set(bs)) < 2:
+                raise ConfigError(f"{at}: kind = \"no_single_best\" needs at least two strategies in b")
+            a = ""
+        else:
+            if t.get("a") is None:
+                raise ConfigError(f"{at}: kind = \"{kind}\" needs a (the strategy the claim is about)")
+            a = label(t["a"], f"{at} a =")
+            if a in bs:
+                raise ConfigError(f"{at}: a ({a}) is also one of b; a claim compares a strategy with others")
+        if kind != "cheaper" and ("cost" in t or "reach" in t):
+            raise ConfigError(f"{at}: cost and reach belong to kind = \"cheaper\" only, not {kind!r}")
+        cost = t.get("cost")
+        if cost is not None and cost_metrics and cost not in cost_metrics:
+            raise ConfigError(f"{at} cost = {cost!r} is no cost metric (every campaign records: {', '.join(cost_metrics)})")
+        out.append(Claim(t["says"].strip(), kind, a, bs, t.get("metric", "final_miou"), float(t.get("margin", 0.02)),
+                         cost, float(t.get("reach", 0.95))))
     return tuple(out)
 
 
@@ -170,6 +208,162 @@ def _within(claim: Claim, pairs: dict[str, dict[str, Any]], means: dict[str, flo
                      f"({claim.margin:.0%} of {best}'s mean)"]
 
 
+#: per-campaign rows (``leaderboard.per_campaign``) with ``cost_to_reach`` at (cost metric, reach)
+RowsAt = Callable[[str | None, float], list[dict[str, Any]]]
+
+
+def _reach_costs(rows: list[dict[str, Any]]) -> dict[tuple, dict[str, dict[int, float]]]:
+    """(dataset, pricing, budget) → strategy → seed → cost at the first round that reached the target (inf: never)."""
+    out: dict[tuple, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    for r in rows:
+        cost = r.get("cost_to_reach")
+        out[(r["dataset"], r["pricing"], r["budget"])][r["strategy_label"]][int(r["seed"])] = \
+            math.inf if cost is None else float(cost)
+    return out
+
+
+def sign_test(a: dict[int, float], b: dict[int, float]) -> tuple[int, int, int, float]:
+    """(common seeds, seeds where a is lower, seeds where b is lower, two-sided exact sign-test p).
+
+    Only which of the two is lower counts, so a value of inf ("never
+    reached") is as good a datum as any; tied seeds carry no sign."""
+    from scipy.stats import binomtest
+
+    seeds = sorted(set(a) & set(b))
+    lower = sum(a[s] < b[s] for s in seeds)
+    higher = sum(a[s] > b[s] for s in seeds)
+    p = float(binomtest(lower, lower + higher).pvalue) if lower + higher else 1.0
+    return len(seeds), lower, higher, p
+
+
+def _cost_text(costs: list[float]) -> str:
+    m = statistics.median(costs)
+    return "never" if math.isinf(m) else f"{m:.4g}"
+
+
+def _cheaper(claim: Claim, costs: dict[str, dict[int, float]], adjusted: dict[frozenset, float], unit: str,
+             of: str) -> tuple[str, list[str]]:
+    outcomes, why = [], []
+    k = len(adjusted)
+    for b in claim.b:
+        if claim.a not in costs or b not in costs:
+            outcomes.append(NOT_DETECTABLE)
+            why.append(f"{b if claim.a in costs else claim.a} has no finished campaigns here")
+            continue
+        n, lower, higher, p = sign_test(costs[claim.a], costs[b])
+        seeds = sorted(set(costs[claim.a]) & set(costs[b]))
+        ca, cb = [costs[claim.a][s] for s in seeds], [costs[b][s] for s in seeds]
+        reached = lambda c: sum(not math.isinf(x) for x in c)  # noqa: E731
+        facts = (f"{claim.a} got to {claim.reach:.0%} of {of} at the lower {unit} on {lower} of {n} seeds, {b} on "
+                 f"{higher} (median {_cost_text(ca)} vs {_cost_text(cb)}; reached on {reached(ca)} and {reached(cb)} "
+                 f"of {n} seeds)")
+        if n < stats.MIN_SEEDS:
+            outcomes.append(NOT_DETECTABLE)
+            why.append(f"{facts}: too few seeds ({n} common; at least {stats.MIN_SEEDS})")
+            continue
+        adj = adjusted[frozenset((claim.a, b))]
+        tested = (f"exact sign test p = {p:.3g}, Holm-adjusted {adj:.3g} over the {k} claimed "
+                  f"pair{'s' if k != 1 else ''} of this group")
+        if adj < stats.ALPHA:
+            outcomes.append(CONFIRMED if lower > higher else CONTRADICTED)
+            why.append(f"{facts}: {claim.a if lower > higher else b} is cheaper ({tested})")
+        else:
+            floor = stats.min_seeds_to_call(k)
+            outcomes.append(NOT_DETECTABLE)
+            why.append(f"{facts}: no detectable difference ({tested}"
+                       + (f"; the exact test cannot reach p < {stats.ALPHA:g} over {k} pairs below {floor} seeds"
+                          if n < floor else "") + ")")
+    return _combine(outcomes), why
+
+
+def _judge_cheaper(claims: list[Claim], rows_at: RowsAt | None,
+                   inadequate: dict[tuple, list[str]]) -> dict[Claim, tuple[list[dict[str, Any]], str]]:
+    """Every "cheaper" claim's groups, each claim's pairs Holm-adjusted with the other
+    "cheaper" claims' pairs on the same (cost, reach) in the group."""
+    cheaper = [c for c in claims if c.kind == "cheaper"]
+    if not cheaper:
+        return {}
+    if rows_at is None:
+        raise ValueError("judging a \"cheaper\" claim needs rows_at (per-campaign rows at a cost metric and reach)")
+    unfit = {(k[0], k[2], k[3]): v for k, v in inadequate.items()}
+    out = {}
+    for cost, reach in sorted({(c.cost, c.reach) for c in cheaper}, key=str):
+        rows = rows_at(cost, reach)
+        by_group = _reach_costs(rows)
+        units = {(r["dataset"], r["pricing"], r["budget"]): (r["metric"], r.get("reach_of")) for r in rows}
+        family = [c for c in cheaper if (c.cost, c.reach) == (cost, reach)]
+        for claim in family:
+            groups = []
+            for key in sorted((k for k, v in by_group.items() if claim.a in v), key=lambda k: tuple(map(str, k))):
+                costs = by_group[key]
+                raw = {}
+                for c in family:
+                    for b in c.b:
+                        if c.a in costs and b in costs:
+                            raw[frozenset((c.a, b))] = sign_test(costs[c.a], costs[b])[3]
+                pairs = sorted(raw, key=sorted)
+                adjusted = dict(zip(pairs, stats.holm([raw[p] for p in pairs])))
+                unit, of = units[key]
+                outcome, why = _cheaper(claim, costs, adjusted, unit,
+                                        "full supervision" if of == "full supervision" else "the best strategy's final mIoU")
+                if key in unfit:
+                    outcome = NOT_DETECTABLE
+                    why = [f"LEARNER INADEQUATE: {', '.join(unfit[key])} beat full supervision by more than seed "
+                           "noise, so the learner, not the labels, limits these scores"] + why
+                groups.append({"dataset": key[0], "cost_metric": unit, "pricing": key[1], "budget": key[2],
+                               "outcome": outcome, "why": why,
+                               "seeds": sorted({len(set(costs[claim.a]) & set(costs[b])) for b in claim.b if b in costs})})
+            out[claim] = (groups, unit if groups else (cost or "the budget metric"))
+    return out
+
+
+def _no_single_best(claim: Claim, found: list[dict[str, Any]], rows: list[dict[str, Any]],
+                    inadequate: dict[tuple, list[str]]) -> tuple[str, list[dict[str, Any]], list[str]]:
+    """(outcome, groups, why): is one of ``claim.b`` called ahead of the others everywhere, or do two swap?"""
+    bs = set(claim.b)
+    mine = [v for v in found if v["metric"] == claim.metric and v["a"] in bs and v["b"] in bs]
+    grouped = stats.by_group(rows, claim.metric)
+    ahead: dict[tuple, set[tuple[str, str]]] = {}
+    groups = []
+    for key in sorted({_group(v) for v in mine}, key=lambda k: tuple(str(x) for x in k)):
+        means = {st: statistics.fmean(by_seed.values()) for st, by_seed in grouped.get(key, {}).items() if st in bs}
+        best = max(means, key=means.get)
+        here = [v for v in mine if _group(v) == key]
+        why = [f"best by mean {best} ({means[best]:.3g})"]
+        seeds = sorted({v["seeds"] for v in here})
+        if key in inadequate:
+            groups.append({"dataset": key[0], "cost_metric": key[1], "pricing": key[2], "budget": key[3],
+                           "outcome": NOT_DETECTABLE, "seeds": seeds,
+                           "why": [f"LEARNER INADEQUATE: {', '.join(inadequate[key])} beat full supervision by more "
+                                   "than seed noise; left out"] + why})
+            continue
+        tested = [v for v in here if "p" in v]
+        adjusted = stats.holm([v["p"] for v in tested])
+        called = set()
+        for v, q in zip(tested, adjusted):
+            if q < stats.ALPHA:
+                win, lose = (v["a"], v["b"]) if v["mean_diff"] > 0 else (v["b"], v["a"])
+                called.add((win, lose))
+                why.append(f"{win} ahead of {lose} (Holm-adjusted p = {q:.3g} over the {len(tested)} pairs of b)")
+        if not called:
+            why.append(f"no pair of b called apart over {', '.join(map(str, seeds))} seeds")
+        ahead[key] = called
+        groups.append({"dataset": key[0], "cost_metric": key[1], "pricing": key[2], "budget": key[3],
+                       "outcome": "ordered" if called else NOT_DETECTABLE, "seeds": seeds, "why": why})
+    budget = lambda k: f"{k[0]} budget {k[3]:g}"  # noqa: E731
+    for g1, pairs in ahead.items():
+        for s, t in sorted(pairs):
+            for g2, other in ahead.items():
+                if (t, s) in other:
+                    return CONFIRMED, groups, [f"{s} is ahead of {t} at {budget(g1)} and {t} ahead of {s} at {budget(g2)}"]
+    if len(ahead) >= 2:
+        for s in sorted(bs):
+            if all(all((s, t) in ahead[g] for t in bs - {s} if t in grouped.get(g, {})) for g in ahead):
+                return CONTRADICTED, groups, [f"{s} is called ahead of every other in every group"]
+    return NOT_DETECTABLE, groups, ["no two groups call a pair of b in opposite order"
+                                    + ("" if len(ahead) >= 2 else " (fewer than two groups with an adequate learner)")]
+
+
 def _combine(outcomes: list[str]) -> str:
     if CONTRADICTED in outcomes:
         return CONTRADICTED
@@ -177,16 +371,30 @@ def _combine(outcomes: list[str]) -> str:
 
 
 def judge(claims: Iterable[Claim], rows: list[dict[str, Any]], found: list[dict[str, Any]],
-          inadequate: dict[tuple, list[str]]) -> list[dict[str, Any]]:
+          inadequate: dict[tuple, list[str]], rows_at: RowsAt | None = None) -> list[dict[str, Any]]:
     """One judgement per claim: ``outcome`` overall and per group, each with its reasons.
 
     ``rows`` are per-campaign rows (``leaderboard.per_campaign``), ``found``
     the verdicts (``stats.verdicts`` on the claim's metric), ``inadequate``
-    the groups where the learner is inadequate (``leaderboard.learner_inadequate``)."""
+    the groups where the learner is inadequate (``leaderboard.learner_inadequate``),
+    ``rows_at(cost, reach)`` per-campaign rows scored in a cost metric with
+    the cost to reach a share of full supervision ("cheaper" claims only)."""
     claims = list(claims)
     family = _claimed_family(claims, found)
+    cheaper = _judge_cheaper(claims, rows_at, inadequate)
     out = []
     for claim in claims:
+        if claim.kind == "cheaper":
+            groups, unit = cheaper[claim]
+            out.append({**asdict(claim), "b": list(claim.b), "cost": unit,
+                        "outcome": _combine([g["outcome"] for g in groups]) if groups else NOT_DETECTABLE,
+                        "groups": groups,
+                        **({} if groups else {"why": [f"{claim.a} has no finished campaigns in these results"]})})
+            continue
+        if claim.kind == "no_single_best":
+            outcome, groups, why = _no_single_best(claim, found, rows, inadequate)
+            out.append({**asdict(claim), "b": list(claim.b), "outcome": outcome, "groups": groups, "why": why})
+            continue
         groups = []
         grouped = stats.by_group(rows, claim.metric)
         keys = sorted({_group(v) for v in found if v["metric"] == claim.metric and claim.a in (v["a"], v["b"])},
@@ -215,7 +423,10 @@ CLAIMS_HEAD = ("# Headline claims\n\nGenerated by `alharness report --claims` fr
                "needs the exact paired sign-flip test over the common seeds to call the winner, its p-values "
                "Holm-adjusted over the pairs that the file's \"beats\" claims name in the group (stated before the "
                "run; verdicts.md adjusts over every pair instead); \"within\" needs the 95 % paired bootstrap "
-               "interval of the difference to lie above the allowed shortfall. A claim is confirmed when it holds in "
+               "interval of the difference to lie above the allowed shortfall; \"cheaper\" needs the exact paired sign test "
+               "on which strategy first reached the target share of full supervision at the lower cost (\"never\" counts "
+               "as dearest), Holm-adjusted like \"beats\"; \"no single best\" needs two groups that call a pair in "
+               "opposite order. A claim is confirmed when it holds in "
                "every group (dataset, pricing, budget), contradicted when it fails in any, and otherwise not "
                "detectable at this scale. A group whose learner is inadequate (a strategy beats full supervision) "
                "confirms nothing.\n\n")
@@ -225,9 +436,15 @@ def claim_lines(judged: list[dict[str, Any]]) -> list[str]:
     """Markdown lines: one heading per claim with its outcome, one bullet per group."""
     lines = []
     for j in judged:
-        vs = " and ".join(j["b"]) if j["kind"] == "beats" else f"the best of {', '.join(j['b'])} (margin {j['margin']:.0%})"
-        lines += [f"## {j['says']}: {j['outcome'].upper()}", "",
-                  f"Tested as: {j['a']} {j['kind']} {vs} on {stats.metric_name(j['metric'])}.", ""]
+        if j["kind"] == "cheaper":
+            tested = (f"{j['a']} reaches {j['reach']:.0%} of full supervision at a lower {j['cost']} than "
+                      f"{' and '.join(j['b'])}")
+        elif j["kind"] == "no_single_best":
+            tested = f"none of {', '.join(j['b'])} is best on {stats.metric_name(j['metric'])} in every group"
+        else:
+            vs = " and ".join(j["b"]) if j["kind"] == "beats" else f"the best of {', '.join(j['b'])} (margin {j['margin']:.0%})"
+            tested = f"{j['a']} {j['kind']} {vs} on {stats.metric_name(j['metric'])}"
+        lines += [f"## {j['says']}: {j['outcome'].upper()}", "", f"Tested as: {tested}.", ""]
         for g in j["groups"]:
             lines.append(f"- {g['dataset']}, budget {g['budget']:g} {g['pricing']}: {g['outcome']}. " + " ".join(
                 w.rstrip(".") + "." for w in g["why"]))
@@ -243,5 +460,5 @@ def write_claims(judged: list[dict[str, Any]], out_dir: Path) -> list[str]:
     return lines
 
 
-__all__ = ["Claim", "resolve_claims", "judge", "claim_lines", "write_claims", "CONFIRMED", "CONTRADICTED",
+__all__ = ["Claim", "resolve_claims", "judge", "sign_test", "claim_lines", "write_claims", "CONFIRMED", "CONTRADICTED",
            "NOT_DETECTABLE", "KINDS"]

@@ -552,10 +552,11 @@ def _sidecar_section(doc: _Doc, head: str, lines: list[str], stem: str, level: i
             doc.p(line[2:] if line.startswith("- ") else line)
 
 
-def _claims_section(doc: _Doc, claims: tuple, rows: list[dict[str, Any]], found: list[dict[str, Any]],
+def _claims_section(doc: _Doc, con, claims: tuple, rows: list[dict[str, Any]], found: list[dict[str, Any]],
                     out_dir: Path) -> None:
     """The benchmark's headline claims, judged (``alharness.results.claims``), also in claims.md / claims.json."""
-    judged = judge(claims, rows, found, report.learner_inadequate(rows))
+    judged = judge(claims, rows, found, report.learner_inadequate(rows),
+                   rows_at=lambda cost, reach: report.per_campaign(con, cost, reach))
     doc.h(2, "Headline claims")
     _sidecar_section(doc, CLAIMS_HEAD, write_claims(judged, out_dir), "claims", 3)
 
@@ -577,7 +578,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None, cla
     rows, found = compute_verdicts(con)
     boards = _leaderboards(con)
     if claims:
-        _claims_section(doc, claims, rows, found, out_dir)
+        _claims_section(doc, con, claims, rows, found, out_dir)
     _what_to_buy_section(doc, con, boards, rows, found, results_dir)
     doc.h(2, "What ran")
     doc.p(f"Results: {results_dir}. Campaigns: {status.get('ok', 0)} finished, {status.get('failed', 0)} failed"
