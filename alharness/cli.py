@@ -221,7 +221,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     rows = run_sweep(surface, alpha_s=_numbers(args.alpha_s), T=_numbers(args.T, int),
                      budgets=_numbers(args.budgets) if args.budgets else None, seeds=range(args.seeds),
                      initial_fraction=args.initial_fraction, samples=args.samples, gp_iters=args.gp_iters,
-                     workers=args.workers)
+                     workers=args.workers, schedule=args.gp_schedule)
     out = Path(args.out) if args.out else Path(args.surface) / "sweep"
     print(write_sweep(rows, out))
     for path in plot_sweep(rows, out):
@@ -328,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--initial-fraction", type=float, default=0.08, help="(C0, S0) as a share of the pool (default 0.08)")
     sw.add_argument("--samples", type=int, default=8, help="utility samples M per round (default 8)")
     sw.add_argument("--gp-iters", type=int, default=100, help="Adam steps per GP fit (default 100)")
+    sw.add_argument("--gp-schedule", choices=("exact", "warm"), default="exact",
+                    help="GP fits: 'exact' (the allocation step's, default) or 'warm' (replay only: from the previous "
+                         "round's hyperparameters to convergence, faster, decisions differ)")
     sw.add_argument("--workers", type=int, default=2, help="processes (default 2)")
     sw.add_argument("--out", help="output directory (default: SURFACE_DIR/sweep)")
     sw.set_defaults(func=cmd_sweep)

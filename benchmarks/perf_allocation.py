@@ -20,9 +20,18 @@ annotation campaigns" (Gamazo Tejero et al.).
    against gpytorch fits. Prints the rates, their ratios, where a campaign's
    time goes (GP fits, EI/front/eqs.), the 10 000 campaigns/min target and
    how many campaigns end on the same strategy.
+3. Replay fit schedules, same run: the exact one (above: 100 Adam steps from
+   the cold start every round, the allocation step's) against the replay-only
+   warm one (round 0 exact, later rounds L-BFGS from the campaign's previous
+   hyperparameters until the loss moves by less than WARM_TOL): rates, their
+   ratio, the target, the share of campaigns ending on the same (C, S), and
+   the paired utility difference against its standard error; beside it the
+   exact schedule at 110 steps, to show how far any change of the fit moves
+   the final strategies.
 
     python benchmarks/perf_allocation.py            # the issue's sizes (a few minutes)
     python benchmarks/perf_allocation.py --small    # a quick smoke run
+    python benchmarks/perf_allocation.py --replay-only   # parts 2 and 3
 """
 
 from __future__ import annotations
@@ -34,8 +43,8 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import torch
 
-from alharness.toolkit.allocation import (StrategyGrid, fit_gp, fit_gp_analytic, grid_ei, log_surface, pareto_front,
-                                          solve_on_front)
+from alharness.toolkit.allocation import (WARM_TOL, StrategyGrid, fit_gp, fit_gp_analytic, grid_ei, log_surface,
+                                          pareto_front, solve_on_front)
 from alharness.studies.surface import ReplayCampaign, Surface, replay_gp
 
 T_STEP = 8  # Alg. 2's installments in the step problems
@@ -127,18 +136,18 @@ def _surface() -> Surface:
 
 
 def _replay(job):
-    camps, gp, samples, iters, batched = job
+    camps, gp, samples, iters, batched, schedule = job
     torch.set_num_threads(1)
     return replay_gp(_surface(), camps, initial_fraction=0.03, samples=samples, gp_iters=iters, gp=gp,
-                     batched=batched)
+                     batched=batched, schedule=schedule)
 
 
-def _rate(args, n: int, gp: str, batched: bool = True) -> tuple[float, list]:
+def _rate(args, n: int, gp: str, batched: bool = True, schedule: str = "exact", iters: int = 100) -> tuple[float, list]:
     """Campaigns per minute over 2 processes, each replaying half of ``n`` campaigns as one batch."""
     camps = [ReplayCampaign(budget=float(b), alpha_s=12.0, T=args.T, seed=k)
              for k, b in enumerate(np.resize([500, 800, 1100, 1400], n))]
     half = max(1, n // 2)
-    jobs = [(camps[i : i + half], gp, args.replay_samples, 100, batched) for i in range(0, n, half)]
+    jobs = [(camps[i : i + half], gp, args.replay_samples, iters, batched, schedule) for i in range(0, n, half)]
     with ProcessPoolExecutor(max_workers=2) as pool:
         list(pool.map(_replay, [(j[0][:2], *j[1:]) for j in jobs]))  # start the workers, warm them up
         t0 = time.perf_counter()
@@ -170,6 +179,35 @@ def replay(args) -> None:
     print(f"  identical final strategies: new vs previous {same_member}/{len(rows)}, new vs gpytorch on the shared "
           f"campaigns {same}/{len(shared)}")
     print(f"  target 10 000 campaigns/min: {'met' if fast >= 10_000 else 'NOT met'} ({fast / 10_000:.2f} of it)")
+    schedules(args, fast, rows)
+
+
+def _moved(ref: list, rows: list) -> str:
+    """Same final (C, S) per campaign, and the paired utility difference with its standard error."""
+    same = sum((a["C"], a["S"]) == (b["C"], b["S"]) for a, b in zip(ref, rows))
+    du = np.array([b["utility"] - a["utility"] for a, b in zip(ref, rows)])
+    return (f"same final (C, S) {same}/{len(rows)} ({same / len(rows):.0%}); utility difference "
+            f"{du.mean():+.4f} ± {du.std(ddof=1) / np.sqrt(len(du)):.4f} (mean ± s.e.; per campaign sd {du.std(ddof=1):.4f},"
+            f" max |{np.abs(du).max():.4f}|)")
+
+
+def schedules(args, exact: float | None = None, rows: list | None = None) -> None:
+    if exact is None:
+        exact, rows = _rate(args, args.replay_n, "analytic")
+    warm, rows_warm = _rate(args, args.replay_n, "analytic", schedule="warm")
+    _, rows_110 = _rate(args, args.replay_n, "analytic", iters=110)
+    sd = np.std([r["utility"] for r in rows], ddof=1)
+    steps = lambda rs: np.mean([r["fit_steps"] for r in rs])  # noqa: E731
+    print(f"replay fit schedules, T = {args.T}, M = {args.replay_samples}, {args.replay_n} campaigns, 2 processes "
+          f"(mean utility of the exact schedule {np.mean([r['utility'] for r in rows]):.4f}, sd over campaigns {sd:.4f})")
+    print(f"  exact (100 Adam steps from the cold start every round): {exact:,.0f} campaigns/min; "
+          f"GP fits {1e3 * np.mean([r['fit_s'] for r in rows]):.1f} ms per campaign")
+    print(f"  warm (round 0 exact, then L-BFGS from the previous round to a relative loss change <= {WARM_TOL:g}, "
+          f"at most 100 steps; {steps(rows_warm):.1f} steps per round on average): {warm:,.0f} campaigns/min; GP fits "
+          f"{1e3 * np.mean([r['fit_s'] for r in rows_warm]):.1f} ms per campaign; ratio {warm / exact:.2f}x; target "
+          f"10 000 campaigns/min: {'met' if warm >= 10_000 else 'NOT met'} ({warm / 10_000:.2f} of it)")
+    print(f"  warm vs exact: {_moved(rows, rows_warm)}")
+    print(f"  for scale, exact at 110 Adam steps vs 100: {_moved(rows, rows_110)}")
 
 
 def main() -> None:
@@ -177,6 +215,8 @@ def main() -> None:
     p.add_argument("--small", action="store_true", help="small sizes for a quick check")
     p.add_argument("--brute", action="store_true", help="also check EI against gpytorch's posterior at every point")
     p.add_argument("--skip-replay", action="store_true", help="only the allocation step")
+    p.add_argument("--replay-only", action="store_true", help="only the replays (parts 2 and 3)")
+    p.add_argument("--schedules-only", action="store_true", help="only the fit schedules (part 3)")
     args = p.parse_args()
     torch.set_num_threads(1)
     full = not args.small
@@ -186,7 +226,11 @@ def main() -> None:
     args.step_problems = 3
     args.T, args.replay_samples = 8, 8
     args.replay_n, args.old_n = (512, 64) if full else (32, 8)
-    step(args)
+    if args.schedules_only:
+        schedules(args)
+        return
+    if not args.replay_only:
+        step(args)
     if not args.skip_replay:
         replay(args)
 

@@ -119,3 +119,33 @@ def test_sweep_cli_writes_parquet_and_figures(tmp_path):
     assert {r["strategy"] for r in rows} >= {"fixed_50", "fixed_95", "estimated_best_fixed"}
     assert all(r["cost"] <= r["budget"] + 1e-9 for r in rows)
     assert (d / "sweep" / "sweep_alpha_s.png").stat().st_size > 1000 and (d / "sweep" / "sweep_T.png").is_file()
+
+
+def test_replay_schedules_exact_by_default_and_a_deterministic_warm_sweep():
+    """The exact schedule is the default (the allocation step's fits: gpytorch's decisions, as above); the
+    replay-only warm schedule needs the analytic fit, and a sweep with it gives the same rows twice."""
+    from alharness.studies.sweep import run_sweep
+
+    surf = _log_surface()
+    camps = [ReplayCampaign(budget=float(b), alpha_s=12.0, T=4, seed=s) for s, b in enumerate([500, 900, 1300])]
+    kw = {"initial_fraction": 0.03, "samples": 5}
+    key = lambda rows: [(r["C"], r["S"], r["cost"], r["utility"]) for r in rows]  # noqa: E731
+    default = replay_gp(surf, camps, **kw)
+    assert key(default) == key(replay_gp(surf, camps, schedule="exact", **kw)) == \
+        key(replay_gp(surf, camps, gp="gpytorch", **kw))
+    warm = replay_gp(surf, camps, schedule="warm", **kw)
+    assert all(r["cost"] <= c.budget + 1e-9 and r["C"] + r["S"] <= 600 for r, c in zip(warm, camps))
+    assert all(r["fit_steps"] < 100 for r in warm) and all(r["fit_steps"] == 100 for r in default)
+    with pytest.raises(ValueError, match="analytic"):
+        replay_gp(surf, camps, schedule="warm", gp="gpytorch", **kw)
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        replay_gp(surf, camps, schedule="lbfgs", **kw)
+
+    timing = {"fit_s", "ei_s", "replay_wall_s"}
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in timing} for r in rows]  # noqa: E731
+    args = {"alpha_s": (5.0, 25.0), "T": (2, 3), "budgets": (400.0, 800.0), "seeds": (0, 1), "samples": 4,
+            "initial_fraction": 0.03, "schedule": "warm"}
+    one, two = run_sweep(surf, workers=1, **args), run_sweep(surf, workers=2, batch=3, **args)
+    gp = lambda rows: sorted((r["alpha_s"], r["T"], r["budget"], r["seed"], r["C"], r["S"])  # noqa: E731
+                             for r in rows if r["strategy"] == "full_or_weak_gp")
+    assert strip(one) == strip(run_sweep(surf, workers=1, **args)) and gp(one) == gp(two)

@@ -29,11 +29,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from alharness.toolkit.allocation import StrategyGrid, decide, decide_batch, fit_with
+from alharness.toolkit.allocation import WARM_TOL, StrategyGrid, decide, decide_batch, fit_gp_warm, fit_with
 from alharness.errors import ConfigError, ResultsError
 from alharness.seeding import derive_rng
 
 SURFACE_FILE = "surface.parquet"
+SCHEDULES = ("exact", "warm")  # replay_gp's GP fit schedules
 
 
 # -- computing the surface (campaigns on the existing runner) -----------------
@@ -225,10 +226,15 @@ def replay_estimated_best_fixed(surface: Surface, camp: ReplayCampaign, proporti
 
 def replay_gp(surface: Surface, camps: Sequence[ReplayCampaign], *, initial_fraction: float = 0.08,
               samples: int = 8, gp_iters: int = 100, brute: bool = False, gp: str = "analytic",
-              batched: bool = True) -> list[dict[str, Any]]:
+              batched: bool = True, schedule: str = "exact", warm_iters: int = 100,
+              warm_tol: float = WARM_TOL) -> list[dict[str, Any]]:
     """Alg. 2 with Alg. 1 samples drawn from the surface, for campaigns sharing T (one batched GP fit per round).
 
     ``gp``: the fit, "analytic" or "gpytorch" (the reference; same decisions, slower).
+    ``schedule``: "exact" (every round's fit as the allocation step takes it: ``gp_iters`` Adam steps from the
+    cold start) or "warm" (replay only: round 0 as "exact", each later round's fit by ``fit_gp_warm`` from
+    the campaign's previous hyperparameters until its loss moves by less than ``warm_tol`` (relative), at most
+    ``warm_iters`` L-BFGS steps; analytic fits only).
     ``batched``: every campaign's EI of eq. (6) over its grid in one tensor program (``decide_batch``);
     False: campaign by campaign (``decide``), same decisions.
     ``brute``: EI from gpytorch's posterior at every grid point instead of the structured evaluation."""
@@ -237,17 +243,27 @@ def replay_gp(surface: Surface, camps: Sequence[ReplayCampaign], *, initial_frac
     T = camps[0].T
     if any(c.T != T for c in camps):
         raise ValueError("replay_gp: a batch must share T (group campaigns by T)")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if schedule == "warm" and gp != "analytic":
+        raise ValueError("replay_gp: the warm schedule needs the analytic fit (gp='analytic')")
     b, n = len(camps), surface.n_pool
     rngs = [derive_rng(c.seed, "replay", "gp", c.budget, c.alpha_s, c.T) for c in camps]
     cs, spent = _initial_strategies(surface, camps, initial_fraction)
     xs_c, xs_s, ys = np.zeros((b, 0), np.int64), np.zeros((b, 0), np.int64), np.zeros((b, 0))
-    fit_s = ei_s = 0.0
+    fit_s = ei_s = fit_steps = 0.0
+    fit = None
     for t in range(T):
         c_, s_, y_ = _utility_samples(surface, cs, rngs, samples)
         m_star = y_[:, 0]  # Alg. 1: the first sample uses all the data bought so far
         xs_c, xs_s, ys = np.hstack([xs_c, c_]), np.hstack([xs_s, s_]), np.hstack([ys, y_])
-        fit = fit_with(gp, xs_c, xs_s, ys, (float(n), float(n)), iters=gp_iters)
+        if schedule == "warm" and t > 0:
+            fit = fit_gp_warm(xs_c, xs_s, ys, (float(n), float(n)), start=fit.raw, max_iters=warm_iters,
+                              tol=warm_tol)
+        else:
+            fit = fit_with(gp, xs_c, xs_s, ys, (float(n), float(n)), iters=gp_iters)
         fit_s += fit.fit_s
+        fit_steps += fit.steps
         grids = [StrategyGrid(c0=int(cs[k, 0]), s0=int(cs[k, 1]), c_max=surface.c_max, s_max=surface.s_max,
                               alpha_c=camp.alpha_c, alpha_s=camp.alpha_s, budget_left=max(camp.budget - spent[k], 0.0),
                               total_max=n) for k, camp in enumerate(camps)]
@@ -262,7 +278,8 @@ def replay_gp(surface: Surface, camps: Sequence[ReplayCampaign], *, initial_frac
             spent[k] += camp.alpha_c * d.delta_c + camp.alpha_s * d.delta_s
     utility = surface(cs[:, 0], cs[:, 1])
     return [{"strategy": "full_or_weak_gp", "C": int(cs[k, 0]), "S": int(cs[k, 1]), "cost": float(spent[k]),
-             "utility": float(utility[k]), "fit_s": fit_s / b, "ei_s": ei_s / b} for k in range(b)]
+             "utility": float(utility[k]), "fit_s": fit_s / b, "ei_s": ei_s / b, "fit_steps": fit_steps / T}
+            for k in range(b)]
 
 
 def _initial_strategies(surface: Surface, camps: Sequence[ReplayCampaign],

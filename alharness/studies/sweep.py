@@ -20,7 +20,8 @@ import numpy as np
 
 from alharness.errors import ConfigError
 from alharness.results import plots
-from alharness.studies.surface import (ReplayCampaign, Surface, replay_estimated_best_fixed, replay_fixed, replay_gp)
+from alharness.studies.surface import (SCHEDULES, ReplayCampaign, Surface, replay_estimated_best_fixed, replay_fixed,
+                                       replay_gp)
 
 ALPHA_S = (5.0, 12.0, 25.0, 50.0)  # Fig. 4
 T_VALUES = (3, 5, 8, 10)  # Fig. 5
@@ -46,10 +47,15 @@ def _gp_batch(args: tuple) -> list[dict[str, Any]]:
 def run_sweep(surface: Surface, *, alpha_s: Sequence[float] = ALPHA_S, T: Sequence[int] = T_VALUES,
               budgets: Sequence[float] | None = None, seeds: Sequence[int] = (0, 1, 2), initial_fraction: float = 0.08,
               samples: int = 8, gp_iters: int = 100, proportions: Sequence[float] = PROPORTIONS, workers: int = 2,
-              batch: int = 256) -> list[dict[str, Any]]:
-    """Replay GP, fixed and estimated-best-fixed campaigns over alpha_s × T × budget × seed; one row each."""
+              batch: int = 256, schedule: str = "exact") -> list[dict[str, Any]]:
+    """Replay GP, fixed and estimated-best-fixed campaigns over alpha_s × T × budget × seed; one row each.
+
+    ``schedule``: the GP fits of ``replay_gp``, "exact" (the allocation step's, the default) or "warm"
+    (warm-started L-BFGS to convergence, faster; decisions differ, benchmarks/perf_allocation.py)."""
     if any(a <= 0 for a in alpha_s) or any(int(t) < 1 for t in T) or not seeds:
         raise ConfigError("sweep: alpha_s must be > 0, T >= 1 and at least one seed")
+    if schedule not in SCHEDULES:
+        raise ConfigError(f"sweep: schedule must be one of {SCHEDULES}, got {schedule!r}")
     camps = [ReplayCampaign(budget=float(b), alpha_s=float(a), T=int(t), seed=int(s))
              for a in alpha_s for t in T
              for b in (budgets or default_budgets(surface, a, initial_fraction)) for s in seeds]
@@ -63,7 +69,7 @@ def run_sweep(surface: Surface, *, alpha_s: Sequence[float] = ALPHA_S, T: Sequen
         for p in proportions:
             rows.append(tag(replay_fixed(surface, p, camp), camp))
         rows.append(tag(replay_estimated_best_fixed(surface, camp, proportions, initial_fraction), camp))
-    kw = {"initial_fraction": initial_fraction, "samples": samples, "gp_iters": gp_iters}
+    kw = {"initial_fraction": initial_fraction, "samples": samples, "gp_iters": gp_iters, "schedule": schedule}
     jobs = []
     for t, group in itertools.groupby(sorted(camps, key=lambda c: c.T), key=lambda c: c.T):
         group = list(group)

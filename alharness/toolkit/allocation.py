@@ -114,6 +114,8 @@ class GPFit:
     fit_s: float = 0.0
     final_loss: float = float("nan")
     solved: "_Solved | None" = None  # set by ``members``: the batch's Cholesky factors, solved at once
+    raw: torch.Tensor | None = None  # (..., 8) unconstrained hyperparameters of an analytic fit (warm starts)
+    steps: float = float("nan")  # mean optimiser steps per member (``fit_gp_warm``; ``iters`` for Adam)
 
     def params(self, index: int | None = None) -> dict[str, Any]:
         """Hyperparameters as plain floats (of batch member ``index``)."""
@@ -192,7 +194,7 @@ def fit_gp(c: Any, s: Any, y: Any, scale: tuple[float, float], *, iters: int = 1
                      lengthscale=model.covar_module.base_kernel.lengthscale.detach().reshape(*batch, 2).clone(),
                      outputscale=model.covar_module.outputscale.detach().clone(),
                      noise=likelihood.noise.detach().reshape(batch).clone(),
-                     fit_s=time.perf_counter() - t0, final_loss=float(loss.detach()))
+                     fit_s=time.perf_counter() - t0, final_loss=float(loss.detach()), steps=float(iters))
 
 
 def _inputs(c: Any, s: Any, y: Any, scale: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -250,11 +252,12 @@ class _Samples:
         return cls(x, y, (d[..., 0] ** 2).contiguous(), (d[..., 1] ** 2).contiguous())
 
 
-def _mll_grad(raw: torch.Tensor, data: _Samples) -> tuple[torch.Tensor, torch.Tensor]:
+def _mll_grad(raw: torch.Tensor, data: _Samples, *, checked: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradient of gpytorch's loss, -log p(y) / n for the GP of eqs. (4)-(5), w.r.t. ``raw`` (b, 8); and the loss.
 
     With r = y - mu(X) (eq. 4), K = sigma^2 Kc * Ks + noise I (eq. 5) and alpha = K^-1 r:
     dL/dmu = -alpha / n and dL/dK = (K^-1 - alpha alpha^T) / 2n.
+    ``checked``: the loss is +inf for members whose K is not positive definite (line searches reject them).
     """
     b, n = data.y.shape
     beta, ell = torch.nn.functional.softplus(raw[:, _BETA]), torch.nn.functional.softplus(raw[:, _ELL])
@@ -270,7 +273,7 @@ def _mll_grad(raw: torch.Tensor, data: _Samples) -> tuple[torch.Tensor, torch.Te
     kb = (data.dc * a[0]).add_(data.ds * a[1]).exp_()
     k = kb * sig2.view(b, 1, 1)
     k.diagonal(dim1=-2, dim2=-1).add_(noise[:, None])
-    chol, _ = torch.linalg.cholesky_ex(k)
+    chol, info = torch.linalg.cholesky_ex(k)
     w = torch.cholesky_inverse(chol).mT.contiguous()  # K^-1 of eq. (5), symmetric; LAPACK leaves it column-major
     alpha = (w @ r.unsqueeze(-1)).squeeze(-1)
     loss = ((r * alpha).sum(-1) / 2 + torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)) / n \
@@ -288,6 +291,8 @@ def _mll_grad(raw: torch.Tensor, data: _Samples) -> tuple[torch.Tensor, torch.Te
     g[:, _SIG2] = h * p.sum(-1)
     g[:, _NOISE] = h * g_noise
     g[:, 2:] *= _softplus_grad(raw[:, 2:])  # through the positivity of beta (eq. 4), l, sigma^2, noise (eq. 5)
+    if checked:
+        loss = torch.where((info == 0) & torch.isfinite(loss) & torch.isfinite(g).all(-1), loss, math.inf)
     return g, loss
 
 
@@ -327,7 +332,120 @@ def fit_gp_analytic(c: Any, s: Any, y: Any, scale: tuple[float, float], *, iters
     return GPFit(model=None, x=x, y=y, scale=(float(scale[0]), float(scale[1])), gamma=shape(raw[:, _GAMMA], 2),
                  beta=shape(sp(raw[:, _BETA]), 2), lengthscale=shape(sp(raw[:, _ELL]), 2),
                  outputscale=shape(sp(raw[:, _SIG2])), noise=shape(sp(raw[:, _NOISE]) + _NOISE_FLOOR),
-                 fit_s=time.perf_counter() - t0, final_loss=float(loss.sum()))
+                 fit_s=time.perf_counter() - t0, final_loss=float(loss.sum()), raw=shape(raw, 8), steps=float(iters))
+
+
+# -- a replay-only schedule: warm-started L-BFGS to convergence ----------------
+#
+# "Full or Weak annotations?", Alg. 2 refits eqs. (4)-(5) every round to samples that only grow (Alg. 1 adds
+# M per round). The exact schedule (``fit_gp_analytic``: 100 Adam steps from the same cold start, §4.3) is what
+# a campaign's allocation step takes. ``fit_gp_warm`` instead starts each member from the hyperparameters of
+# its previous round and runs L-BFGS until the loss stops moving: the same marginal likelihood, descended
+# from ``start``, in a fraction of the steps. Not the same estimate: with 8-64 samples this likelihood often
+# has no interior optimum (the noise falls to its floor, length scales and beta run off), so the exact
+# schedule's 100 Adam steps are an early stop, and a fit run to convergence lands elsewhere. Replays and
+# sweeps may choose it (``replay_gp(schedule="warm")``); benchmarks/perf_allocation.py measures how far its
+# decisions and utilities move.
+
+WARM_TOL = 1e-5  # relative change of a member's loss (-log p(y) / n) between accepted steps that ends its fit
+WARM_GTOL = 1e-6  # or: largest |gradient| of the loss w.r.t. the raw hyperparameters below this
+_HISTORY = 8  # L-BFGS curvature pairs kept per member
+_MAX_HALVINGS = 30  # backtracking steps of one line search
+
+
+def _lbfgs(raw: torch.Tensor, data: _Samples, max_iters: int, tol: float, gtol: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batched L-BFGS (Armijo backtracking) on the loss of eqs. (4)-(5) from ``raw`` (b, 8), in place; each member
+    stops on its own (relative loss change <= ``tol`` or gradient <= ``gtol``) and is then left out of the
+    batch. Returns (loss, steps) per member."""
+    b = len(raw)
+    g, f = _mll_grad(raw, data, checked=True)
+    steps = torch.zeros(b, dtype=torch.int64)
+    hs, hy = torch.zeros(_HISTORY, b, 8, dtype=DTYPE), torch.zeros(_HISTORY, b, 8, dtype=DTYPE)
+    hrho = torch.zeros(_HISTORY, b, dtype=DTYPE)  # 1 / (s . y); 0 in unused slots, which then add nothing
+    active = torch.isfinite(f) & (g.abs().amax(-1) > gtol)
+    for it in range(max_iters):
+        idx = torch.nonzero(active).squeeze(-1)
+        if len(idx) == 0:
+            break
+        sub = data if len(idx) == b else _Samples(data.x[idx], data.y[idx], data.dc[idx], data.ds[idx])
+        x0, g0, f0 = raw[idx], g[idx], f[idx]
+        # Two-loop recursion, newest pair first (slots hold pairs in ring order it - 1, it - 2, ...).
+        q, a = g0.clone(), []
+        order = [(it - 1 - j) % _HISTORY for j in range(min(it, _HISTORY))]
+        for j in order:
+            a.append(hrho[j, idx] * (hs[j, idx] * q).sum(-1))
+            q -= a[-1][:, None] * hy[j, idx]
+        if order:
+            sy, yy = (hs[order[0], idx] * hy[order[0], idx]).sum(-1), (hy[order[0], idx] ** 2).sum(-1)
+            scale = torch.where((sy > 0) & (yy > 0), sy / yy.clamp(min=1e-300), 1.0)
+        else:  # first step: at most 0.1 in any raw coordinate (Adam's lr of §4.3)
+            scale = 0.1 / g0.abs().amax(-1).clamp(min=1e-300)
+        q *= scale[:, None]
+        for j, aj in zip(reversed(order), reversed(a)):
+            q += hs[j, idx] * (aj - hrho[j, idx] * (hy[j, idx] * q).sum(-1))[:, None]
+        d = -q
+        slope = (g0 * d).sum(-1)
+        bad = ~(slope < 0)  # not a descent direction: steepest descent, scaled as a first step
+        if bad.any():
+            d[bad] = -g0[bad] * (0.1 / g0[bad].abs().amax(-1).clamp(min=1e-300))[:, None]
+            slope = (g0 * d).sum(-1)
+        step = torch.ones(len(idx), dtype=DTYPE)
+        x1, g1, f1 = x0.clone(), g0.clone(), f0.clone()
+        todo = torch.arange(len(idx))
+        for _ in range(_MAX_HALVINGS):
+            part = sub if len(todo) == len(idx) else _Samples(sub.x[todo], sub.y[todo], sub.dc[todo], sub.ds[todo])
+            xt = x0[todo] + step[todo, None] * d[todo]
+            gt, ft = _mll_grad(xt, part, checked=True)
+            ok = ft <= f0[todo] + 1e-4 * step[todo] * slope[todo]  # Armijo
+            done = todo[ok]
+            x1[done], g1[done], f1[done] = xt[ok], gt[ok], ft[ok]
+            todo = todo[~ok]
+            if len(todo) == 0:
+                break
+            step[todo] *= 0.5
+        moved = torch.ones(len(idx), dtype=torch.bool)
+        moved[todo] = False  # no acceptable step: the member stays where it is and stops
+        s_, y_ = x1 - x0, g1 - g0
+        sy = (s_ * y_).sum(-1)
+        slot = it % _HISTORY
+        hs[slot, idx], hy[slot, idx] = s_, y_
+        hrho[slot, idx] = torch.where(moved & (sy > 1e-300), 1.0 / sy.clamp(min=1e-300), 0.0)
+        raw[idx], g[idx], f[idx] = x1, g1, f1
+        steps[idx[moved]] += 1
+        converged = ((f0 - f1).abs() <= tol * f1.abs().clamp(min=1.0)) | (g1.abs().amax(-1) <= gtol) | ~moved
+        active[idx[converged]] = False
+    return f, steps
+
+
+def fit_gp_warm(c: Any, s: Any, y: Any, scale: tuple[float, float], *, start: torch.Tensor | None = None,
+                max_iters: int = 100, tol: float = WARM_TOL, gtol: float = WARM_GTOL) -> GPFit:
+    """The GP of eqs. (4)-(5) by L-BFGS on the exact marginal likelihood, from ``start`` (raw hyperparameters,
+    (b, 8) or (8,), e.g. the previous round's ``GPFit.raw``) or the cold start, until each member's loss stops
+    moving (relative change <= ``tol``, or gradient <= ``gtol``; at most ``max_iters`` steps).
+
+    Not the exact schedule of the allocation step (``fit_gp_analytic``): a lower loss of the same likelihood
+    reached from ``start``, for replays (``replay_gp(schedule="warm")``)."""
+    t0 = time.perf_counter()
+    x, y = _inputs(c, s, y, scale)
+    batch = x.shape[:-2]
+    xb, yb = x.reshape(-1, *x.shape[-2:]), y.reshape(-1, y.shape[-1])
+    raw = (_raw_start() if start is None else torch.as_tensor(start, dtype=DTYPE)).reshape(-1, 8)
+    raw = raw.expand(len(yb), 8).clone()
+    loss, steps = torch.empty(len(yb), dtype=DTYPE), torch.empty(len(yb), dtype=torch.int64)
+    step = max(1, _CACHE_ELEMENTS // xb.shape[1] ** 2)
+    with torch.no_grad():
+        for i in range(0, len(yb), step):
+            part = raw[i : i + step]
+            loss[i : i + step], steps[i : i + step] = _lbfgs(part, _Samples.of(xb[i : i + step], yb[i : i + step]),
+                                                             max_iters, tol, gtol)
+            raw[i : i + step] = part
+    sp = torch.nn.functional.softplus
+    shape = lambda z, *tail: z.reshape((*batch, *tail))  # noqa: E731
+    return GPFit(model=None, x=x, y=y, scale=(float(scale[0]), float(scale[1])), gamma=shape(raw[:, _GAMMA], 2),
+                 beta=shape(sp(raw[:, _BETA]), 2), lengthscale=shape(sp(raw[:, _ELL]), 2),
+                 outputscale=shape(sp(raw[:, _SIG2])), noise=shape(sp(raw[:, _NOISE]) + _NOISE_FLOOR),
+                 fit_s=time.perf_counter() - t0, final_loss=float(loss.sum()), raw=shape(raw, 8),
+                 steps=float(steps.double().mean()))
 
 
 # -- posterior over the strategy grid ------------------------------------------
@@ -747,6 +865,6 @@ def log_surface(c: Any, s: Any, *, a_c: float = 0.08, b_c: float = 0.05, a_s: fl
     return base + a_c * np.log1p(b_c * np.asarray(c, float)) + a_s * np.log1p(b_s * np.asarray(s, float))
 
 
-__all__ = ["LogMean", "AllocationGP", "GPFit", "fit_gp", "fit_gp_analytic", "posterior_brute", "posterior_grid", "prior_mean",
+__all__ = ["LogMean", "AllocationGP", "GPFit", "fit_gp", "fit_gp_analytic", "fit_gp_warm", "posterior_brute", "posterior_grid", "prior_mean",
            "expected_improvement", "StrategyGrid", "pareto_front", "Solution", "solve_on_front", "solve_brute",
            "Decision", "grid_ei", "allocation_step", "decide", "decide_batch", "log_surface", "fit_with", "GP_FITS"]
