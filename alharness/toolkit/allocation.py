@@ -351,6 +351,7 @@ WARM_TOL = 1e-5  # relative change of a member's loss (-log p(y) / n) between ac
 WARM_GTOL = 1e-6  # or: largest |gradient| of the loss w.r.t. the raw hyperparameters below this
 _HISTORY = 8  # L-BFGS curvature pairs kept per member
 _MAX_HALVINGS = 30  # backtracking steps of one line search
+_WARM_BLOCK_ELEMENTS = 1 << 20  # float64 entries of one (b, n, n) block of a warm fit (8 MiB)
 
 
 def _lbfgs(raw: torch.Tensor, data: _Samples, max_iters: int, tol: float, gtol: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -363,32 +364,35 @@ def _lbfgs(raw: torch.Tensor, data: _Samples, max_iters: int, tol: float, gtol: 
     hs, hy = torch.zeros(_HISTORY, b, 8, dtype=DTYPE), torch.zeros(_HISTORY, b, 8, dtype=DTYPE)
     hrho = torch.zeros(_HISTORY, b, dtype=DTYPE)  # 1 / (s . y); 0 in unused slots, which then add nothing
     active = torch.isfinite(f) & (g.abs().amax(-1) > gtol)
+    idx, sub = torch.arange(b), data
     for it in range(max_iters):
-        idx = torch.nonzero(active).squeeze(-1)
+        if not bool(active[idx].all()):  # members left: the batch shrinks to the active ones
+            idx = torch.nonzero(active).squeeze(-1)
+            sub = _Samples(data.x[idx], data.y[idx], data.dc[idx], data.ds[idx])
         if len(idx) == 0:
             break
-        sub = data if len(idx) == b else _Samples(data.x[idx], data.y[idx], data.dc[idx], data.ds[idx])
         x0, g0, f0 = raw[idx], g[idx], f[idx]
+        S, Y, R = hs[:, idx], hy[:, idx], hrho[:, idx]
         # Two-loop recursion, newest pair first (slots hold pairs in ring order it - 1, it - 2, ...).
         q, a = g0.clone(), []
         order = [(it - 1 - j) % _HISTORY for j in range(min(it, _HISTORY))]
         for j in order:
-            a.append(hrho[j, idx] * (hs[j, idx] * q).sum(-1))
-            q -= a[-1][:, None] * hy[j, idx]
+            a.append(R[j] * torch.linalg.vecdot(S[j], q))
+            q -= a[-1][:, None] * Y[j]
         if order:
-            sy, yy = (hs[order[0], idx] * hy[order[0], idx]).sum(-1), (hy[order[0], idx] ** 2).sum(-1)
+            sy, yy = torch.linalg.vecdot(S[order[0]], Y[order[0]]), torch.linalg.vecdot(Y[order[0]], Y[order[0]])
             scale = torch.where((sy > 0) & (yy > 0), sy / yy.clamp(min=1e-300), 1.0)
         else:  # first step: at most 0.1 in any raw coordinate (Adam's lr of §4.3)
             scale = 0.1 / g0.abs().amax(-1).clamp(min=1e-300)
         q *= scale[:, None]
         for j, aj in zip(reversed(order), reversed(a)):
-            q += hs[j, idx] * (aj - hrho[j, idx] * (hy[j, idx] * q).sum(-1))[:, None]
-        d = -q
-        slope = (g0 * d).sum(-1)
+            q += S[j] * (aj - R[j] * torch.linalg.vecdot(Y[j], q))[:, None]
+        d = q.neg_()
+        slope = torch.linalg.vecdot(g0, d)
         bad = ~(slope < 0)  # not a descent direction: steepest descent, scaled as a first step
-        if bad.any():
+        if bool(bad.any()):
             d[bad] = -g0[bad] * (0.1 / g0[bad].abs().amax(-1).clamp(min=1e-300))[:, None]
-            slope = (g0 * d).sum(-1)
+            slope = torch.linalg.vecdot(g0, d)
         step = torch.ones(len(idx), dtype=DTYPE)
         x1, g1, f1 = x0.clone(), g0.clone(), f0.clone()
         todo = torch.arange(len(idx))
@@ -397,21 +401,23 @@ def _lbfgs(raw: torch.Tensor, data: _Samples, max_iters: int, tol: float, gtol: 
             xt = x0[todo] + step[todo, None] * d[todo]
             gt, ft = _mll_grad(xt, part, checked=True)
             ok = ft <= f0[todo] + 1e-4 * step[todo] * slope[todo]  # Armijo
+            if bool(ok.all()):
+                x1[todo], g1[todo], f1[todo] = xt, gt, ft
+                todo = todo[:0]
+                break
             done = todo[ok]
             x1[done], g1[done], f1[done] = xt[ok], gt[ok], ft[ok]
             todo = todo[~ok]
-            if len(todo) == 0:
-                break
             step[todo] *= 0.5
         moved = torch.ones(len(idx), dtype=torch.bool)
         moved[todo] = False  # no acceptable step: the member stays where it is and stops
         s_, y_ = x1 - x0, g1 - g0
-        sy = (s_ * y_).sum(-1)
+        sy = torch.linalg.vecdot(s_, y_)
         slot = it % _HISTORY
         hs[slot, idx], hy[slot, idx] = s_, y_
         hrho[slot, idx] = torch.where(moved & (sy > 1e-300), 1.0 / sy.clamp(min=1e-300), 0.0)
         raw[idx], g[idx], f[idx] = x1, g1, f1
-        steps[idx[moved]] += 1
+        steps[idx] += moved
         converged = ((f0 - f1).abs() <= tol * f1.abs().clamp(min=1.0)) | (g1.abs().amax(-1) <= gtol) | ~moved
         active[idx[converged]] = False
     return f, steps
@@ -432,7 +438,8 @@ def fit_gp_warm(c: Any, s: Any, y: Any, scale: tuple[float, float], *, start: to
     raw = (_raw_start() if start is None else torch.as_tensor(start, dtype=DTYPE)).reshape(-1, 8)
     raw = raw.expand(len(yb), 8).clone()
     loss, steps = torch.empty(len(yb), dtype=DTYPE), torch.empty(len(yb), dtype=torch.int64)
-    step = max(1, _CACHE_ELEMENTS // xb.shape[1] ** 2)
+    # Larger blocks than Adam's: the many short iterations of a shrinking batch cost mostly per call.
+    step = max(1, _WARM_BLOCK_ELEMENTS // xb.shape[1] ** 2)
     with torch.no_grad():
         for i in range(0, len(yb), step):
             part = raw[i : i + step]
