@@ -55,6 +55,35 @@ def test_win_rates_and_ranks_on_known_numbers():
     assert stats.ranks_by_parameter(rows, "alpha") == {"d": {5: {"A": 1, "B": 2}, 50: {"A": 2, "B": 1}}}
 
 
+def _plotly_traces(fragment: str, div_id: str) -> list[dict]:
+    """The traces a ``plots.*_interactive`` fragment draws in its element ``div_id`` (its Plotly.newPlot data)."""
+    at = re.search(r'Plotly\.newPlot\(\s*"' + re.escape(div_id) + r'",\s*', fragment)
+    assert at and f'id="{div_id}" class="plotly-graph-div"' in fragment
+    assert "<script src" not in fragment and "plotly.js v" not in fragment  # the page inlines plotly.js once
+    return json.JSONDecoder().raw_decode(fragment, at.end())[0]
+
+
+def test_rank_lines_and_query_mix_are_interactive_with_the_values_on_hover():
+    from alharness.results import plots
+
+    ranks = _plotly_traces(plots.rank_lines_interactive({5: {"A": 1, "B": 2}, 50: {"A": 2, "B": 1}, 500: {"B": 1}},
+                                                        "alpha", div_id="ranks-d"), "ranks-d")
+    assert [t["name"] for t in ranks] == ["A", "B"]  # one line per strategy
+    assert ranks[0]["x"] == ["5", "50", "500"] and ranks[0]["y"] == [1, 2, None] and ranks[1]["y"] == [2, 1, 1]
+    assert ranks[0]["hovertemplate"] == "<b>A</b><br>alpha = %{x}<br>rank %{y:g}<extra></extra>"
+    mix = _plotly_traces(plots.query_mix_interactive({"S1": {"box": {0: (3.0, 3.0), 1: (2.0, 1.5)}, "mask": {1: (1.0, None)}},
+                                                      "S2": {"box": {0: (4.0, 4.0)}}}, div_id="mix-d"), "mix-d")
+    # Per strategy and query type: its answers (bars) and its cumulative spend (a line), one legend entry per type.
+    assert [(t["name"], t["type"]) for t in mix] == [("box", "bar"), ("box", "scatter"), ("mask", "bar"), ("mask", "scatter"),
+                                                     ("box", "bar"), ("box", "scatter")]
+    assert [t["name"] for t in mix if t["showlegend"]] == ["box", "mask"]
+    assert mix[0]["y"] == [3.0, 2.0] and mix[1]["y"] == [3.0, 4.5] and mix[1]["customdata"] == [3.0, 1.5]
+    assert mix[2]["y"] == [0, 1.0] and mix[3]["y"] == [0, 0]  # no answers of a type that round; no spend recorded
+    assert mix[2]["hovertemplate"] == "<b>S1</b><br>round %{x}<br>mask: %{y:.4g} answers<extra></extra>"
+    assert mix[3]["hovertemplate"].endswith("mask: spent %{customdata:.4g} this round, %{y:.4g} so far<extra></extra>")
+    assert (mix[0]["xaxis"], mix[1]["xaxis"], mix[4]["xaxis"]) == ("x", "x3", "x2")  # S1 above / below, S2 beside
+
+
 def _write_results(out):
     bench = parse_benchmark(tiny_benchmark_doc(strategies=("random", {"name": "fixed_proportion", "mask_fraction": 0.5}),
                                                seeds=(0, 1), reference=True))
@@ -102,6 +131,11 @@ def test_report_builds_from_campaign_results(built_report):
     assert 'class="plotly-graph-div"' in html_text and "mIoU %{y:.3f}" in html_text and "%{customdata:.3f}" in html_text
     assert 'id="curves-label_equivalents"' in html_text  # fixed ids: the same results give the same page
     assert "![Test mIoU against cost in label_equivalents" in md
+    # So is each strategy's query mix (its answers and spend per round by query type on hover).
+    mix = html_text.split("<h2>Diagnostics per strategy</h2>")[1].split("</figure>")[0]
+    div_id = re.search(r'<div id="(diagnostics_[^"]+)" class="plotly-graph-div"', mix).group(1)
+    assert {t["name"] for t in _plotly_traces(mix, div_id)} == {"full_mask", "image_labels"}  # the query types bought
+    assert re.search(r"!\[[^\]]*query-type mix per round[^\]]*\]\(diagnostics_[^)]+\.png\)", md)
     for link in re.findall(r"\]\(([^)]+\.png)\)", md):
         assert os.path.getsize(os.path.join(built_report, link)) > 1000
     assert "full_supervision" not in md.split("Cost in label_equivalents")[1].split("Comparisons")[0].split("|---")[1]

@@ -89,15 +89,13 @@ def learning_curves_interactive(panels: Sequence[CurvePanel], cost_metric: str |
     clicking a legend entry hides that strategy in every panel. ``div_id`` names the figure's
     element (unique per page; fixed, so the same results give the same page)."""
     import plotly.graph_objects as go
-    from plotly.colors import DEFAULT_PLOTLY_COLORS
     from plotly.subplots import make_subplots
 
     cols = min(3, len(panels))
     rows = math.ceil(len(panels) / cols)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"{p.dataset} (budget {p.budget:g} {p.budget_metric})" for p in panels],
                         horizontal_spacing=0.06, vertical_spacing=0.12 if rows > 1 else 0.2)
-    labels = sorted({label for p in panels for label in p.series})
-    colour = {label: DEFAULT_PLOTLY_COLORS[i % len(DEFAULT_PLOTLY_COLORS)] for i, label in enumerate(labels)}
+    colour = _plotly_colours({label for p in panels for label in p.series})
     shown: set[str] = set()
     for k, panel in enumerate(panels):
         at = {"row": k // cols + 1, "col": k % cols + 1}
@@ -123,6 +121,18 @@ def learning_curves_interactive(panels: Sequence[CurvePanel], cost_metric: str |
         fig.update_yaxes(title_text="test mIoU", **at)
     fig.update_layout(height=380 * rows + 60, margin={"t": 40, "b": 40}, template="plotly_white",
                       legend={"orientation": "h", "y": -0.15 if rows == 1 else -0.05})
+    return _plotly_div(fig, div_id)
+
+
+def _plotly_colours(names) -> dict[str, str]:
+    """A fixed plotly colour per name (sorted), the same in every panel of a figure."""
+    from plotly.colors import DEFAULT_PLOTLY_COLORS
+
+    return {n: DEFAULT_PLOTLY_COLORS[i % len(DEFAULT_PLOTLY_COLORS)] for i, n in enumerate(sorted(names))}
+
+
+def _plotly_div(fig, div_id: str) -> str:
+    """``fig`` as an HTML ``<div>`` with the id ``div_id``, without plotly.js (see ``plotly_js``)."""
     return fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id,
                        config={"displaylogo": False, "responsive": True})
 
@@ -150,6 +160,26 @@ def rank_lines(by_value: Mapping[Any, Mapping[str, float]], parameter: str, path
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     fig.tight_layout()
     return _save(fig, path, 100)
+
+
+def rank_lines_interactive(by_value: Mapping[Any, Mapping[str, float]], parameter: str, div_id: str = "ranks") -> str:
+    """``rank_lines`` as an interactive plotly figure (an HTML ``<div>``, see ``learning_curves_interactive``).
+    Hovering a point shows the strategy, the parameter's value and the rank; the values stay
+    categories in ``by_value``'s order."""
+    import plotly.graph_objects as go
+
+    values = [str(v) for v in by_value]
+    strategies = sorted({s for v in by_value.values() for s in v})
+    colour = _plotly_colours(strategies)
+    fig = go.Figure()
+    for s in strategies:
+        fig.add_trace(go.Scatter(x=values, y=[by_value[v].get(s) for v in by_value], mode="lines+markers", name=s,
+                                 line={"color": colour[s]}, marker={"size": 7},
+                                 hovertemplate=f"<b>{s}</b><br>{parameter} = %{{x}}<br>rank %{{y:g}}<extra></extra>"))
+    fig.update_xaxes(title_text=parameter, type="category", categoryorder="array", categoryarray=values)
+    fig.update_yaxes(title_text="rank by AUC (1 = best)", autorange="reversed", dtick=1)
+    fig.update_layout(height=420, margin={"t": 30, "b": 40}, template="plotly_white")
+    return _plotly_div(fig, div_id)
 
 
 def query_mix(by_label: Mapping[str, Mapping[str, Mapping[int, tuple[float, float]]]], path: str | Path) -> Path:
@@ -186,6 +216,53 @@ def query_mix(by_label: Mapping[str, Mapping[str, Mapping[int, tuple[float, floa
     fig.legend(handles, names, loc="lower center", ncol=min(len(qtypes), 6), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return _save(fig, path, 90)
+
+
+def query_mix_interactive(by_label: Mapping[str, Mapping[str, Mapping[int, tuple[float, float]]]], div_id: str = "query-mix") -> str:
+    """``query_mix`` as an interactive plotly figure (an HTML ``<div>``, see ``learning_curves_interactive``):
+    per strategy, answers per round stacked by query type above, cumulative spend per type below
+    (up to four strategies side by side, then another pair of rows). Hovering shows the strategy,
+    the round, the query type and its answers, or its spend that round and so far; clicking a
+    legend entry hides that query type everywhere."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    labels = sorted(by_label)
+    colour = _plotly_colours({q for v in by_label.values() for q in v})
+    cols = min(4, len(labels))
+    pairs = math.ceil(len(labels) / cols)
+    titles: list[str] = []
+    for k in range(pairs):
+        row = [(label if len(label) <= 34 else label[:33] + "…") for label in labels[k * cols:(k + 1) * cols]]
+        titles += row + [""] * (cols - len(row)) + [""] * cols
+    fig = make_subplots(rows=2 * pairs, cols=cols, subplot_titles=titles, horizontal_spacing=0.05,
+                        vertical_spacing=0.08 if pairs > 1 else 0.12)
+    shown: set[str] = set()
+    for j, label in enumerate(labels):
+        top, bottom = {"row": 2 * (j // cols) + 1, "col": j % cols + 1}, {"row": 2 * (j // cols) + 2, "col": j % cols + 1}
+        rounds = sorted({r for q in by_label[label].values() for r in q})
+        for q in sorted(by_label[label]):  # each panel only the types this strategy bought
+            vals = by_label[label][q]
+            n = [vals.get(r, (0, 0))[0] for r in rounds]
+            spend = [vals.get(r, (0, 0))[1] or 0 for r in rounds]
+            head = f"<b>{label}</b><br>round %{{x}}<br>{q}: "
+            fig.add_trace(go.Bar(x=rounds, y=n, name=q, legendgroup=q, showlegend=q not in shown, marker={"color": colour[q]},
+                                 hovertemplate=head + "%{y:.4g} answers<extra></extra>"), **top)
+            fig.add_trace(go.Scatter(x=rounds, y=np.cumsum(spend).tolist(), customdata=spend, mode="lines+markers", name=q,
+                                     legendgroup=q, showlegend=False, line={"color": colour[q]}, marker={"size": 5},
+                                     hovertemplate=head + "spent %{customdata:.4g} this round, %{y:.4g} so far<extra></extra>"),
+                          **bottom)
+            shown.add(q)
+        fig.update_xaxes(dtick=1, **top)
+        fig.update_xaxes(title_text="round", dtick=1, **bottom)
+        if j % cols == 0:
+            fig.update_yaxes(title_text="answers per round", **top)
+            fig.update_yaxes(title_text="cumulative spend (enforced metric)", **bottom)
+    fig.update_layout(barmode="stack", height=560 * pairs + 60, margin={"t": 40, "b": 40}, template="plotly_white",
+                      legend={"orientation": "h", "y": -0.12 if pairs == 1 else -0.05})
+    for a in fig.layout.annotations:  # subplot titles: strategy labels can be long
+        a.font.size = 11
+    return _plotly_div(fig, div_id)
 
 
 def query_thumbnails(shown: Sequence[tuple[int, Any, Sequence[Mapping[str, Any]]]], title: str, path: str | Path) -> Path:

@@ -116,7 +116,7 @@ class _Doc:
             elif kind == "plot":
                 _, alt, interactive = body
                 parts.append(f'<figure class="interactive">{interactive}<figcaption>{html.escape(alt)} '
-                             "(interactive: hover for values, click the legend to hide a strategy)</figcaption></figure>")
+                             "(interactive: hover for values, click a legend entry to hide it)</figcaption></figure>")
         # plotly.js inlined once, before the figures that call it: the page stays one offline file.
         library = f"<script>{plots.plotly_js()}</script>" if any(k == "plot" for k, _ in self.blocks) else ""
         return _PAGE.format(title=html.escape(self.title), library=library, body="\n".join(parts))
@@ -292,8 +292,10 @@ def _sensitivity_section(doc: _Doc, con, rows: list[dict[str, Any]], out_dir: Pa
             r[col] = value.get(r["campaign_id"])
         ranks = stats.ranks_by_parameter(rows, col, "auc")
         for dataset, by_value in ranks.items():
-            path = plots.rank_lines(by_value, col.removeprefix("p_cost_"), out_dir / f"ranks_{_file_part(dataset)}_{col}.png")
-            doc.image(path, f"Rank of each strategy as {col.removeprefix('p_cost_')} changes ({dataset})")
+            name, parameter = f"ranks_{_file_part(dataset)}_{col}", col.removeprefix("p_cost_")
+            doc.figure(plots.rank_lines(by_value, parameter, out_dir / f"{name}.png"),
+                       f"Rank of each strategy as {parameter} changes ({dataset})",
+                       plots.rank_lines_interactive(by_value, parameter, div_id=name))
 
 
 def _file_part(label: str) -> str:
@@ -327,8 +329,10 @@ def _diagnostics_section(doc: _Doc, con, out_dir: Path) -> None:
     for dataset, label, rnd, qtype, n, spend in data:
         by_dataset.setdefault(dataset, {}).setdefault(label, {}).setdefault(qtype, {})[rnd] = (n, spend)
     for dataset, by_label in by_dataset.items():
-        path = plots.query_mix(by_label, out_dir / f"diagnostics_{_file_part(dataset)}.png")
-        doc.image(path, f"{dataset}: query-type mix per round (top) and allocation of the budget across query types (bottom), mean over seeds")
+        name = f"diagnostics_{_file_part(dataset)}"
+        doc.figure(plots.query_mix(by_label, out_dir / f"{name}.png"),
+                   f"{dataset}: query-type mix per round (top) and allocation of the budget across query types (bottom), mean over seeds",
+                   plots.query_mix_interactive(by_label, div_id=name))
 
 
 def _thumbnails_section(doc: _Doc, con, out_dir: Path) -> None:
