@@ -131,6 +131,21 @@ def _group(v: dict[str, Any]) -> tuple:
     return v["dataset"], v["cost_metric"], v["pricing"], v["budget"]
 
 
+def _group_order(key: tuple) -> tuple:
+    """Groups in a stable order whatever their fields' types."""
+    return tuple(str(x) for x in key)
+
+
+def _group_fields(key: tuple) -> dict[str, Any]:
+    """A judged group's identifying fields, from a (dataset, cost metric, pricing, budget) key."""
+    return {"dataset": key[0], "cost_metric": key[1], "pricing": key[2], "budget": key[3]}
+
+
+def _inadequate(names: list[str], then: str = ", so the learner, not the labels, limits these scores") -> str:
+    """The reason a group with an inadequate learner confirms nothing."""
+    return f"LEARNER INADEQUATE: {', '.join(names)} beat full supervision by more than seed noise{then}"
+
+
 def _oriented(v: dict[str, Any], a: str) -> tuple[float, float, float]:
     """mean(a − other), its interval, whichever way round the verdict row holds the pair."""
     if v["a"] == a:
@@ -241,8 +256,9 @@ def _cost_text(costs: list[float]) -> str:
     return "never" if math.isinf(m) else f"{m:.4g}"
 
 
-def _cheaper(claim: Claim, costs: dict[str, dict[int, float]], adjusted: dict[frozenset, float], unit: str,
-             of: str) -> tuple[str, list[str]]:
+def _cheaper(claim: Claim, costs: dict[str, dict[int, float]], tests: dict[frozenset, tuple],
+             adjusted: dict[frozenset, float], unit: str, of: str) -> tuple[str, list[str]]:
+    """``tests``: ``sign_test`` of each claimed pair (a first), ``adjusted``: their Holm-adjusted p."""
     outcomes, why = [], []
     k = len(adjusted)
     for b in claim.b:
@@ -250,7 +266,7 @@ def _cheaper(claim: Claim, costs: dict[str, dict[int, float]], adjusted: dict[fr
             outcomes.append(NOT_DETECTABLE)
             why.append(f"{b if claim.a in costs else claim.a} has no finished campaigns here")
             continue
-        n, lower, higher, p = sign_test(costs[claim.a], costs[b])
+        n, lower, higher, p = tests[(claim.a, b)]
         seeds = sorted(set(costs[claim.a]) & set(costs[b]))
         ca, cb = [costs[claim.a][s] for s in seeds], [costs[b][s] for s in seeds]
         reached = lambda c: sum(not math.isinf(x) for x in c)  # noqa: E731
@@ -294,25 +310,22 @@ def _judge_cheaper(claims: list[Claim], rows_at: RowsAt | None,
         family = [c for c in cheaper if (c.cost, c.reach) == (cost, reach)]
         for claim in family:
             groups = []
-            for key in sorted((k for k, v in by_group.items() if claim.a in v), key=lambda k: tuple(map(str, k))):
+            for key in sorted((k for k, v in by_group.items() if claim.a in v), key=_group_order):
                 costs = by_group[key]
-                raw = {}
-                for c in family:
-                    for b in c.b:
-                        if c.a in costs and b in costs:
-                            raw[frozenset((c.a, b))] = sign_test(costs[c.a], costs[b])[3]
+                # One sign test per claimed pair of the family; a claim reads its own pairs' from here.
+                tests = {(c.a, b): sign_test(costs[c.a], costs[b]) for c in family for b in c.b
+                         if c.a in costs and b in costs}
+                raw = {frozenset(pair): t[3] for pair, t in tests.items()}
                 pairs = sorted(raw, key=sorted)
                 adjusted = dict(zip(pairs, stats.holm([raw[p] for p in pairs])))
                 unit, of = units[key]
-                outcome, why = _cheaper(claim, costs, adjusted, unit,
+                outcome, why = _cheaper(claim, costs, tests, adjusted, unit,
                                         "full supervision" if of == "full supervision" else "the best strategy's final mIoU")
                 if key in unfit:
                     outcome = NOT_DETECTABLE
-                    why = [f"LEARNER INADEQUATE: {', '.join(unfit[key])} beat full supervision by more than seed "
-                           "noise, so the learner, not the labels, limits these scores"] + why
-                groups.append({"dataset": key[0], "cost_metric": unit, "pricing": key[1], "budget": key[2],
-                               "outcome": outcome, "why": why,
-                               "seeds": sorted({len(set(costs[claim.a]) & set(costs[b])) for b in claim.b if b in costs})})
+                    why = [_inadequate(unfit[key])] + why
+                groups.append({**_group_fields((key[0], unit, key[1], key[2])), "outcome": outcome, "why": why,
+                               "seeds": sorted({tests[(claim.a, b)][0] for b in claim.b if (claim.a, b) in tests})})
             out[claim] = (groups, unit if groups else (cost or "the budget metric"))
     return out
 
@@ -325,17 +338,15 @@ def _no_single_best(claim: Claim, found: list[dict[str, Any]], rows: list[dict[s
     grouped = stats.by_group(rows, claim.metric)
     ahead: dict[tuple, set[tuple[str, str]]] = {}
     groups = []
-    for key in sorted({_group(v) for v in mine}, key=lambda k: tuple(str(x) for x in k)):
+    for key in sorted({_group(v) for v in mine}, key=_group_order):
         means = {st: statistics.fmean(by_seed.values()) for st, by_seed in grouped.get(key, {}).items() if st in bs}
         best = max(means, key=means.get)
         here = [v for v in mine if _group(v) == key]
         why = [f"best by mean {best} ({means[best]:.3g})"]
         seeds = sorted({v["seeds"] for v in here})
         if key in inadequate:
-            groups.append({"dataset": key[0], "cost_metric": key[1], "pricing": key[2], "budget": key[3],
-                           "outcome": NOT_DETECTABLE, "seeds": seeds,
-                           "why": [f"LEARNER INADEQUATE: {', '.join(inadequate[key])} beat full supervision by more "
-                                   "than seed noise; left out"] + why})
+            groups.append({**_group_fields(key), "outcome": NOT_DETECTABLE, "seeds": seeds,
+                           "why": [_inadequate(inadequate[key], "; left out")] + why})
             continue
         tested = [v for v in here if "p" in v]
         adjusted = stats.holm([v["p"] for v in tested])
@@ -348,8 +359,8 @@ def _no_single_best(claim: Claim, found: list[dict[str, Any]], rows: list[dict[s
         if not called:
             why.append(f"no pair of b called apart over {', '.join(map(str, seeds))} seeds")
         ahead[key] = called
-        groups.append({"dataset": key[0], "cost_metric": key[1], "pricing": key[2], "budget": key[3],
-                       "outcome": "ordered" if called else NOT_DETECTABLE, "seeds": seeds, "why": why})
+        groups.append({**_group_fields(key), "outcome": "ordered" if called else NOT_DETECTABLE, "seeds": seeds,
+                       "why": why})
     budget = lambda k: f"{k[0]} budget {k[3]:g}"  # noqa: E731
     for g1, pairs in ahead.items():
         for s, t in sorted(pairs):
@@ -398,7 +409,7 @@ def judge(claims: Iterable[Claim], rows: list[dict[str, Any]], found: list[dict[
         groups = []
         grouped = stats.by_group(rows, claim.metric)
         keys = sorted({_group(v) for v in found if v["metric"] == claim.metric and claim.a in (v["a"], v["b"])},
-                      key=lambda k: tuple(str(x) for x in k))
+                      key=_group_order)
         for key in keys:
             pairs = {v["b"] if v["a"] == claim.a else v["a"]: v for v in found
                      if _group(v) == key and v["metric"] == claim.metric and claim.a in (v["a"], v["b"])}
@@ -408,10 +419,8 @@ def judge(claims: Iterable[Claim], rows: list[dict[str, Any]], found: list[dict[
                             else _within(claim, pairs, means))
             if key in inadequate:
                 outcome = NOT_DETECTABLE
-                why = [f"LEARNER INADEQUATE: {', '.join(inadequate[key])} beat full supervision by more than seed "
-                       "noise, so the learner, not the labels, limits these scores"] + why
-            groups.append({"dataset": key[0], "cost_metric": key[1], "pricing": key[2], "budget": key[3],
-                           "outcome": outcome, "why": why,
+                why = [_inadequate(inadequate[key])] + why
+            groups.append({**_group_fields(key), "outcome": outcome, "why": why,
                            "seeds": sorted({pairs[b]["seeds"] for b in claim.b if b in pairs})})  # per pair compared
         outcome = _combine([g["outcome"] for g in groups]) if groups else NOT_DETECTABLE
         out.append({**asdict(claim), "b": list(claim.b), "outcome": outcome, "groups": groups,
