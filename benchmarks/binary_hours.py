@@ -23,7 +23,6 @@ to reach 90 % and 95 % of full supervision (``leaderboard.per_campaign``).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -82,30 +81,26 @@ def render_table3(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _reached(seconds: list[float | None]) -> str:
-    """Mean hours over the seeds that reached the target, with how many did."""
-    hit = [s / 3600 for s in seconds if s is not None]
-    return "never" if not hit else f"{statistics.fmean(hit):.3g} ({len(hit)}/{len(seconds)})"
+def _reached(row: dict[str, Any]) -> str:
+    """Mean hours over the seeds that reached the target, with how many did (a leaderboard row)."""
+    if not row["reached"]:
+        return "never"
+    return f"{row['cost_to_reach_mean'] / 3600:.3g} ({row['reached']}/{row['seeds']})"
 
 
 def measured(where: str | Path) -> list[dict[str, Any]]:
-    """Per (dataset, pricing, budget, arm): seeds, mean hours spent and hours to each ``REACH``."""
-    from alharness.results.leaderboard import per_campaign
+    """Per (dataset, pricing, budget, arm): seeds, mean hours spent and hours to each ``REACH``,
+    from the leaderboard scored in seconds (``leaderboard.leaderboard``), arms by name."""
+    from alharness.results.leaderboard import leaderboard
     from alharness.results.store import connect
 
     con, _ = connect(str(where))
-    runs = {r: per_campaign(con, cost_metric="seconds", reach=r) for r in REACH}
-    to_reach = {r: {c["campaign_id"]: c["cost_to_reach"] for c in rows} for r, rows in runs.items()}
-    groups: dict[tuple, list[dict]] = {}
-    for c in runs[REACH[0]]:
-        groups.setdefault((c["dataset"], c["pricing"], c["budget"], c["strategy_label"]), []).append(c)
-    out = []
-    for (dataset, pricing, budget, label), cs in groups.items():
-        out.append({"dataset": dataset, "pricing": pricing, "budget": budget, "strategy": label, "seeds": len(cs),
-                    "reach_of": cs[0]["reach_of"],
-                    "hours": statistics.fmean(c["final_cost"] / 3600 for c in cs),
-                    "reach": {r: [to_reach[r][c["campaign_id"]] for c in cs] for r in REACH}})
-    return out
+    key = lambda r: (r["dataset"], r["pricing"], r["budget"], r["strategy"])  # noqa: E731
+    boards = {x: {key(r): r for r in leaderboard(con, cost_metric="seconds", reach=x)} for x in REACH}
+    return [{"dataset": r["dataset"], "pricing": r["pricing"], "budget": r["budget"], "strategy": r["strategy"],
+             "seeds": r["seeds"], "reach_of": r["reach_of"], "hours": r["final_cost_mean"] / 3600,
+             "reach": {x: boards[x][k] for x in REACH}}
+            for k, r in sorted(boards[REACH[0]].items())]
 
 
 def render_measured(rows: list[dict[str, Any]]) -> str:
