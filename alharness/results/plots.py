@@ -182,6 +182,11 @@ def rank_lines_interactive(by_value: Mapping[Any, Mapping[str, float]], paramete
     return _plotly_div(fig, div_id)
 
 
+def _short(label: str, width: int = 34) -> str:
+    """A strategy label cut to a panel title's width."""
+    return label if len(label) <= width else label[:width - 1] + "…"
+
+
 def query_mix(by_label: Mapping[str, Mapping[str, Mapping[int, tuple[float, float]]]], path: str | Path) -> Path:
     """Per strategy: answers per round stacked by query type (top) and cumulative spend per type (bottom).
 
@@ -206,7 +211,7 @@ def query_mix(by_label: Mapping[str, Mapping[str, Mapping[int, tuple[float, floa
             bottom_n += n
             spend = np.cumsum([vals.get(r, (0, 0))[1] or 0 for r in rounds])
             axes[1, j].plot(rounds, spend, marker="o", ms=3, color=colors[q], label=q)
-        axes[0, j].set_title(label if len(label) <= 34 else label[:33] + "…", fontsize=8)
+        axes[0, j].set_title(_short(label), fontsize=8)
         axes[0, j].set_ylabel("answers per round" if j == 0 else "")
         axes[1, j].set_ylabel("cumulative spend (enforced metric)" if j == 0 else "", fontsize=8)
         axes[1, j].set_xlabel("round")
@@ -233,7 +238,7 @@ def query_mix_interactive(by_label: Mapping[str, Mapping[str, Mapping[int, tuple
     pairs = math.ceil(len(labels) / cols)
     titles: list[str] = []
     for k in range(pairs):
-        row = [(label if len(label) <= 34 else label[:33] + "…") for label in labels[k * cols:(k + 1) * cols]]
+        row = [_short(label) for label in labels[k * cols:(k + 1) * cols]]
         titles += row + [""] * (cols - len(row)) + [""] * cols
     fig = make_subplots(rows=2 * pairs, cols=cols, subplot_titles=titles, horizontal_spacing=0.05,
                         vertical_spacing=0.08 if pairs > 1 else 0.12)
