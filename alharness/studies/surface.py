@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from alharness.toolkit.allocation import WARM_TOL, StrategyGrid, decide, decide_batch, fit_gp_warm, fit_with
+from alharness.toolkit.allocation import StrategyGrid, decide, decide_batch, fit_gp_warm, fit_with
 from alharness.errors import ConfigError, ResultsError
 from alharness.seeding import derive_rng
 
@@ -226,15 +226,14 @@ def replay_estimated_best_fixed(surface: Surface, camp: ReplayCampaign, proporti
 
 def replay_gp(surface: Surface, camps: Sequence[ReplayCampaign], *, initial_fraction: float = 0.08,
               samples: int = 8, gp_iters: int = 100, brute: bool = False, gp: str = "analytic",
-              batched: bool = True, schedule: str = "exact", warm_iters: int = 100,
-              warm_tol: float = WARM_TOL) -> list[dict[str, Any]]:
+              batched: bool = True, schedule: str = "exact") -> list[dict[str, Any]]:
     """Alg. 2 with Alg. 1 samples drawn from the surface, for campaigns sharing T (one batched GP fit per round).
 
     ``gp``: the fit, "analytic" or "gpytorch" (the reference; same decisions, slower).
     ``schedule``: "exact" (every round's fit as the allocation step takes it: ``gp_iters`` Adam steps from the
     cold start) or "warm" (replay only: round 0 as "exact", each later round's fit by ``fit_gp_warm`` from
-    the campaign's previous hyperparameters until its loss moves by less than ``warm_tol`` (relative), at most
-    ``warm_iters`` L-BFGS steps; analytic fits only).
+    the campaign's previous hyperparameters until its loss moves by less than ``allocation.WARM_TOL`` (relative),
+    at most 100 L-BFGS steps, ``fit_gp_warm``'s defaults; analytic fits only).
     ``batched``: every campaign's EI of eq. (6) over its grid in one tensor program (``decide_batch``);
     False: campaign by campaign (``decide``), same decisions.
     ``brute``: EI from gpytorch's posterior at every grid point instead of the structured evaluation."""
@@ -258,8 +257,7 @@ def replay_gp(surface: Surface, camps: Sequence[ReplayCampaign], *, initial_frac
         m_star = y_[:, 0]  # Alg. 1: the first sample uses all the data bought so far
         xs_c, xs_s, ys = np.hstack([xs_c, c_]), np.hstack([xs_s, s_]), np.hstack([ys, y_])
         if schedule == "warm" and t > 0:
-            fit = fit_gp_warm(xs_c, xs_s, ys, (float(n), float(n)), start=fit.raw, max_iters=warm_iters,
-                              tol=warm_tol)
+            fit = fit_gp_warm(xs_c, xs_s, ys, (float(n), float(n)), start=fit.raw)
         else:
             fit = fit_with(gp, xs_c, xs_s, ys, (float(n), float(n)), iters=gp_iters)
         fit_s += fit.fit_s
