@@ -122,6 +122,17 @@ def test_claims_name_the_benchmarks_strategies_by_label_or_unambiguous_plugin_na
         ({"a": "entropy", "b": ["random", "fixed_proportion"], "kind": "no_single_best"},
          'kind = "no_single_best" is about the b\'s alone; remove a'),
         ({"b": "random", "kind": "no_single_best"}, 'needs at least two strategies in b'),
+        ({"a": "entropy"}, 'entry 1: kind = "beats" needs b (the strategies a is compared with)'),
+        ({"a": "entropy", "b": "random", "kind": "outscores", "metric": "final_ap50", "than": "final_miou"},
+         'kind = "outscores" compares two scores of a\'s own campaigns; remove b'),
+        ({"a": "entropy", "kind": "outscores", "metric": "final_ap50"}, 'kind = "outscores" needs than'),
+        ({"a": "entropy", "kind": "outscores", "metric": "auc", "than": "final_miou"},
+         "needs metric = one of final_miou, final_ap50, final_annotation_miou, final_annotation_ap50, got 'auc'"),
+        ({"a": "entropy", "kind": "outscores", "metric": "final_ap50", "than": "final_ap50"},
+         "a score cannot outscore itself"),
+        ({"a": "entropy", "b": "random", "than": "final_miou"}, 'than belongs to kind = "outscores" only'),
+        ({"a": "entropy", "b": "random", "metric": "final_ap50"},
+         "metric = 'final_ap50' is for kind = \"outscores\" only; 'beats' reads one of final_miou, auc"),
     ]
     for over, message in cases:
         with pytest.raises(ConfigError) as err:
@@ -137,7 +148,9 @@ def test_claims_name_the_benchmarks_strategies_by_label_or_unambiguous_plugin_na
 def test_report_leads_with_the_judged_claims(tmp_path):
     doc = _doc([{"says": "Entropy beats random", "kind": "beats", "a": "entropy", "b": "random"},
                 {"says": "Entropy is cheaper in clicks", "kind": "cheaper", "a": "entropy", "b": "random",
-                 "cost": "clicks", "reach": 0.5}],
+                 "cost": "clicks", "reach": 0.5},
+                {"says": "Entropy's AP50 is above its mIoU", "kind": "outscores", "a": "entropy",
+                 "metric": "final_ap50", "than": "final_miou"}],
                strategies=("random", "entropy"))
     bench = parse_benchmark(doc, "b.toml")
     out = str(tmp_path / "res")
@@ -157,6 +170,9 @@ def test_report_leads_with_the_judged_claims(tmp_path):
     assert judged[1]["cost"] == "clicks" and judged[1]["groups"][0]["cost_metric"] == "clicks"
     assert "### Entropy is cheaper in clicks: NOT DETECTABLE AT THIS SCALE" in md
     assert "of 2 seeds): too few seeds (2 common; at least 5)" in judged[1]["groups"][0]["why"][0]
+    # The score claim reads both final scores of entropy's own campaigns (leaderboard.final_scores).
+    assert judged[2]["than"] == "final_miou" and judged[2]["groups"][0]["seeds"] == [2]
+    assert "entropy: 2 of 2 campaigns recorded both final AP50 and final mIoU; at least 5 seeds" in md
     assert "# Headline claims" in (rep / "claims.md").read_text()
     # Without --claims the report has no such section; a file without claims is an error.
     assert main(["report", out, "--out", str(tmp_path / "plain")]) == 0
@@ -240,3 +256,48 @@ def test_no_single_best_needs_two_groups_that_order_a_pair_oppositely():
     # One group says nothing about "everywhere".
     one = _judge_all(NO_SINGLE_BEST, _rows({"f50": 0.6, "f75": 0.5, "f95": 0.4}, seeds=8))
     assert one["outcome"] == NOT_DETECTABLE and "fewer than two groups" in one["why"][0]
+
+
+def _final_rows(diffs: dict[str, list[float | None]], budget: float = 100) -> list[dict]:
+    """Final scores as ``leaderboard.final_scores`` gives them: seg. AP50 = annotation AP50 + the seed's difference."""
+    return [{"dataset": "d", "metric": "pixels", "pricing": "pixels", "budget": budget, "strategy_label": label,
+             "seed": s, "final_ap50": None if d is None else 0.4 + d, "final_annotation_ap50": 0.4}
+            for label, ds in diffs.items() for s, d in enumerate(ds)]
+
+
+SEG_ABOVE = Claim("the segmentation network outscores the annotation network", "outscores", "mg", (),
+                  metric="final_ap50", than="final_annotation_ap50")
+
+
+def test_outscores_is_a_sign_flip_test_on_two_scores_of_the_same_campaigns():
+    def judged(claims, rows, inadequate=None):
+        asked = []
+
+        def finals(columns):
+            asked.append(columns)
+            return rows
+        out = judge(claims, [], [], inadequate or {}, finals=finals)
+        assert asked == [("annotation_ap50", "ap50")]
+        return out
+
+    up = [0.05, 0.03, 0.04, 0.06, 0.02, 0.05, 0.04]
+    j = judged([SEG_ABOVE], _final_rows({"mg": up, "r": [-x for x in up]}))[0]
+    assert j["outcome"] == CONFIRMED and j["b"] == [] and j["groups"][0]["seeds"] == [7], j
+    assert ("mg: final AP50 − the annotation network's final AP50 = +0.0414" in j["groups"][0]["why"][0]
+            and "p = 0.0156, Holm-adjusted 0.0156 over the 1 claim of this kind" in j["groups"][0]["why"][0])
+    assert judged([SEG_ABOVE], _final_rows({"mg": [-x for x in up]}))[0]["outcome"] == CONTRADICTED
+    mixed = judged([SEG_ABOVE], _final_rows({"mg": [0.05, -0.03, 0.04, -0.06, 0.02, -0.05, 0.04]}))[0]
+    assert mixed["outcome"] == NOT_DETECTABLE and "no detectable difference" in mixed["groups"][0]["why"][0]
+    # Two claims of the kind share a Holm family: 6 seeds (p = 1/32) call one, not two.
+    other = Claim("r too", "outscores", "r", (), metric="final_ap50", than="final_annotation_ap50")
+    six = _final_rows({"mg": up[:6], "r": up[:6]})
+    assert judged([SEG_ABOVE], six)[0]["outcome"] == CONFIRMED
+    assert [x["outcome"] for x in judged([SEG_ABOVE, other], six)] == [NOT_DETECTABLE] * 2
+    # A score the pipeline does not record (single network: no annotation scores) says so.
+    missing = judged([SEG_ABOVE], _final_rows({"mg": [None] * 7}))[0]
+    assert missing["outcome"] == NOT_DETECTABLE
+    assert ("mg: 0 of 7 campaigns recorded both final AP50 and the annotation network's final AP50 (is the annotation "
+            "network's final AP50 a score of this pipeline?)") in missing["groups"][0]["why"][0]
+    unfit = judged([SEG_ABOVE], _final_rows({"mg": up}), {("d", "pixels", "pixels", 100): ["mg"]})[0]
+    assert unfit["outcome"] == NOT_DETECTABLE and unfit["groups"][0]["why"][0].startswith("LEARNER INADEQUATE")
+    assert judged([SEG_ABOVE], _final_rows({"r": up}))[0]["why"] == ["mg has no finished campaigns in these results"]

@@ -110,11 +110,15 @@ class ClaimTable(_Table):
     leaderboard labels them, or by plugin name where that is unambiguous."""
 
     says: str
-    kind: Literal["beats", "within", "cheaper", "no_single_best"]
+    kind: Literal["beats", "within", "cheaper", "no_single_best", "outscores"]
     # every kind but "no_single_best", which is about the b's alone
     a: str | None = None
-    b: str | Annotated[list[str], NonEmpty]
-    metric: Literal["final_miou", "auc"] = "final_miou"
+    # every kind but "outscores", which compares two scores of a's own campaigns
+    b: str | Annotated[list[str], NonEmpty] | None = None
+    # final_ap50 and the annotation network's scores: "outscores" only
+    metric: Literal["final_miou", "auc", "final_ap50", "final_annotation_miou", "final_annotation_ap50"] = "final_miou"
+    # "outscores": the score metric is compared with
+    than: Literal["final_miou", "final_ap50", "final_annotation_miou", "final_annotation_ap50"] | None = None
     # "within": a's shortfall against the best b, as a fraction of that b's mean.
     margin: Annotated[float, Field(ge=0, le=1)] = 0.02
     # "cheaper": the cost metric read (default: the budget's own) and the share

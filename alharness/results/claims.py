@@ -4,7 +4,7 @@ A benchmark file may state what its experiment is meant to test::
 
     [[claims]]
     says = "MADBAL beats random pixels and pixel entropy at equal clicks"
-    kind = "beats"                    # or "within", "cheaper", "no_single_best"
+    kind = "beats"                    # or "within", "cheaper", "no_single_best", "outscores"
     a = "madbal"
     b = ["random_pixels", "pixel_entropy"]
     metric = "final_miou"             # or "auc"
@@ -38,6 +38,13 @@ interval), in every group (dataset, pricing, budget) where ``a`` ran:
   and t ahead of s in another (sign-flip p-values Holm-adjusted over the
   pairs of ``b`` in each group), *contradicted* where one of ``b`` is called
   ahead of every other in every group (two groups at least).
+- ``outscores``: in ``a``'s own campaigns, one final score (``metric``, e.g.
+  ``final_ap50``: the segmentation network's) is above another (``than``,
+  e.g. ``final_annotation_ap50``: the annotation network's), ``b`` not
+  given: the exact sign-flip test on the per-seed differences
+  (``leaderboard.final_scores``), Holm-adjusted over the file's
+  "outscores" claims in the group; *confirmed* / *contradicted* as for
+  ``beats``.
 
 Anything else is *not detectable at this scale*, and so is every group where
 the learner is inadequate (a strategy beats its own full-supervision
@@ -56,11 +63,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import numpy as np
+
 from alharness.errors import ConfigError
 from alharness.results import stats
+from alharness.results.leaderboard import SCORE_COLUMNS
 
 CONFIRMED, CONTRADICTED, NOT_DETECTABLE = "confirmed", "contradicted", "not detectable at this scale"
-KINDS = ("beats", "within", "cheaper", "no_single_best")
+KINDS = ("beats", "within", "cheaper", "no_single_best", "outscores")
+#: the per-campaign metrics the comparisons between strategies read (``leaderboard.per_campaign``)
+RANKED_METRICS = ("final_miou", "auc")
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,7 @@ class Claim:
     margin: float = 0.02
     cost: str | None = None   # "cheaper": the cost metric (None: the budget's own)
     reach: float = 0.95       # "cheaper": the share of full supervision's final mIoU to reach
+    than: str | None = None   # "outscores": the score ``metric`` is compared with, in a's own campaigns
 
 
 def resolve_claims(tables: Iterable[dict[str, Any]], labels: Iterable[str], where: str,
@@ -103,7 +116,26 @@ def resolve_claims(tables: Iterable[dict[str, Any]], labels: Iterable[str], wher
         if not t["says"].strip():
             raise ConfigError(f"{at} says must state the claim in words, got an empty string")
         kind = t["kind"]
-        bs = tuple(label(b, f"{at} b =") for b in ([t["b"]] if isinstance(t["b"], str) else t["b"]))
+        if (t.get("b") is None) != (kind == "outscores"):
+            raise ConfigError(f"{at}: kind = \"outscores\" compares two scores of a's own campaigns; remove b"
+                              if kind == "outscores" else f"{at}: kind = \"{kind}\" needs b (the strategies a is compared with)")
+        if (kind == "outscores") != ("than" in t):
+            raise ConfigError(f"{at}: kind = \"outscores\" needs than (the score metric is compared with)"
+                              if kind == "outscores" else f"{at}: than belongs to kind = \"outscores\" only, not {kind!r}")
+        metric = t.get("metric", "final_miou")
+        if kind == "outscores":
+            scores = [f"final_{c}" for c in SCORE_COLUMNS]
+            for field in ("metric", "than"):
+                if t.get(field) not in scores:
+                    raise ConfigError(f"{at}: kind = \"outscores\" needs {field} = one of {', '.join(scores)}, "
+                                      f"got {t.get(field)!r}")
+            if t["metric"] == t["than"]:
+                raise ConfigError(f"{at}: metric and than are both {metric!r}; a score cannot outscore itself")
+        elif metric not in RANKED_METRICS:
+            raise ConfigError(f"{at}: metric = {metric!r} is for kind = \"outscores\" only; "
+                              f"{kind!r} reads one of {', '.join(RANKED_METRICS)}")
+        bs = () if t.get("b") is None else \
+            tuple(label(b, f"{at} b =") for b in ([t["b"]] if isinstance(t["b"], str) else t["b"]))
         if kind == "no_single_best":
             if t.get("a") is not None:
                 raise ConfigError(f"{at}: kind = \"no_single_best\" is about the b's alone; remove a")
@@ -121,8 +153,8 @@ def resolve_claims(tables: Iterable[dict[str, Any]], labels: Iterable[str], wher
         cost = t.get("cost")
         if cost is not None and cost_metrics and cost not in cost_metrics:
             raise ConfigError(f"{at} cost = {cost!r} is no cost metric (every campaign records: {', '.join(cost_metrics)})")
-        out.append(Claim(t["says"].strip(), kind, a, bs, t.get("metric", "final_miou"), float(t.get("margin", 0.02)),
-                         cost, float(t.get("reach", 0.95))))
+        out.append(Claim(t["says"].strip(), kind, a, bs, metric, float(t.get("margin", 0.02)),
+                         cost, float(t.get("reach", 0.95)), t.get("than")))
     return tuple(out)
 
 
@@ -375,6 +407,65 @@ def _no_single_best(claim: Claim, found: list[dict[str, Any]], rows: list[dict[s
                                     + ("" if len(ahead) >= 2 else " (fewer than two groups with an adequate learner)")]
 
 
+#: per-campaign final scores (``leaderboard.final_scores``) of the given round columns
+Finals = Callable[[tuple[str, ...]], list[dict[str, Any]]]
+
+
+def _judge_outscores(claims: list[Claim], finals: Finals | None,
+                     inadequate: dict[tuple, list[str]]) -> dict[Claim, list[dict[str, Any]]]:
+    """Every "outscores" claim's groups; in each group the claims' sign-flip p-values are
+    Holm-adjusted over the file's "outscores" claims that have campaigns there."""
+    mine = [c for c in claims if c.kind == "outscores"]
+    if not mine:
+        return {}
+    if finals is None:
+        raise ValueError("judging an \"outscores\" claim needs finals (per-campaign final scores)")
+    columns = tuple(sorted({m[len("final_"):] for c in mine for m in (c.metric, c.than)}))
+    diffs: dict[tuple, dict[Claim, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    recorded: dict[tuple, dict[Claim, int]] = defaultdict(lambda: defaultdict(int))
+    for r in finals(columns):
+        key = (r["dataset"], r["metric"], r["pricing"], r["budget"])
+        for c in mine:
+            if r["strategy_label"] == c.a:
+                recorded[key][c] += 1
+                x, y = r[c.metric], r[c.than]
+                if x is not None and y is not None and math.isfinite(x) and math.isfinite(y):
+                    diffs[key][c][int(r["seed"])] = float(x) - float(y)
+    out: dict[Claim, list[dict[str, Any]]] = {c: [] for c in mine}
+    rng = np.random.default_rng(0)
+    for key in sorted(recorded, key=_group_order):
+        here = [c for c in mine if recorded[key][c]]
+        tested = {c: stats.pair_stats(np.array([d for _, d in sorted(diffs[key][c].items())]), len(here), rng)
+                  for c in here if len(diffs[key][c]) >= stats.MIN_SEEDS}
+        adjusted = dict(zip(tested, stats.holm([t["p"] for t in tested.values()])))
+        for c in here:
+            n = len(diffs[key][c])
+            name, other = stats.metric_name(c.metric), stats.metric_name(c.than)
+            if c not in tested:
+                outcome = NOT_DETECTABLE
+                why = [f"{c.a}: {n} of {recorded[key][c]} campaigns recorded both {name} and {other}"
+                       + ("" if n else f" (is {other} a score of this pipeline?)")
+                       + f"; at least {stats.MIN_SEEDS} seeds are needed"]
+            else:
+                t, adj = tested[c], adjusted[c]
+                k = len(tested)
+                facts = (f"{c.a}: {name} − {other} = {t['mean_diff']:+.3g} [{t['lo']:.3g}, {t['hi']:.3g}] over "
+                         f"{n} seeds (paired sign-flip test p = {t['p']:.3g}, Holm-adjusted {adj:.3g} over the {k} "
+                         f"claim{'s' if k != 1 else ''} of this kind in this group)")
+                if adj < stats.ALPHA:
+                    outcome = CONFIRMED if t["mean_diff"] > 0 else CONTRADICTED
+                    why = [f"{facts}: {name if t['mean_diff'] > 0 else other} is higher"]
+                else:
+                    outcome = NOT_DETECTABLE
+                    floor = stats.min_seeds_to_call(k)
+                    why = [f"{facts}: no detectable difference"
+                           + (f"; the exact test cannot reach p < {stats.ALPHA:g} below {floor} seeds" if n < floor else "")]
+            if key in inadequate:
+                outcome, why = NOT_DETECTABLE, [_inadequate(inadequate[key])] + why
+            out[c].append({**_group_fields(key), "outcome": outcome, "why": why, "seeds": [n]})
+    return out
+
+
 def _combine(outcomes: list[str]) -> str:
     if CONTRADICTED in outcomes:
         return CONTRADICTED
@@ -382,19 +473,29 @@ def _combine(outcomes: list[str]) -> str:
 
 
 def judge(claims: Iterable[Claim], rows: list[dict[str, Any]], found: list[dict[str, Any]],
-          inadequate: dict[tuple, list[str]], rows_at: RowsAt | None = None) -> list[dict[str, Any]]:
+          inadequate: dict[tuple, list[str]], rows_at: RowsAt | None = None,
+          finals: Finals | None = None) -> list[dict[str, Any]]:
     """One judgement per claim: ``outcome`` overall and per group, each with its reasons.
 
     ``rows`` are per-campaign rows (``leaderboard.per_campaign``), ``found``
     the verdicts (``stats.verdicts`` on the claim's metric), ``inadequate``
     the groups where the learner is inadequate (``leaderboard.learner_inadequate``),
     ``rows_at(cost, reach)`` per-campaign rows scored in a cost metric with
-    the cost to reach a share of full supervision ("cheaper" claims only)."""
+    the cost to reach a share of full supervision ("cheaper" claims only),
+    ``finals(columns)`` per-campaign final scores (``leaderboard.final_scores``,
+    "outscores" claims only)."""
     claims = list(claims)
     family = _claimed_family(claims, found)
     cheaper = _judge_cheaper(claims, rows_at, inadequate)
+    outscores = _judge_outscores(claims, finals, inadequate)
     out = []
     for claim in claims:
+        if claim.kind == "outscores":
+            groups = outscores[claim]
+            out.append({**asdict(claim), "b": [], "groups": groups,
+                        "outcome": _combine([g["outcome"] for g in groups]) if groups else NOT_DETECTABLE,
+                        **({} if groups else {"why": [f"{claim.a} has no finished campaigns in these results"]})})
+            continue
         if claim.kind == "cheaper":
             groups, unit = cheaper[claim]
             out.append({**asdict(claim), "b": list(claim.b), "cost": unit,
@@ -435,7 +536,8 @@ CLAIMS_HEAD = ("# Headline claims\n\nGenerated by `alharness report --claims` fr
                "interval of the difference to lie above the allowed shortfall; \"cheaper\" needs the exact paired sign test "
                "on which strategy first reached the target share of full supervision at the lower cost (\"never\" counts "
                "as dearest), Holm-adjusted like \"beats\"; \"no single best\" needs two groups that call a pair in "
-               "opposite order. A claim is confirmed when it holds in "
+               "opposite order; \"outscores\" needs the paired sign-flip test on one score minus another of the same "
+               "campaigns to call the sign, Holm-adjusted over the file's \"outscores\" claims in the group. A claim is confirmed when it holds in "
                "every group (dataset, pricing, budget), contradicted when it fails in any, and otherwise not "
                "detectable at this scale. A group whose learner is inadequate (a strategy beats full supervision) "
                "confirms nothing.\n\n")
@@ -450,6 +552,8 @@ def claim_lines(judged: list[dict[str, Any]]) -> list[str]:
                       f"{' and '.join(j['b'])}")
         elif j["kind"] == "no_single_best":
             tested = f"none of {', '.join(j['b'])} is best on {stats.metric_name(j['metric'])} in every group"
+        elif j["kind"] == "outscores":
+            tested = f"{stats.metric_name(j['metric'])} above {stats.metric_name(j['than'])} in {j['a']}'s own campaigns"
         else:
             vs = " and ".join(j["b"]) if j["kind"] == "beats" else f"the best of {', '.join(j['b'])} (margin {j['margin']:.0%})"
             tested = f"{j['a']} {j['kind']} {vs} on {stats.metric_name(j['metric'])}"

@@ -150,6 +150,30 @@ def per_campaign(con, cost_metric: str | None = None, reach: float = 0.9) -> lis
     return [dict(zip(names, row)) for row in cur.fetchall()]
 
 
+#: per-campaign final scores a claim may compare (``final_scores``): the segmentation
+#: network's and, under a two-network pipeline, the annotation network's (round rows)
+SCORE_COLUMNS = ("miou", "ap50", "annotation_miou", "annotation_ap50")
+
+
+def final_scores(con, columns: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Per finished non-reference campaign, the last round's value of each of ``columns``
+    (``final_<column>``; None where the campaign did not record it), grouped as ``per_campaign`` groups."""
+    unknown = [c for c in columns if c not in SCORE_COLUMNS]
+    if unknown:
+        raise ResultsError(f"no score column {', '.join(map(repr, unknown))}; scores: {', '.join(SCORE_COLUMNS)}")
+    have = {r[0] for r in con.execute("DESCRIBE rounds").fetchall()}
+    _, metric_name, _ = _cost_axis(con, None)
+    finals = ", ".join(f"arg_max({c if c in have else 'CAST(NULL AS DOUBLE)'}, round) AS final_{c}" for c in columns)
+    cur = con.execute(f"""
+        SELECT dataset, metric, pricing, budget, strategy_label, seed, {finals} FROM (
+            SELECT {dataset_label_sql(con)} AS dataset, {metric_name} AS metric, {pricing_sql(con)} AS pricing, *
+            FROM rounds WHERE strategy <> '{REFERENCE_STRATEGY}')
+        GROUP BY campaign_id, dataset, metric, pricing, budget, strategy_label, seed
+        ORDER BY dataset, metric, pricing, budget, strategy_label, seed""")
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
 def leaderboard(con, cost_metric: str | None = None, reach: float = 0.9) -> list[dict[str, Any]]:
     """One row per (dataset, cost metric, pricing, budget, strategy label), best AUC first.
 

@@ -560,7 +560,8 @@ def _claims_section(doc: _Doc, con, claims: tuple, rows: list[dict[str, Any]], f
                     out_dir: Path) -> None:
     """The benchmark's headline claims, judged (``alharness.results.claims``), also in claims.md / claims.json."""
     judged = judge(claims, rows, found, report.learner_inadequate(rows),
-                   rows_at=lambda cost, reach: report.per_campaign(con, cost, reach))
+                   rows_at=lambda cost, reach: report.per_campaign(con, cost, reach),
+                   finals=lambda columns: report.final_scores(con, columns))
     doc.h(2, "Headline claims")
     _sidecar_section(doc, CLAIMS_HEAD, write_claims(judged, out_dir), "claims", 3)
 

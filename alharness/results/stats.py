@@ -175,7 +175,8 @@ def _interval(diff: np.ndarray, rng: np.random.Generator, n_boot: int, level: fl
     return float(lo), float(hi)
 
 
-def _pair_stats(diff: np.ndarray, k: int, rng: np.random.Generator, n_boot: int) -> dict[str, Any]:
+def pair_stats(diff: np.ndarray, k: int, rng: np.random.Generator, n_boot: int = 10_000) -> dict[str, Any]:
+    """Seeds, mean, 95 % bootstrap interval, SD, sign-flip p and detectable effect (one of k tests) of paired differences."""
     sd = float(diff.std(ddof=1)) if len(diff) > 1 else 0.0
     lo, hi = _interval(diff, rng, n_boot, 1 - ALPHA)
     return {"seeds": len(diff), "mean_diff": float(diff.mean()), "lo": lo, "hi": hi, "sd": sd,
@@ -202,7 +203,7 @@ def verdicts(rows: Iterable[dict[str, Any]], metric: str = "auc", n_boot: int = 
             row = {"dataset": dataset, "cost_metric": cost_metric, "pricing": pricing, "budget": budget, "metric": metric,
                    "a": a, "b": b, "k": k, "seeds": len(diff)}
             if len(diff) >= MIN_SEEDS:
-                row.update(_pair_stats(diff, k, rng, n_boot))
+                row.update(pair_stats(diff, k, rng, n_boot))
             group.append(row)
         tested = [r for r in group if "p" in r]
         for r, adj in zip(tested, holm([r["p"] for r in tested])):
@@ -235,7 +236,9 @@ def min_seeds_to_call(k: int, alpha: float = ALPHA) -> int:
     return n
 
 
-METRIC_NAMES = {"auc": "AUC", "final_miou": "final mIoU"}
+METRIC_NAMES = {"auc": "AUC", "final_miou": "final mIoU", "final_ap50": "final AP50",
+                "final_annotation_miou": "the annotation network's final mIoU",
+                "final_annotation_ap50": "the annotation network's final AP50"}
 
 
 def metric_name(metric: str) -> str:
