@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -309,30 +309,41 @@ def _adam(raw: torch.Tensor, data: _Samples, iters: int, lr: float) -> torch.Ten
     return loss
 
 
+def _fit_blocks(c: Any, s: Any, y: Any, scale: tuple[float, float], start: torch.Tensor | None, block_elements: int,
+                descend: Callable[[torch.Tensor, "_Samples"], tuple[torch.Tensor, Any]]) -> GPFit:
+    """Independent fits of eqs. (4)-(5), one per member of ``c``, ``s``, ``y`` ((n,) or (b, n)), from ``start``
+    (raw hyperparameters, (8,) or (b, 8); None: the cold start), ``block_elements`` // n² members at a time.
+    ``descend(raw_block, samples)`` updates its block of raw hyperparameters in place and returns (loss, steps)."""
+    t0 = time.perf_counter()
+    x, y = _inputs(c, s, y, scale)
+    batch = x.shape[:-2]
+    xb, yb = x.reshape(-1, *x.shape[-2:]), y.reshape(-1, y.shape[-1])
+    raw = (_raw_start() if start is None else torch.as_tensor(start, dtype=DTYPE)).reshape(-1, 8)
+    raw = raw.expand(len(yb), 8).clone()
+    loss, steps = torch.empty(len(yb), dtype=DTYPE), torch.empty(len(yb), dtype=DTYPE)
+    block = max(1, block_elements // xb.shape[1] ** 2)
+    with torch.no_grad():
+        for i in range(0, len(yb), block):
+            # raw[i : i + block] is a view: descend moves these members' hyperparameters in raw itself
+            loss[i : i + block], steps[i : i + block] = descend(raw[i : i + block],
+                                                                _Samples.of(xb[i : i + block], yb[i : i + block]))
+    sp = torch.nn.functional.softplus
+    shape = lambda z, *tail: z.reshape((*batch, *tail))  # noqa: E731
+    return GPFit(model=None, x=x, y=y, scale=(float(scale[0]), float(scale[1])), gamma=shape(raw[:, _GAMMA], 2),
+                 beta=shape(sp(raw[:, _BETA]), 2), lengthscale=shape(sp(raw[:, _ELL]), 2),
+                 outputscale=shape(sp(raw[:, _SIG2])), noise=shape(sp(raw[:, _NOISE]) + _NOISE_FLOOR),
+                 fit_s=time.perf_counter() - t0, final_loss=float(loss.sum()), raw=shape(raw, 8),
+                 steps=float(steps.mean()))
+
+
 def fit_gp_analytic(c: Any, s: Any, y: Any, scale: tuple[float, float], *, iters: int = 100,
                     lr: float = 0.1) -> GPFit:
     """``fit_gp`` without gpytorch: the same Adam run on the exact marginal likelihood of eqs. (4)-(5).
 
     Same start, same steps, same update: the hyperparameters agree with ``fit_gp``'s to rounding
     (tests), about ten times faster. ``c``, ``s``, ``y`` are (n,) or (b, n)."""
-    t0 = time.perf_counter()
-    x, y = _inputs(c, s, y, scale)
-    batch = x.shape[:-2]
-    xb, yb = x.reshape(-1, *x.shape[-2:]), y.reshape(-1, y.shape[-1])
-    raw = _raw_start().expand(len(yb), 8).clone()
-    loss = torch.empty(len(yb), dtype=DTYPE)
-    # Independent fits of eqs. (4)-(5), taken a few at a time so that each (b, n, n) block stays in a core's cache.
-    step = max(1, _CACHE_ELEMENTS // xb.shape[1] ** 2)
-    with torch.no_grad():
-        for i in range(0, len(yb), step):
-            part = raw[i : i + step]
-            loss[i : i + step] = _adam(part, _Samples.of(xb[i : i + step], yb[i : i + step]), iters, lr)
-    sp = torch.nn.functional.softplus
-    shape = lambda z, *tail: z.reshape((*batch, *tail))  # noqa: E731
-    return GPFit(model=None, x=x, y=y, scale=(float(scale[0]), float(scale[1])), gamma=shape(raw[:, _GAMMA], 2),
-                 beta=shape(sp(raw[:, _BETA]), 2), lengthscale=shape(sp(raw[:, _ELL]), 2),
-                 outputscale=shape(sp(raw[:, _SIG2])), noise=shape(sp(raw[:, _NOISE]) + _NOISE_FLOOR),
-                 fit_s=time.perf_counter() - t0, final_loss=float(loss.sum()), raw=shape(raw, 8), steps=float(iters))
+    # Blocks small enough that each (b, n, n) stays in a core's cache.
+    return _fit_blocks(c, s, y, scale, None, _CACHE_ELEMENTS, lambda raw, data: (_adam(raw, data, iters, lr), iters))
 
 
 # -- a replay-only schedule: warm-started L-BFGS to convergence ----------------
@@ -352,6 +363,11 @@ WARM_GTOL = 1e-6  # or: largest |gradient| of the loss w.r.t. the raw hyperparam
 _HISTORY = 8  # L-BFGS curvature pairs kept per member
 _MAX_HALVINGS = 30  # backtracking steps of one line search
 _WARM_BLOCK_ELEMENTS = 1 << 20  # float64 entries of one (b, n, n) block of a warm fit (8 MiB)
+
+
+def _first_step(g: torch.Tensor) -> torch.Tensor:
+    """Per member, the scale of a steepest-descent step that moves no raw coordinate by more than 0.1 (Adam's lr, §4.3)."""
+    return 0.1 / g.abs().amax(-1).clamp(min=1e-300)
 
 
 def _lbfgs(raw: torch.Tensor, data: _Samples, max_iters: int, tol: float, gtol: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -382,8 +398,8 @@ def _lbfgs(raw: torch.Tensor, data: _Samples, max_iters: int, tol: float, gtol: 
         if order:
             sy, yy = torch.linalg.vecdot(S[order[0]], Y[order[0]]), torch.linalg.vecdot(Y[order[0]], Y[order[0]])
             scale = torch.where((sy > 0) & (yy > 0), sy / yy.clamp(min=1e-300), 1.0)
-        else:  # first step: at most 0.1 in any raw coordinate (Adam's lr of §4.3)
-            scale = 0.1 / g0.abs().amax(-1).clamp(min=1e-300)
+        else:
+            scale = _first_step(g0)
         q *= scale[:, None]
         for j, aj in zip(reversed(order), reversed(a)):
             q += S[j] * (aj - R[j] * torch.linalg.vecdot(Y[j], q))[:, None]
@@ -391,7 +407,7 @@ def _lbfgs(raw: torch.Tensor, data: _Samples, max_iters: int, tol: float, gtol: 
         slope = torch.linalg.vecdot(g0, d)
         bad = ~(slope < 0)  # not a descent direction: steepest descent, scaled as a first step
         if bool(bad.any()):
-            d[bad] = -g0[bad] * (0.1 / g0[bad].abs().amax(-1).clamp(min=1e-300))[:, None]
+            d[bad] = -g0[bad] * _first_step(g0[bad])[:, None]
             slope = torch.linalg.vecdot(g0, d)
         step = torch.ones(len(idx), dtype=DTYPE)
         x1, g1, f1 = x0.clone(), g0.clone(), f0.clone()
@@ -431,28 +447,9 @@ def fit_gp_warm(c: Any, s: Any, y: Any, scale: tuple[float, float], *, start: to
 
     Not the exact schedule of the allocation step (``fit_gp_analytic``): a lower loss of the same likelihood
     reached from ``start``, for replays (``replay_gp(schedule="warm")``)."""
-    t0 = time.perf_counter()
-    x, y = _inputs(c, s, y, scale)
-    batch = x.shape[:-2]
-    xb, yb = x.reshape(-1, *x.shape[-2:]), y.reshape(-1, y.shape[-1])
-    raw = (_raw_start() if start is None else torch.as_tensor(start, dtype=DTYPE)).reshape(-1, 8)
-    raw = raw.expand(len(yb), 8).clone()
-    loss, steps = torch.empty(len(yb), dtype=DTYPE), torch.empty(len(yb), dtype=torch.int64)
     # Larger blocks than Adam's: the many short iterations of a shrinking batch cost mostly per call.
-    step = max(1, _WARM_BLOCK_ELEMENTS // xb.shape[1] ** 2)
-    with torch.no_grad():
-        for i in range(0, len(yb), step):
-            part = raw[i : i + step]
-            loss[i : i + step], steps[i : i + step] = _lbfgs(part, _Samples.of(xb[i : i + step], yb[i : i + step]),
-                                                             max_iters, tol, gtol)
-            raw[i : i + step] = part
-    sp = torch.nn.functional.softplus
-    shape = lambda z, *tail: z.reshape((*batch, *tail))  # noqa: E731
-    return GPFit(model=None, x=x, y=y, scale=(float(scale[0]), float(scale[1])), gamma=shape(raw[:, _GAMMA], 2),
-                 beta=shape(sp(raw[:, _BETA]), 2), lengthscale=shape(sp(raw[:, _ELL]), 2),
-                 outputscale=shape(sp(raw[:, _SIG2])), noise=shape(sp(raw[:, _NOISE]) + _NOISE_FLOOR),
-                 fit_s=time.perf_counter() - t0, final_loss=float(loss.sum()), raw=shape(raw, 8),
-                 steps=float(steps.double().mean()))
+    return _fit_blocks(c, s, y, scale, start, _WARM_BLOCK_ELEMENTS,
+                       lambda raw, data: _lbfgs(raw, data, max_iters, tol, gtol))
 
 
 # -- posterior over the strategy grid ------------------------------------------
