@@ -4,6 +4,7 @@ recomputed by the harness's cost model, and the hours a results directory spent.
     python benchmarks/binary_hours.py                              # print Table 3
     python benchmarks/binary_hours.py --results results/mini/binary  # and the measured hours
     python benchmarks/binary_hours.py --write results/reference/mini/binary/hours.md
+    python benchmarks/binary_hours.py --results results/mini/binary --write results/reference/mini/binary/hours.md
 
 Table 3 ("approximate total time, in hours, to be expended for annotation over
 25 AL iterations") is, per dataset, the user study's time per annotation
@@ -18,11 +19,15 @@ preset; only the protocol's counts and the paper's own figures are constants.
 benchmarks/mini/binary.toml``) adds, per arm, the hours its campaigns spent
 (final cost in the ``seconds`` metric / 3600, mean over seeds) and the hours
 to reach 90 % and 95 % of full supervision (``leaderboard.per_campaign``).
+With ``--write PAGE`` it also writes those rows to PAGE's ``.json`` sidecar,
+from which a test re-renders the committed page (the results themselves are
+not in git).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -120,7 +125,24 @@ def render_measured(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def markdown(results: str | None = None, write: str | None = None) -> str:
+def sidecar(write: str | Path) -> Path:
+    """Where ``--write PAGE --results DIR`` keeps the measured rows the page was rendered from (``hours.json``)."""
+    return Path(write).with_suffix(".json")
+
+
+def save_rows(rows: list[dict[str, Any]], path: Path) -> None:
+    """The measured rows as JSON (reach targets as text keys), so the committed page can be re-rendered."""
+    plain = [{**r, "reach": {str(x): b for x, b in r["reach"].items()}} for r in rows]
+    path.write_text(json.dumps(plain, indent=1, default=str) + "\n")
+
+
+def load_rows(path: Path) -> list[dict[str, Any]]:
+    """``save_rows``'s rows back, reach targets as numbers."""
+    return [{**r, "reach": {float(x): b for x, b in r["reach"].items()}} for r in json.loads(path.read_text())]
+
+
+def markdown(results: str | None = None, write: str | None = None, rows: list[dict[str, Any]] | None = None) -> str:
+    """The page; with ``results`` the measured table too (from ``rows`` where given, else read from ``results``)."""
     cmd = COMMAND + (f" --results {results}" if results else "") + (f" --write {write}" if write else "")
     parts = ["# Annotation hours (binary-user-feedback paper, §4, Table 3)", "",
              "Total hours = the time per annotation quoted by the harness's `seconds` cost model "
@@ -131,7 +153,7 @@ def markdown(results: str | None = None, write: str | None = None) -> str:
              "## Table 3: harness against paper", "", render_table3(table3()), "",
              "## Hours spent by the benchmark's arms", ""]
     if results:
-        parts.append(render_measured(measured(results)))
+        parts.append(render_measured(measured(results) if rows is None else rows))
     else:
         parts += ["The measured table needs `--results DIR`, a results directory of the mini benchmark:", "",
                   "    alharness bench benchmarks/mini/binary.toml --out results/mini/binary",
@@ -145,10 +167,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", help="results directory of alharness bench benchmarks/mini/binary.toml")
     ap.add_argument("--write", help="write the Markdown here instead of printing it")
     args = ap.parse_args(argv)
-    text = markdown(args.results, args.write)
+    rows = measured(args.results) if args.results else None
+    text = markdown(args.results, args.write, rows)
     if args.write:
         Path(args.write).parent.mkdir(parents=True, exist_ok=True)
         Path(args.write).write_text(text)
+        if rows is not None:
+            save_rows(rows, sidecar(args.write))
+        elif sidecar(args.write).exists():
+            sidecar(args.write).unlink()  # the page no longer quotes measured rows
         print(f"wrote {args.write}")
     else:
         print(text, end="")
