@@ -32,12 +32,21 @@ def render() -> str:
     """The Markdown table, one row per claim of every committed mini report."""
     lines = ["| paper (benchmarks/mini/) | headline claim | outcome at this scale | seeds | report |",
              "|---|---|---|---|---|"]
+    outcomes: list[str] = []
+    groups = {"confirmed": 0, "all": 0}
     for path in sorted(MINI.glob("*/claims.json")):
         for claim in json.loads(path.read_text()):
             seeds = ", ".join(_seeds(g) for g in claim["groups"]) or "–"
             lines.append(f"| {path.parent.name} | {claim['says']} | **{claim['outcome']}** | {seeds} | "
                          f"results/reference/mini/{path.parent.name}/claims.md |")
-    return "\n".join(lines)
+            outcomes.append(claim["outcome"])
+            groups["all"] += len(claim["groups"])
+            groups["confirmed"] += sum(g["outcome"] == "confirmed" for g in claim["groups"])
+    # The plain reading first: how many headlines this scale could decide at all.
+    counts = ", ".join(f"{outcomes.count(o)} {o}" for o in ("confirmed", "contradicted", "not detectable at this scale"))
+    summary = (f"Of {len(outcomes)} headline claims: {counts}; {groups['confirmed']} of the {groups['all']} "
+               "groups (dataset, pricing, budget) they were judged in confirmed their claim.")
+    return "\n".join([summary, "", *lines])
 
 
 def replace_block(text: str, table: str) -> str:
