@@ -25,6 +25,7 @@ from alharness.campaign.reference import REFERENCE_BUDGET
 from alharness.campaign.spec import (DENSE_OUTPUTS_CAP_GIB, MAX_CPUS, MAX_DENSE_OUTPUTS_CAP_GIB, MAX_GPUS, MIN_BUDGET,
                                      RESOURCE_FIELDS, VALIDATION_CHOICES, CampaignSpec, check_gpus)
 from alharness.errors import ConfigError
+from alharness.results.claims import RANKED_METRICS, SCORE_METRICS
 from alharness.registry import describe_type, param_types, show, type_problem
 
 # Names that become paths (results/<benchmark name>): letters, digits, '.',
@@ -115,10 +116,10 @@ class ClaimTable(_Table):
     a: str | None = None
     # every kind but "outscores", which compares two scores of a's own campaigns
     b: str | Annotated[list[str], NonEmpty] | None = None
-    # final_ap50 and the annotation network's scores: "outscores" only
-    metric: Literal["final_miou", "auc", "final_ap50", "final_annotation_miou", "final_annotation_ap50"] = "final_miou"
+    # the ranked metrics, or for "outscores" the final scores (claims.SCORE_METRICS)
+    metric: Literal[RANKED_METRICS + SCORE_METRICS] = "final_miou"
     # "outscores": the score metric is compared with
-    than: Literal["final_miou", "final_ap50", "final_annotation_miou", "final_annotation_ap50"] | None = None
+    than: Literal[SCORE_METRICS] | None = None
     # "within": a's shortfall against the best b, as a fraction of that b's mean.
     margin: Annotated[float, Field(ge=0, le=1)] = 0.02
     # "cheaper": the cost metric read (default: the budget's own) and the share

@@ -73,6 +73,8 @@ CONFIRMED, CONTRADICTED, NOT_DETECTABLE = "confirmed", "contradicted", "not dete
 KINDS = ("beats", "within", "cheaper", "no_single_best", "outscores")
 #: the per-campaign metrics the comparisons between strategies read (``leaderboard.per_campaign``)
 RANKED_METRICS = ("final_miou", "auc")
+#: the final scores an "outscores" claim compares (``leaderboard.final_scores``)
+SCORE_METRICS = tuple(f"final_{c}" for c in SCORE_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -124,10 +126,9 @@ def resolve_claims(tables: Iterable[dict[str, Any]], labels: Iterable[str], wher
                               if kind == "outscores" else f"{at}: than belongs to kind = \"outscores\" only, not {kind!r}")
         metric = t.get("metric", "final_miou")
         if kind == "outscores":
-            scores = [f"final_{c}" for c in SCORE_COLUMNS]
             for field in ("metric", "than"):
-                if t.get(field) not in scores:
-                    raise ConfigError(f"{at}: kind = \"outscores\" needs {field} = one of {', '.join(scores)}, "
+                if t.get(field) not in SCORE_METRICS:
+                    raise ConfigError(f"{at}: kind = \"outscores\" needs {field} = one of {', '.join(SCORE_METRICS)}, "
                                       f"got {t.get(field)!r}")
             if t["metric"] == t["than"]:
                 raise ConfigError(f"{at}: metric and than are both {metric!r}; a score cannot outscore itself")
@@ -231,10 +232,8 @@ def _beats(claim: Claim, pairs: dict[str, dict[str, Any]], adjusted: dict[frozen
             why.append(f"{win} beats {lose} on {name} by {abs(diff):.3g} [{min(abs(lo), abs(hi)):.3g}, "
                        f"{max(abs(lo), abs(hi)):.3g}] ({tested})")
         else:
-            floor = stats.min_seeds_to_call(k)
             why.append(f"{claim.a} vs {b} on {name}: no detectable difference (difference {diff:+.3g} [{lo:.3g}, {hi:.3g}], "
-                       f"{tested}" + (f"; the exact test cannot reach p < {stats.ALPHA:g} over {k} pairs below {floor} seeds"
-                                      if v["seeds"] < floor else "") + ")")
+                       f"{tested}{stats.floor_note(v['seeds'], k)})")
             outcomes.append(NOT_DETECTABLE)
     return _combine(outcomes), why
 
@@ -316,11 +315,8 @@ def _cheaper(claim: Claim, costs: dict[str, dict[int, float]], tests: dict[froze
             outcomes.append(CONFIRMED if lower > higher else CONTRADICTED)
             why.append(f"{facts}: {claim.a if lower > higher else b} is cheaper ({tested})")
         else:
-            floor = stats.min_seeds_to_call(k)
             outcomes.append(NOT_DETECTABLE)
-            why.append(f"{facts}: no detectable difference ({tested}"
-                       + (f"; the exact test cannot reach p < {stats.ALPHA:g} over {k} pairs below {floor} seeds"
-                          if n < floor else "") + ")")
+            why.append(f"{facts}: no detectable difference ({tested}{stats.floor_note(n, k)})")
     return _combine(outcomes), why
 
 
@@ -457,9 +453,7 @@ def _judge_outscores(claims: list[Claim], finals: Finals | None,
                     why = [f"{facts}: {name if t['mean_diff'] > 0 else other} is higher"]
                 else:
                     outcome = NOT_DETECTABLE
-                    floor = stats.min_seeds_to_call(k)
-                    why = [f"{facts}: no detectable difference"
-                           + (f"; the exact test cannot reach p < {stats.ALPHA:g} below {floor} seeds" if n < floor else "")]
+                    why = [f"{facts}: no detectable difference{stats.floor_note(n, k, 'claim')}"]
             if key in inadequate:
                 outcome, why = NOT_DETECTABLE, [_inadequate(inadequate[key])] + why
             out[c].append({**_group_fields(key), "outcome": outcome, "why": why, "seeds": [n]})
@@ -470,6 +464,13 @@ def _combine(outcomes: list[str]) -> str:
     if CONTRADICTED in outcomes:
         return CONTRADICTED
     return CONFIRMED if outcomes and all(o == CONFIRMED for o in outcomes) else NOT_DETECTABLE
+
+
+def _judgement(claim: Claim, groups: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
+    """A claim's judgement: its fields, its groups and the outcome they combine to (none: not detectable)."""
+    return {**asdict(claim), "b": list(claim.b), **fields, "groups": groups,
+            "outcome": _combine([g["outcome"] for g in groups]) if groups else NOT_DETECTABLE,
+            **({} if groups else {"why": [f"{claim.a} has no finished campaigns in these results"]})}
 
 
 def judge(claims: Iterable[Claim], rows: list[dict[str, Any]], found: list[dict[str, Any]],
@@ -491,17 +492,11 @@ def judge(claims: Iterable[Claim], rows: list[dict[str, Any]], found: list[dict[
     out = []
     for claim in claims:
         if claim.kind == "outscores":
-            groups = outscores[claim]
-            out.append({**asdict(claim), "b": [], "groups": groups,
-                        "outcome": _combine([g["outcome"] for g in groups]) if groups else NOT_DETECTABLE,
-                        **({} if groups else {"why": [f"{claim.a} has no finished campaigns in these results"]})})
+            out.append(_judgement(claim, outscores[claim]))
             continue
         if claim.kind == "cheaper":
             groups, unit = cheaper[claim]
-            out.append({**asdict(claim), "b": list(claim.b), "cost": unit,
-                        "outcome": _combine([g["outcome"] for g in groups]) if groups else NOT_DETECTABLE,
-                        "groups": groups,
-                        **({} if groups else {"why": [f"{claim.a} has no finished campaigns in these results"]})})
+            out.append(_judgement(claim, groups, cost=unit))
             continue
         if claim.kind == "no_single_best":
             outcome, groups, why = _no_single_best(claim, found, rows, inadequate)
@@ -523,9 +518,7 @@ def judge(claims: Iterable[Claim], rows: list[dict[str, Any]], found: list[dict[
                 why = [_inadequate(inadequate[key])] + why
             groups.append({**_group_fields(key), "outcome": outcome, "why": why,
                            "seeds": sorted({pairs[b]["seeds"] for b in claim.b if b in pairs})})  # per pair compared
-        outcome = _combine([g["outcome"] for g in groups]) if groups else NOT_DETECTABLE
-        out.append({**asdict(claim), "b": list(claim.b), "outcome": outcome, "groups": groups,
-                    **({} if groups else {"why": [f"{claim.a} has no finished campaigns in these results"]})})
+        out.append(_judgement(claim, groups))
     return out
 
 

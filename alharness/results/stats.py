@@ -236,6 +236,14 @@ def min_seeds_to_call(k: int, alpha: float = ALPHA) -> int:
     return n
 
 
+def floor_note(seeds: int, k: int, tests: str = "pair") -> str:
+    """Why a test over ``seeds`` common seeds could not call anything: "; the exact test cannot reach
+    p < ALPHA over k pairs below n seeds" (``min_seeds_to_call``), or "" where the seeds would suffice."""
+    floor = min_seeds_to_call(k)
+    return (f"; the exact test cannot reach p < {ALPHA:g} over {k} {tests}{'s' if k != 1 else ''} below {floor} seeds"
+            if seeds < floor else "")
+
+
 METRIC_NAMES = {"auc": "AUC", "final_miou": "final mIoU", "final_ap50": "final AP50",
                 "final_annotation_miou": "the annotation network's final mIoU",
                 "final_annotation_ap50": "the annotation network's final AP50"}
@@ -255,8 +263,7 @@ def verdict_sentence(r: dict[str, Any]) -> str:
     if r["verdict"] == "beats":
         return (f"{r['a']} beats {r['b']} on {name} by {r['mean_diff']:.3g} [{r['lo']:.3g}, {r['hi']:.3g}] "
                 f"(paired sign-flip test p = {r['p']:.3g}, Holm-adjusted {r['p_holm']:.3g} over {pairs}, {r['seeds']} seeds)")
-    floor = min_seeds_to_call(r["k"])
-    why = (f"; the exact test cannot reach p < {ALPHA:g} over {pairs} below {floor} seeds" if r["seeds"] < floor else "")
+    why = floor_note(r["seeds"], r["k"])
     return (f"{r['a']} vs {r['b']} on {name}: no detectable difference at {r['seeds']} seeds "
             f"(difference {r['mean_diff']:+.3g} [{r['lo']:.3g}, {r['hi']:.3g}], p = {r['p']:.3g}, Holm-adjusted "
             f"{r['p_holm']:.3g} over {pairs}; smallest detectable effect about {r['detectable']:.3g}{why})")
