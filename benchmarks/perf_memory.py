@@ -23,9 +23,11 @@ the strategy process, forked from it) every ``--interval`` seconds from
   counts a page shared by two processes twice, and file pages of the dataset
   cache, which the kernel can drop, as resident);
 * ``+memfd``: the same peak counting the sealed anonymous files the campaign
-  sends the strategy process (pool images once, label state each round,
-  each batch's outputs: ``strategy_worker.send_shared``) by their size, once,
-  whether or not a process has touched them (they hold RAM either way);
+  sends the strategy process (each batch's outputs; the pool images once and
+  the label state each round below ``ALHARNESS_LABELS_MMAP_BYTES``, from it on
+  those two travel as nameless scratch files, page cache counted where
+  touched: ``strategy_worker.send_shared``) by their size, once, whether or
+  not a process has touched them (they hold RAM either way);
 * ``maxrss``: the campaign process's own high-water mark from
   ``getrusage(RUSAGE_SELF)`` (exact, no sampling; RUSAGE_CHILDREN would not
   see the strategy process: it is the server's child, not ours).

@@ -103,3 +103,37 @@ def test_a_resumed_campaign_with_mapped_labels_gives_the_same_rows(scratch, monk
         res, ck = _interrupted_then_resumed(spec, tmp_path / f"stop{stop}", stop)
         assert ck.resumed_round == stop
         assert result_columns(res.rows) == result_columns(plain.rows), f"rows differ after resuming from round {stop}"
+
+
+def test_from_the_threshold_on_arrays_travel_as_nameless_read_only_scratch_files(scratch, monkeypatch):
+    """Pool images and pixel labels at least ALHARNESS_LABELS_MMAP_BYTES reach the strategy process as a
+    file on scratch unlinked at birth (page cache the kernel can reclaim), not as a memfd held in RAM."""
+    from alharness.campaign.strategy_worker import spilled_if_large
+
+    monkeypatch.setenv(MMAP_BYTES_ENV, str(2**20))
+    big = np.arange(2**20, dtype=np.uint8).reshape(1024, 1024)
+    small = np.arange(2**10, dtype=np.uint8)
+    memfds = lambda: Path("/proc/self/maps").read_text().count("memfd:")  # noqa: E731
+    before = memfds()
+    a, b = multiprocessing.Pipe()
+    send_shared(a, {"big": spilled_if_large(big), "small": spilled_if_large(small), "empty": spilled_if_large(big[:0])})
+    got = recv_shared(b)
+    assert np.array_equal(got["big"], big) and np.array_equal(got["small"], small) and got["empty"].shape == (0, 1024)
+    assert not np.shares_memory(got["big"], big) and not got["big"].flags.writeable
+    with pytest.raises(ValueError):
+        got["big"].setflags(write=True)
+    assert _maps_under(scratch) == 1  # the big array only; its file has no name there
+    assert list(scratch.iterdir()) == []
+    assert memfds() == before
+    del got
+    gc.collect()
+    assert _maps_under(scratch) == 0
+
+
+def test_a_campaign_whose_pool_and_labels_travel_through_scratch_gives_the_same_rows(scratch, monkeypatch):
+    spec = tiny_spec(strategy="entropy", rounds=2)
+    plain = run_campaign(spec)
+    monkeypatch.setenv(MMAP_BYTES_ENV, "1")  # every array: the pool's images once, the labels every round
+    spilled = run_campaign(spec)
+    assert result_columns(spilled.rows) == result_columns(plain.rows)
+    assert spilled.queries == plain.queries

@@ -14,7 +14,9 @@ name: it is unlinked as it is created, and its space goes back when the
 label state is dropped at the campaign's end, or when the process dies.
 Nothing else changes: the arrays read and write as before, the digest and
 the checkpoints see the same bytes, and the strategy process receives a
-sealed read-only copy of what the view shows, never the file.
+read-only copy of what the view shows, never the file: from the same
+threshold on (the pool's images too) that copy is itself a nameless file on
+scratch, so that it is page cache, not RAM held for the campaign's life.
 """
 
 from __future__ import annotations

@@ -22,6 +22,13 @@ learner. What it gets, by message and as copies:
   batch of outputs is in flight; ``propose`` then reads them in ``ctx.scores``
   (the results never leave the strategy process).
 
+Copies from 1 MiB on travel as sealed anonymous memory (memfds); the pool's
+images and the pixel labels from ``ALHARNESS_LABELS_MMAP_BYTES`` on (default
+256 MiB) as files on local scratch unlinked at birth (``Spilled``), which
+the kernel can write back and reclaim: a memfd of a Cityscapes-sized pool
+would hold gigabytes of RAM for the whole campaign. Neither has a name that
+leads to the dataset cache.
+
 It returns queries by value (kind and fields; a restricted unpickler in the
 campaign process accepts nothing but plain values and numpy arrays, so
 unpickling a reply runs no plugin code). Loop services (``train_and_score``)
@@ -489,8 +496,55 @@ def _memfd(raw: memoryview) -> int:
     return fd
 
 
+class Spilled:
+    """Marks an array that ``send_shared`` sends as a nameless file on local scratch instead of a memfd.
+
+    A memfd is RAM until the other end drops it; a large pool's images (sent once) or pixel labels would
+    pin their whole size there for the campaign's life. A file unlinked as it is created
+    (``ALHARNESS_SCRATCH``, as the label state's) has no name to lead anywhere, and its pages are page cache
+    that the kernel writes back and reclaims."""
+
+    def __init__(self, array: np.ndarray):
+        self.array = np.ascontiguousarray(array)
+
+
+def spilled_if_large(a: np.ndarray) -> Any:
+    """``a`` marked ``Spilled`` from the label state's memory-map threshold (``ALHARNESS_LABELS_MMAP_BYTES``) on."""
+    from alharness.annotation.labels import mmap_threshold
+
+    return Spilled(a) if a.nbytes and a.nbytes >= mmap_threshold() else a
+
+
+def _spill_fd(a: np.ndarray) -> int:
+    """A read-only fd of a nameless scratch file holding ``a``'s bytes."""
+    import tempfile
+
+    from alharness.annotation.labels import SCRATCH_ENV
+
+    with tempfile.TemporaryFile(prefix="alharness-wire-", dir=os.environ.get(SCRATCH_ENV) or None) as fh:
+        fh.write(memoryview(a.reshape(-1)).cast("B") if a.size else b"")
+        fh.flush()
+        # Reopened read-only through /proc: the strategy process gets no writable descriptor.
+        return os.open(f"/proc/self/fd/{fh.fileno()}", os.O_RDONLY | os.O_CLOEXEC)
+
+
+class _SharingPickler(pickle.Pickler):
+    """Protocol 5; a ``Spilled`` array becomes (file k, dtype, shape) and an fd of its nameless file."""
+
+    def __init__(self, file: Any, buffer_callback: Callable, files: list[int]):
+        super().__init__(file, protocol=5, buffer_callback=buffer_callback)
+        self.files = files
+
+    def persistent_id(self, obj: Any) -> Any:
+        if type(obj) is not Spilled:
+            return None
+        self.files.append(_spill_fd(obj.array))
+        return ("spilled", len(self.files) - 1, obj.array.dtype.str, tuple(obj.array.shape))
+
+
 def send_shared(conn: Connection, obj: Any) -> None:
-    """Campaign process -> strategy process: ``obj`` pickled, its large array buffers as memfds."""
+    """Campaign process -> strategy process: ``obj`` pickled, its large array buffers as memfds, and its
+    ``Spilled`` arrays as read-only fds of nameless scratch files."""
     big: list[pickle.PickleBuffer] = []
 
     def out_of_band(buf: pickle.PickleBuffer) -> bool:
@@ -499,16 +553,44 @@ def send_shared(conn: Connection, obj: Any) -> None:
             return False
         return True
 
-    data = pickle.dumps(obj, protocol=5, buffer_callback=out_of_band)
-    fds = [_memfd(b.raw()) for b in big]
-    sock = socket.socket(fileno=os.dup(conn.fileno()))
+    files: list[int] = []
+    out = io.BytesIO()
     try:
-        conn.send_bytes(data)
-        socket.send_fds(sock, [len(fds).to_bytes(4, "little")], fds)
+        _SharingPickler(out, out_of_band, files).dump(obj)
+        fds = [_memfd(b.raw()) for b in big]
+        fds += files
+        sock = socket.socket(fileno=os.dup(conn.fileno()))
+        try:
+            conn.send_bytes(out.getbuffer())
+            head = len(big).to_bytes(4, "little") + len(files).to_bytes(4, "little")
+            socket.send_fds(sock, [head], fds)
+        finally:
+            sock.close()
+            for fd in fds[:len(big)]:
+                os.close(fd)
     finally:
-        sock.close()
-        for fd in fds:
+        for fd in files:
             os.close(fd)
+
+
+def _map_file(fd: int, dtype: str, shape: tuple) -> np.ndarray:
+    """The read-only array a ``Spilled`` one arrives as: a private map of its file."""
+    import mmap
+
+    if int(np.prod(shape, dtype=np.int64)) == 0:
+        return np.empty(shape, np.dtype(dtype))
+    return np.ndarray(shape, dtype=np.dtype(dtype), buffer=memoryview(mmap.mmap(fd, 0, prot=mmap.PROT_READ)))
+
+
+class _SharingUnpickler(pickle.Unpickler):
+    def __init__(self, file: Any, buffers: list, files: list[int]):
+        super().__init__(file, buffers=buffers)
+        self.files = files
+
+    def persistent_load(self, pid: Any) -> Any:
+        if not (isinstance(pid, tuple) and len(pid) == 4 and pid[0] == "spilled" and 0 <= pid[1] < len(self.files)):
+            raise pickle.UnpicklingError("a message named a shared file it did not carry")
+        return _map_file(self.files[pid[1]], str(pid[2]), tuple(pid[3]))
 
 
 def recv_shared(conn: Connection) -> Any:
@@ -518,20 +600,22 @@ def recv_shared(conn: Connection) -> Any:
     data = conn.recv_bytes()
     sock = socket.socket(fileno=os.dup(conn.fileno()))
     try:
-        head, fds, _, _ = socket.recv_fds(sock, 4, 1024)
-        while 0 < len(head) < 4:
-            head += sock.recv(4 - len(head))
+        head, fds, _, _ = socket.recv_fds(sock, 8, 1024)
+        while 0 < len(head) < 8:
+            head += sock.recv(8 - len(head))
     finally:
         sock.close()
-    if not head:
-        raise EOFError
-    buffers = []
-    for fd in fds:
-        buffers.append(memoryview(mmap.mmap(fd, 0, prot=mmap.PROT_READ)))
-        os.close(fd)
-    if len(buffers) != int.from_bytes(head, "little"):
-        raise EOFError("a message lost its shared buffers")
-    return pickle.loads(data, buffers=buffers)
+    try:
+        if not head:
+            raise EOFError
+        n_buffers, n_files = int.from_bytes(head[:4], "little"), int.from_bytes(head[4:], "little")
+        if len(fds) != n_buffers + n_files:
+            raise EOFError("a message lost its shared buffers")
+        buffers = [memoryview(mmap.mmap(fd, 0, prot=mmap.PROT_READ)) for fd in fds[:n_buffers]]
+        return _SharingUnpickler(io.BytesIO(data), buffers, fds[n_buffers:]).load()
+    finally:
+        for fd in fds:  # the maps keep what they need
+            os.close(fd)
 
 
 class _Service:
@@ -711,7 +795,7 @@ class StrategyWorker:
         factory = STRATEGIES.get(name).factory
         init = {"name": name, "params": params, "module": factory.__module__, "sys_path": list(sys.path),
                 "threads": torch.get_num_threads(),
-                "pool": {"images": np.asarray(pool.images).view(np.ndarray), "dataset_ids": np.asarray(pool.dataset_ids),
+                "pool": {"images": spilled_if_large(np.asarray(pool.images).view(np.ndarray)), "dataset_ids": np.asarray(pool.dataset_ids),
                          "class_names": list(pool.class_names), "ignore_index": int(pool.ignore_index)},
                 "quote_model": pickle.dumps(quote_model)}
         try:
@@ -857,8 +941,11 @@ class StrategyWorker:
 
 
 def _label_wire(labels: LabelStateView) -> dict[str, Any]:
-    """The label view's fields, as the message to a strategy process carries them."""
-    return {f.name: getattr(labels, f.name) for f in dataclasses.fields(labels)}
+    """The label view's fields, as the message to a strategy process carries them (large pixel labels
+    through a nameless scratch file, as the label state itself keeps them)."""
+    wire = {f.name: getattr(labels, f.name) for f in dataclasses.fields(labels)}
+    wire["pixels"] = spilled_if_large(wire["pixels"])
+    return wire
 
 
 def _model_bytes(model: Any) -> bytes | None:
