@@ -28,6 +28,14 @@ the strategy process, forked from it) every ``--interval`` seconds from
   those two travel as nameless scratch files, page cache counted where
   touched: ``strategy_worker.send_shared``) by their size, once, whether or
   not a process has touched them (they hold RAM either way);
+* ``RAM``: the largest sum of Pss_Anon + Pss_Shmem over the tree
+  (``/proc/<pid>/smaps_rollup``): anonymous and shared memory, each page
+  divided among the processes that map it (the strategy process shares its
+  server's pages copy-on-write). Left out: file pages, i.e. shared libraries
+  (``import torch`` alone is about 520 MB of RSS, one copy per node whatever
+  the number of processes), the dataset cache, the memory-mapped label state
+  and the scratch copies sent to the strategy process, which the kernel
+  writes back and reclaims. What a campaign holds that nothing else can use;
 * ``maxrss``: the campaign process's own high-water mark from
   ``getrusage(RUSAGE_SELF)`` (exact, no sampling; RUSAGE_CHILDREN would not
   see the strategy process: it is the server's child, not ours).
@@ -37,7 +45,7 @@ the round's eval batches of the declared outputs the loop sent (probabilities
 N*C*H*W*4 bytes, maturity maps, loss prediction, feature maps, features),
 and the loop's own phase timings from the round's row (``predict_s``,
 ``select_s``, ``oracle_s``; with a streaming strategy the scoring runs inside
-``predict_s``). Targets: peak RSS <= label state + model + 1 GiB, the same
+``predict_s``). Targets: peak RSS (and RAM) <= label state + model + 1 GiB, the same
 with ``--classes-check`` classes (default 5, for ``entropy``) as with
 ``--classes``, and the dense volume >= 10x the peak at 512x1024.
 
@@ -237,9 +245,10 @@ def _tree(root: int) -> list[int]:
     return pids
 
 
-def _sample(root: int) -> tuple[int, int, int]:
-    """(sum of VmRSS over the tree, sum of RssAnon + RssFile over the tree + distinct memfds' sizes, sum of Pss)."""
-    rss = anon_file = pss = 0
+def _sample(root: int) -> tuple[int, int, int, int]:
+    """(sum of VmRSS over the tree, sum of RssAnon + RssFile over the tree + distinct memfds' sizes, sum of Pss,
+    sum of Pss_Anon + Pss_Shmem)."""
+    rss = anon_file = pss = ram = 0
     memfds: dict[str, int] = {}
     for pid in _tree(root):
         try:
@@ -252,12 +261,14 @@ def _sample(root: int) -> tuple[int, int, int]:
                         lo, hi = (int(x, 16) for x in parts[0].split("-"))
                         memfds[parts[4]] = max(memfds.get(parts[4], 0), hi - lo)
             with open(f"/proc/{pid}/smaps_rollup") as fh:
-                pss += next((int(ln.split()[1]) for ln in fh if ln.startswith("Pss:")), 0) * 1024
+                roll = {ln.split(":")[0]: int(ln.split()[1]) * 1024 for ln in fh if ln.startswith("Pss")}
+            pss += roll.get("Pss", 0)
+            ram += roll.get("Pss_Anon", 0) + roll.get("Pss_Shmem", 0)
         except (OSError, IndexError):
             continue
         rss += int(st.get("VmRSS", 0)) * 1024
         anon_file += (int(st.get("RssAnon", 0)) + int(st.get("RssFile", 0))) * 1024
-    return rss, anon_file + sum(memfds.values()), pss
+    return rss, anon_file + sum(memfds.values()), pss, ram
 
 
 def measure(cfg: dict, interval: float) -> dict:
@@ -266,7 +277,7 @@ def measure(cfg: dict, interval: float) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([HERE, os.path.dirname(HERE), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-c", "import sys, json, perf_memory; perf_memory.child(json.loads(sys.argv[1]))",
                              json.dumps(cfg)], stdout=subprocess.PIPE, env=env, text=True)
-    samples: list[tuple[float, int, int, int]] = []
+    samples: list[tuple[float, int, int, int, int]] = []
     done = threading.Event()
 
     def sampler():
@@ -290,6 +301,8 @@ def measure(cfg: dict, interval: float) -> dict:
     res["peak_rss"] = max(s[1] for s in inside)
     res["peak_memfd"] = max(s[2] for s in inside)
     res["peak_pss"] = max(s[3] for s in inside)
+    res["peak_ram"] = max(s[4] for s in inside)
+    res["ram_before"] = before[0][4]
     res["rss_before"] = before[0][1]
     res["n_samples"] = len(inside)
     return res
@@ -299,19 +312,21 @@ def report(label: str, res: dict) -> None:
     mib = 2**20
     target = res["label_bytes"] + res["model_bytes"] + GIB
     r = res["row"]
-    ratio = res["dense"]["bytes"] / res["peak_rss"]
     grown = res["peak_rss"] - res["rss_before"]
+    met = lambda v: "yes" if v <= target else "NO"  # noqa: E731
     print(f"{label:<34} {res['peak_rss'] / mib:8.0f} {grown / mib:7.0f} {res['peak_pss'] / mib:7.0f} "
-          f"{res['peak_memfd'] / mib:8.0f} {res['maxrss_self'] / mib:7.0f} {target / mib:8.0f} "
-          f"{'yes' if res['peak_rss'] <= target else 'NO':>3}/{'yes' if grown <= target else 'NO':<3} "
-          f"{res['dense']['bytes'] / mib:9.0f} "
-          f"{ratio:7.1f} {r['predict_s']:8.1f} {r['select_s']:7.1f} {r['oracle_s']:7.1f}", flush=True)
+          f"{res['peak_ram'] / mib:7.0f} {res['peak_memfd'] / mib:8.0f} {res['maxrss_self'] / mib:7.0f} "
+          f"{target / mib:8.0f} {met(res['peak_rss']) + '/' + met(grown) + '/' + met(res['peak_ram']):>11} "
+          f"{res['dense']['bytes'] / mib:9.0f} {res['dense']['bytes'] / res['peak_rss']:7.1f} "
+          f"{res['dense']['bytes'] / res['peak_ram']:7.1f} "
+          f"{r['predict_s']:8.1f} {r['select_s']:7.1f} {r['oracle_s']:7.1f}", flush=True)
 
 
-HEADER = (f"{'strategy, size, classes':<34} {'peak RSS':>8} {'growth':>7} {'PSS':>7} {'+memfd':>8} {'maxrss':>7} "
-          f"{'target':>8} {'met':>7} {'dense vol':>9} {'dense/pk':>7} {'predict':>8} {'select':>7} {'answer':>7}\n"
-          f"{'':<34} {'MiB':>8} {'MiB':>7} {'MiB':>7} {'MiB':>8} {'MiB':>7} {'MiB':>8} {'pk/gr':>7} {'MiB':>9} {'x':>7} "
-          f"{'s':>8} {'s':>7} {'s':>7}")
+HEADER = (f"{'strategy, size, classes':<34} {'peak RSS':>8} {'growth':>7} {'PSS':>7} {'RAM':>7} {'+memfd':>8} "
+          f"{'maxrss':>7} {'target':>8} {'met':>11} {'dense vol':>9} {'dense/pk':>7} {'dns/RAM':>7} {'predict':>8} "
+          f"{'select':>7} {'answer':>7}\n"
+          f"{'':<34} {'MiB':>8} {'MiB':>7} {'MiB':>7} {'MiB':>7} {'MiB':>8} {'MiB':>7} {'MiB':>8} {'pk/gr/RAM':>11} "
+          f"{'MiB':>9} {'x':>7} {'x':>7} {'s':>8} {'s':>7} {'s':>7}")
 
 
 def main() -> int:
@@ -339,7 +354,7 @@ def main() -> int:
           f"images repeated; tiny_unet width 4 depth 1, 2 steps; eval_batch_size {args.eval_batch_size}; "
           f"{args.threads} torch threads; samples every {args.interval:g} s over the campaign's process tree")
     print("peak RSS: sum of VmRSS over the tree in round 1; growth: that peak less the tree's RSS just before round 1 "
-          "(three interpreters with torch); PSS: sum of Pss (shared pages divided); +memfd: anon + file RSS + the memfds sent to the "
+          "(three interpreters with torch); PSS: sum of Pss (shared pages divided); RAM: sum of Pss_Anon + Pss_Shmem, the memory no other process shares and the kernel cannot reclaim (shared-library and dataset-cache pages excluded: one copy per node; memory-mapped label state and scratch copies excluded: written back, reclaimable); +memfd: anon + file RSS + the memfds sent to the "
           "strategy process, once each; maxrss: the campaign process's getrusage(RUSAGE_SELF) high-water mark "
           "(whole run); target: label state + model + 1 GiB; dense vol: the declared outputs of the whole pool")
     try:
@@ -383,8 +398,10 @@ def main() -> int:
         for (name, h, c), r in big:
             ratio = r["dense"]["bytes"] / r["peak_rss"]
             grown = r["dense"]["bytes"] / max(1, r["peak_rss"] - r["rss_before"])
-            print(f"target dense volume >= 10x peak at {h}x{2 * h}: {name} {ratio:.1f}x the peak, {grown:.1f}x its growth "
-                  f"({'met' if ratio >= 10 else 'NOT met'}); pool images {r['images_bytes'] / 2**20:.0f} MiB, "
+            ram = r["dense"]["bytes"] / r["peak_ram"]
+            print(f"target dense volume >= 10x peak at {h}x{2 * h}: {name} {ratio:.1f}x the peak RSS "
+                  f"({'met' if ratio >= 10 else 'NOT met'}), {grown:.1f}x its growth, {ram:.1f}x the peak RAM "
+                  f"({'met' if ram >= 10 else 'NOT met'}); pool images {r['images_bytes'] / 2**20:.0f} MiB, "
                   f"label state {r['label_bytes'] / 2**20:.0f} MiB ({'memory-mapped' if r['labels_mapped'] else 'in RAM'}), "
                   f"model {r['model_bytes'] / 2**20:.2f} MiB, dense by output: "
                   + ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in sorted(r["dense"]["by_need"].items())))

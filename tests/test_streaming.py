@@ -176,3 +176,17 @@ def test_every_builtin_strategy_that_reads_pool_sized_outputs_streams():
     assert dense == []
     assert {"entropy", "binary_ee", "binary_lp", "binary_ilp", "entropy_box", "metabox_plus", "metabox_true_cost",
             "madbal", "pixel_entropy", "mask_guided", "mask_guided_oracle"} <= set(streaming)
+
+
+@pytest.mark.parametrize("process", [False, True])
+def test_an_eval_batch_over_the_chunk_size_is_scored_in_runs_with_the_same_result(process, monkeypatch):
+    from alharness.campaign import loop
+
+    whole = _results(tiny_spec(strategy="entropy", strategy_process=process, learner=_learner()))
+    SEEN.clear()
+    # One image's probabilities here: 3 classes x 24 x 24 x 4 bytes; a chunk of two images' worth.
+    monkeypatch.setattr(loop, "SCORE_CHUNK_BYTES", 2 * 3 * 24 * 24 * 4)
+    run_campaign(tiny_spec(strategy="test_streamed_probs", strategy_process=False, learner=_learner()))
+    batches = [(b[1], b[2]) for b in SEEN if b[0] == "batch"]
+    assert batches == [(0, 2), (2, 2), (4, 1), (5, 2), (7, 2), (9, 1), (10, 2)] * 2
+    assert _results(tiny_spec(strategy="entropy", strategy_process=process, learner=_learner())) == whole

@@ -383,14 +383,24 @@ def _round_outputs(setup: CampaignSetup, state: CampaignState, rnd: int) -> dict
     return outputs
 
 
+# A streaming strategy scores at most this many bytes of outputs at a time: each eval batch (its size is
+# the learner's) is cut into runs of whole images under it (batch_outputs' run_bytes), so that the host
+# copy of a GPU batch, the copy sent to the strategy process and the strategy's own temporaries stay one
+# run's size (at 512x1024 with 19 classes one image's
+# probabilities are 40 MB, an eval batch of 8 318 MB). A streaming strategy selects the same for any
+# batching (alharness.testing.check_streaming_matches_dense), so the rows do not change.
+SCORE_CHUNK_BYTES = 64 * 2**20
+
+
 def _stream(setup: CampaignSetup, state: CampaignState, rnd: int) -> dict[str, Any]:
     """Send the strategy the pool's declared outputs, one ``eval_batch_size``
-    batch at a time, for its ``score``; return what its context still gets (the model)."""
+    batch at a time (in runs of at most ``SCORE_CHUNK_BYTES``), for its ``score``; return what its
+    context still gets (the model)."""
     learner, images = state.learner.services, setup.pool_view.images
     model = learner.model if "model" in setup.model_needs else None
     state.strategy.begin_scoring(setup.pool_view, rnd, state.labels.view(), model)
     step = learner.config.eval_batch_size
-    for start, out in batch_outputs(learner, images, setup.model_needs - {"model"}):
+    for start, out in batch_outputs(learner, images, setup.model_needs - {"model"}, run_bytes=SCORE_CHUNK_BYTES):
         stop = start + (len(next(iter(out.values()))) if out else min(step, len(images) - start))
         if setup.oracle_truth is not None:
             out.update(oracle_outputs(learner, images, setup.oracle_truth, setup.needs, state.oracle.cost_models,
