@@ -125,8 +125,8 @@ def test_pixel_labels_over_the_mmap_threshold_count_as_scratch(monkeypatch):
     pixels = shape.pool * shape.height * shape.width
     monkeypatch.setenv(MMAP_BYTES_ENV, "0")
     (e,) = estimate(bench.specs).campaigns
-    assert e.scratch_bytes == pixels
-    assert e.ram["labels"] == 2 * label_state_bytes(shape) - pixels  # the strategy process's copy stays in memory
+    assert e.scratch_bytes == 2 * pixels  # the strategy process's copy is on scratch too
+    assert e.ram["labels"] == 2 * (label_state_bytes(shape) - pixels)
 
 
 def test_streamed_outputs_count_one_batch_and_dense_ones_the_pool_under_the_cap(monkeypatch):
@@ -139,6 +139,11 @@ def test_streamed_outputs_count_one_batch_and_dense_ones_the_pool_under_the_cap(
     n, c, hw = TINY_DATASET["n_train"], TINY_DATASET["num_classes"], TINY_DATASET["size"] ** 2
     (streamed,) = estimate(bench.specs).campaigns
     assert streamed.ram["outputs"] == 2 * 4 * c * hw * 4 and streamed.fits  # one batch of 4, both processes
+    from alharness.execution import estimate as estimate_module
+
+    monkeypatch.setattr(estimate_module, "SCORE_CHUNK_BYTES", c * hw * 4)  # runs of one image
+    (runs,) = estimate(bench.specs).campaigns
+    assert runs.ram["outputs"] == (4 + 1) * c * hw * 4  # the batch here, one image's run in the strategy process
     monkeypatch.setattr(type(STRATEGIES.create("entropy")), "streams", property(lambda self: False))
     (dense,) = estimate(bench.specs).campaigns
     assert dense.ram["outputs"] == 2 * n * c * hw * 4

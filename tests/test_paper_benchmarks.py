@@ -67,3 +67,17 @@ def test_paper_benchmark_validates_expands_and_dry_runs_on_a_tiny_layout(path, t
     assert "nothing scheduled, nothing written" in report.splitlines()[0]
     assert f"{len(bench.specs)} campaigns" in report.splitlines()[0]
     assert sorted(p.name for p in work.iterdir()) == [path.name]  # no results directory, nothing else written
+
+
+@pytest.fixture(scope="module")
+def paper_estimates():
+    import runpy
+
+    return runpy.run_path(str(PAPER.parent / "paper_estimates.py"))
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_the_headers_dry_run_estimate_is_generated_from_the_estimate(path, paper_estimates):
+    """The figures in each header's estimate block follow the estimate's code (no hand-typed sizes)."""
+    assert paper_estimates["committed"](path) == paper_estimates["block"](path), \
+        "rerun python benchmarks/paper_estimates.py --write"

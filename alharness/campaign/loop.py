@@ -49,7 +49,7 @@ from alharness.campaign.spec import CampaignSpec
 from alharness.campaign.state import CampaignState
 from alharness.campaign.strategy_worker import StrategyHandle, open_strategy, warm_up
 from alharness.contract.queries import QUERY_TYPES
-from alharness.contract.strategy import ARRAY_OUTPUTS, LOOP_NEEDS, ORACLE_NEEDS, unknown_needs
+from alharness.contract.strategy import ARRAY_OUTPUTS, LOOP_NEEDS, ORACLE_NEEDS, SCORE_CHUNK_BYTES, unknown_needs
 from alharness.contract.views import PoolView
 from alharness.datasets.base import SplitData, make_pool_view
 from alharness.errors import AlharnessError, ConfigError, PluginError
@@ -381,15 +381,6 @@ def _round_outputs(setup: CampaignSetup, state: CampaignState, rnd: int) -> dict
         outputs.update(oracle_outputs(state.learner.services, setup.pool_view.images, setup.oracle_truth,
                                       setup.needs, state.oracle.cost_models))
     return outputs
-
-
-# A streaming strategy scores at most this many bytes of outputs at a time: each eval batch (its size is
-# the learner's) is cut into runs of whole images under it (batch_outputs' run_bytes), so that the host
-# copy of a GPU batch, the copy sent to the strategy process and the strategy's own temporaries stay one
-# run's size (at 512x1024 with 19 classes one image's
-# probabilities are 40 MB, an eval batch of 8 318 MB). A streaming strategy selects the same for any
-# batching (alharness.testing.check_streaming_matches_dense), so the rows do not change.
-SCORE_CHUNK_BYTES = 64 * 2**20
 
 
 def _stream(setup: CampaignSetup, state: CampaignState, rnd: int) -> dict[str, Any]:

@@ -107,6 +107,14 @@ class StrategyContext(_Outputs):
         return self.budget_total - self.budget_spent
 
 
+# A streaming strategy's ``score`` sees at most this many bytes of outputs per call (whole images, at least
+# one): the loop cuts each eval batch into runs under it, so that the host copy of a GPU batch, the copy
+# sent to the strategy process and the strategy's own temporaries stay that size (at 512x1024 with 19
+# classes one image's probabilities are 40 MB, an eval batch of 8 318 MB). A streaming strategy selects
+# the same for any batching (alharness.testing.check_streaming_matches_dense), so rows do not change.
+SCORE_CHUNK_BYTES = 64 * 2**20
+
+
 @dataclass(frozen=True)
 class ScoreBatch(_Outputs):
     """One batch of the pool for ``Strategy.score``: pool images ``start`` to

@@ -3,16 +3,21 @@
 Rough, upper-bound figures from the dataset's shapes and the learner's
 configuration; nothing is trained, scheduled or written:
 
+- **processes**: the interpreters' own memory (``PROCESS_BYTES`` each: the
+  campaign process, and the strategy server with its strategy process);
 - **label state**: what ``LabelState`` holds for the pool, N×H×W bytes of
   pixel labels plus the per-class image labels and counts (in a file on
   local scratch from ``ALHARNESS_LABELS_MMAP_BYTES`` on, see
   ``alharness.annotation.labels``: then the pixels count as scratch, not
-  memory), and its copy in the strategy process;
+  memory), and its copy in the strategy process (on scratch from the same
+  threshold on);
 - **selection state**: the pool outputs the strategy declares in ``needs``
   (probabilities C×H×W×4 bytes an image, features, head outputs, oracle
   statistics) and their copy in the strategy process: one ``eval_batch_size``
   batch at a time for a strategy that streams (``Strategy.score``; its own
-  per-image results are not counted), the whole pool for one that does not,
+  per-image results are not counted), of which the strategy process's copy
+  (and, on a GPU, the host's) is one run of at most ``SCORE_CHUNK_BYTES``;
+  the whole pool for one that does not,
   which fails before round 0 over ``[resources] dense_outputs_cap_gib``;
 - **model**: parameters, gradients and AdamW's two moments (4 × the
   parameters), plus the activations of one training batch (every leaf
@@ -44,6 +49,7 @@ from typing import Any, Iterable
 from alharness.annotation.labels import mmap_threshold
 from alharness.annotation.oracle_experiments import oracle_bytes_per_image
 from alharness.campaign.spec import CampaignSpec
+from alharness.contract.strategy import SCORE_CHUNK_BYTES
 from alharness.errors import AlharnessError
 from alharness.registry import DATASETS, STRATEGIES
 
@@ -217,23 +223,28 @@ def _this_node_gpus() -> tuple[int, int | None]:
         return 0, None
 
 
-def estimate(specs: Iterable[CampaignSpec], *, open_datasets: bool = True, **budget: Any) -> BenchmarkEstimate:
+def estimate(specs: Iterable[CampaignSpec], *, open_datasets: bool = True,
+             shapes: dict[str, DatasetShape] | None = None, **budget: Any) -> BenchmarkEstimate:
     """Per-campaign memory of ``specs`` and whether each fits its share of the
     node (``budget``: ``node_budget``'s keywords). ``open_datasets`` false: the
     datasets are not opened here (their files exist only on the cluster), so
-    the shape-dependent terms are missing."""
+    the shape-dependent terms are missing. ``shapes``: dataset label -> its
+    shape, used instead of opening that dataset (an estimate at sizes whose
+    data is elsewhere, as benchmarks/paper_estimates.py makes)."""
     specs = list(specs)
     labels = dataset_labels(specs)
-    shapes: dict[str, DatasetShape | None] = {}
+    known: dict[str, DatasetShape | None] = {}
     models: dict[str, ModelFootprint | str] = {}
     strategies: dict[str, tuple[frozenset[str], bool]] = {}  # (needs, streams)
     out: list[CampaignEstimate] = []
     for spec in specs:
         label = labels[spec.campaign_id]
         key = json.dumps([spec.dataset, spec.dataset_params], sort_keys=True)
-        if key not in shapes:
-            shapes[key] = dataset_shape(spec.dataset, spec.dataset_params) if open_datasets else None
-        shape = shapes[key]
+        if key not in known:
+            given = (shapes or {}).get(label)
+            known[key] = given if given is not None else \
+                dataset_shape(spec.dataset, spec.dataset_params) if open_datasets else None
+        shape = known[key]
         est = CampaignEstimate(spec, label)
         out.append(est)
         if shape is None:
@@ -253,7 +264,7 @@ def estimate(specs: Iterable[CampaignSpec], *, open_datasets: bool = True, **bud
             except Exception as exc:  # a model that cannot be built on the meta device
                 models[mkey] = f"model not estimated ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})"
         _fill(est, shape, needs, streams, models[mkey])
-    caches = sum(s.cache_bytes for s in shapes.values() if s is not None)
+    caches = sum(s.cache_bytes for s in known.values() if s is not None)
     node = node_budget(specs, caches, **budget) if specs else Budget(None, None, 0, "no campaigns")
     for est in out:
         if est.ram:
@@ -262,18 +273,26 @@ def estimate(specs: Iterable[CampaignSpec], *, open_datasets: bool = True, **bud
                 share = None if node.gpu_bytes is None else int(node.gpu_bytes * min(1.0, est.spec.num_gpus))
                 ok = ok and (share is None or est.device_total <= share)
             est.fits = ok and not est.over_cap
-    by_label = {labels[s.campaign_id]: shapes[json.dumps([s.dataset, s.dataset_params], sort_keys=True)] for s in specs}
+    by_label = {labels[s.campaign_id]: known[json.dumps([s.dataset, s.dataset_params], sort_keys=True)] for s in specs}
     return BenchmarkEstimate(out, node, by_label)
+
+
+# Each interpreter's own anonymous memory before any pool-sized array: the campaign process (torch, the
+# learner, the dataset's maps) and, with strategy_process, the strategy server with the strategy process
+# it forks (they share pages copy-on-write: about one interpreter's worth together). benchmarks/perf_memory.py
+# prints it ("RAM before round 1"; `import torch` alone is about 0.27 GiB of anonymous memory).
+PROCESS_BYTES = 450 * 2**20
 
 
 def _fill(est: CampaignEstimate, shape: DatasetShape, needs: frozenset[str], streams: bool,
           model: ModelFootprint | str) -> None:
     spec, n, hw = est.spec, shape.pool, shape.height * shape.width
     copies = 2 if spec.strategy_process else 1  # the strategy process gets its own copy of what it is sent
+    est.ram["processes"] = copies * PROCESS_BYTES
     labels, pixels = label_state_bytes(shape), n * hw
-    if pixels >= mmap_threshold():  # on scratch in the campaign process; the strategy process's copy is memory
-        est.scratch_bytes = pixels
-        est.ram["labels"] = copies * labels - pixels
+    if pixels >= mmap_threshold():  # on scratch in the campaign process, and so is the strategy process's copy
+        est.scratch_bytes = copies * pixels
+        est.ram["labels"] = copies * (labels - pixels)
     else:
         est.ram["labels"] = copies * labels
     oracle = oracle_bytes_per_image(needs, (shape.height, shape.width))
@@ -285,8 +304,11 @@ def _fill(est: CampaignEstimate, shape: DatasetShape, needs: frozenset[str], str
         est.ram["outputs"] = copies * n * oracle
         return
     per_image = sum(model.output_bytes_per_image.values()) + oracle  # bytes an image
-    if streams:  # one eval batch of outputs at a time (and the strategy's own per-image results, not counted)
-        est.ram["outputs"] = copies * min(n, spec.learner.eval_batch_size) * per_image
+    if streams:  # one eval batch of outputs at a time, sent in runs (the strategy's own results not counted)
+        batch = min(n, spec.learner.eval_batch_size) * per_image
+        run = min(batch, max(1, SCORE_CHUNK_BYTES // per_image) * per_image) if per_image else 0
+        # On a GPU the batch stays on the device and one run at a time comes to the host.
+        est.ram["outputs"] = (run if spec.num_gpus > 0 else batch) + (copies - 1) * run
         return _model(est, where, needs, model)
     dense = n * per_image
     est.ram["outputs"] = copies * dense
@@ -331,11 +353,13 @@ def format_estimate(result: BenchmarkEstimate) -> str:
     rows = []
     for e in result.campaigns:
         fits = {True: "yes", False: "NO", None: "?"}[e.fits]
-        rows.append([e.spec.campaign_id, _size(e.ram.get("labels")), _size(e.ram.get("outputs")),
+        rows.append([e.spec.campaign_id, _size(e.ram.get("processes")), _size(e.ram.get("labels")),
+                     _size(e.ram.get("outputs")),
                      _size(e.ram.get("model", e.device.get("model"))), _size(e.ram.get("training", e.device.get("training"))),
                      _size(e.ram_total) if e.ram else "?", _size(e.device_total) if e.device else "-",
                      _size(e.scratch_bytes) if e.scratch_bytes else "-", fits, e.note])
-    lines += _table(["campaign", "labels", "outputs", "model", "training", "RAM", "GPU", "scratch", "fits", ""], rows)
+    lines += _table(["campaign", "processes", "labels", "outputs", "model", "training", "RAM", "GPU", "scratch", "fits",
+                     ""], rows)
     lines += ["", "datasets (cache memory-mapped, once per node):"]
     for label, shape in result.datasets.items():
         lines.append(f"  {label}: " + ("not opened" if shape is None else

@@ -1,0 +1,145 @@
+"""The dry-run estimate of each paper benchmark at its real sizes, as the block in the file's header.
+
+    python benchmarks/paper_estimates.py            # print each file's block
+    python benchmarks/paper_estimates.py --write    # rewrite the blocks in benchmarks/paper/*.toml
+
+``alharness bench FILE --dry-run`` opens the datasets, which exist only where
+the user keeps them. This runs the same estimate
+(``alharness.execution.estimate.estimate`` with ``shapes=``) on each
+dataset's real split sizes and resolution, stated in ``REAL`` below, and
+renders it as the comment block that opens with ``HEAD`` and ends at the next
+empty comment line. tests/test_paper_benchmarks.py checks that every
+committed block is this rendering, so the figures follow the estimate's code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+PAPER = Path(__file__).resolve().parent / "paper"
+HEAD = "# Dry-run estimate at the real sizes"
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class Real:
+    """A dataset as a paper benchmark's [[datasets]] entry loads it from the real data."""
+
+    pool: int  # train split after max_train and the validation carve
+    val: int
+    test: int
+    height: int
+    width: int
+    classes: int
+    instances: bool  # the loader keeps int32 instance ids (only when every image has them)
+
+
+# Cityscapes: 2 975 train / 500 val images (val is the test split); VOC 2012: 1 464 train / 1 449 val
+# segmentation images, 10 582 train with SBD (augmented; SBD images have no instance files).
+REAL = {
+    "binary_cityscapes": Real(1700, 0, 500, 768, 768, 19, True),  # max_train 1 700, val_fraction 0
+    "binary_voc": Real(1700, 0, 1000, 513, 513, 21, False),  # augmented, max_train 1 700, max_test 1 000
+    "full_or_weak_voc": Real(9524, 1058, 1449, 256, 256, 21, False),  # augmented, val_fraction 0.1
+    "madbal_cityscapes": Real(2975, 0, 500, 512, 1024, 19, True),
+    "madbal_voc": Real(1464, 0, 1449, 256, 256, 21, True),
+    "mask_guided_voc": Real(1464, 0, 1449, 256, 256, 21, True),
+    "metabox_cityscapes": Real(2975, 0, 500, 512, 1024, 19, True),
+}
+
+
+def _gib(b: float) -> str:
+    return f"{b / GIB:.2f} GiB" if b < GIB else f"{b / GIB:.1f} GiB"
+
+
+def _thousands(n: int) -> str:
+    return f"{n:,}".replace(",", " ")
+
+
+def estimate_file(path: Path):
+    """The estimate of ``path``'s campaigns at ``REAL[path.stem]`` (a 64 GiB share of RAM each)."""
+    from alharness.execution.benchmark import load_benchmark
+    from alharness.execution.estimate import DatasetShape, dataset_labels, estimate
+
+    real = REAL[path.stem]
+    bench = load_benchmark(path, open_datasets=False)
+    per_pixel = 3 + 1 + (4 if real.instances else 0)  # uint8 images and masks, int32 instances
+    cache = (real.pool + real.val + real.test) * real.height * real.width * per_pixel
+    shape = DatasetShape(pool=real.pool, height=real.height, width=real.width, num_classes=real.classes,
+                         cache_bytes=cache)
+    labels = set(dataset_labels(bench.specs).values())
+    return estimate(bench.specs, shapes={label: shape for label in labels}, memory_per_campaign=64 * GIB)
+
+
+def block(path: Path) -> str:
+    """The header block for ``path``: per-campaign RAM, scratch and GPU ranges over its strategies."""
+    real, result = REAL[path.stem], estimate_file(path)
+    by: dict[str, list] = {}
+    for e in result.campaigns:
+        by.setdefault(e.spec.strategy, []).append(e)
+    ram = {k: max(e.ram_total for e in v) for k, v in by.items()}
+    gpu = {k: max(e.device_total for e in v) for k, v in by.items()}
+    lo, hi = min(ram, key=ram.get), max(ram, key=ram.get)
+    top = max(by[hi], key=lambda e: e.ram_total)
+    term = max((k for k in top.ram if k != "processes"), key=top.ram.get)
+    text = f"per campaign: RAM {_gib(ram[hi])} ({term} {_gib(top.ram[term])})" if _gib(ram[lo]) == _gib(ram[hi]) else \
+        f"per campaign: RAM {_gib(ram[lo])} ({lo}) to {_gib(ram[hi])} ({hi}: {term} {_gib(top.ram[term])})"
+    scratch = max(e.scratch_bytes for e in result.campaigns)
+    if scratch:
+        text += f", + {_gib(scratch)} of label state on local scratch"
+    g = max(gpu.values())
+    if g:
+        big = max((e for e in result.campaigns if e.device), key=lambda e: e.device_total)
+        ng = max(e.spec.num_gpus for e in result.campaigns)
+        text += (f"; GPU {_gib(min(gpu.values()))} to {_gib(g)}" if _gib(min(gpu.values())) != _gib(g)
+                 else f"; GPU {_gib(g)}")
+        text += (f" (model {_gib(big.device.get('model', 0))} + training tensors "
+                 f"{_gib(big.device.get('training', 0))})")
+        text += f"; dataset cache {_gib(result.campaigns[0].cache_bytes)} once per node."
+        text += f" num_gpus = {ng:g} fits a GPU of {g / ng / GIB:.0f} GiB or more."
+    else:
+        text += f"; dataset cache {_gib(result.campaigns[0].cache_bytes)} once per node."
+    intro = (f"{HEAD} (generated by benchmarks/paper_estimates.py: the `--dry-run` estimate, "
+             f"which itself needs the data, at pool {_thousands(real.pool)} x {real.height}x{real.width}, "
+             f"{real.classes} classes):")
+    lines = textwrap.wrap(intro[2:], 76, initial_indent="# ", subsequent_indent="# ")
+    text += f" RAM counts {_gib(top.ram['processes'])} for the campaign's interpreters."
+    lines += textwrap.wrap(text, 76, initial_indent="#   ", subsequent_indent="#   ")
+    return "\n".join(lines) + "\n"
+
+
+_BLOCK = re.compile("^" + re.escape(HEAD) + r".*?(?=^#\s*$)", re.S | re.M)
+
+
+def committed(path: Path) -> str | None:
+    """The block as the file holds it (None: the file has none)."""
+    m = _BLOCK.search(path.read_text())
+    return m.group(0) if m else None
+
+
+def write(path: Path) -> None:
+    text = path.read_text()
+    if not _BLOCK.search(text):
+        raise SystemExit(f"{path}: no block starting with {HEAD!r} followed by an empty '#' line")
+    path.write_text(_BLOCK.sub(lambda _: block(path), text, count=1))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--write", action="store_true", help="rewrite the blocks in benchmarks/paper/*.toml")
+    args = ap.parse_args()
+    for path in sorted(PAPER.glob("*.toml")):
+        if args.write:
+            write(path)
+            print(f"wrote {path.relative_to(PAPER.parent.parent)}")
+        else:
+            print(f"== {path.name}\n{block(path)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
