@@ -18,8 +18,8 @@ the strategy process, forked from it) every ``--interval`` seconds from
 ``/proc/<pid>/status`` and ``/proc/<pid>/maps`` (Linux; no psutil):
 
 * ``peak RSS``: the largest sum of VmRSS over the process tree during round 1
-  (predict + select + answer; the training after the answer is not in the
-  window), sampled (a peak shorter than the interval can be missed; it
+  (predict + select + answer, up to the moment the round's training
+  starts), sampled (a peak shorter than the interval can be missed; it
   counts a page shared by two processes twice, and file pages of the dataset
   cache, which the kernel can drop, as resident);
 * ``+memfd``: the same peak counting the sealed anonymous files the campaign
@@ -206,10 +206,17 @@ def child(cfg: dict) -> None:
         run_round(setup, state, 0)
         model = state.learner.services.model
         model_bytes = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
+        fit = state.learner.fit
+
+        def answered_then_fit(*args, **kwargs):  # the round's training starts once the oracle has answered
+            _mark(cfg["marks"], "answered")
+            return fit(*args, **kwargs)
+
+        state.learner.fit = answered_then_fit
         _mark(cfg["marks"], "begin")
         t = time.perf_counter()
         row = run_round(setup, state, 1)
-        _mark(cfg["marks"], "end")  # round 1's train and eval ran after the answer: the mark is late by those
+        _mark(cfg["marks"], "end")
         round_s = time.perf_counter() - t
     finally:
         state.strategy.close()
@@ -296,7 +303,8 @@ def measure(cfg: dict, interval: float) -> dict:
     with open(cfg["marks"]) as fh:
         marks = {a: float(b) for a, b in (ln.split() for ln in fh)}
     os.unlink(cfg["marks"])
-    inside = [s for s in samples if marks["begin"] <= s[0] <= marks["end"]] or samples
+    # The window: predict, select, answer (up to round 1's training, which is not the acquisition's memory).
+    inside = [s for s in samples if marks["begin"] <= s[0] <= marks.get("answered", marks["end"])] or samples
     before = [s for s in samples if s[0] <= marks["begin"]][-1:] or samples[:1]
     res["peak_rss"] = max(s[1] for s in inside)
     res["peak_memfd"] = max(s[2] for s in inside)
@@ -315,17 +323,17 @@ def report(label: str, res: dict) -> None:
     grown = res["peak_rss"] - res["rss_before"]
     met = lambda v: "yes" if v <= target else "NO"  # noqa: E731
     print(f"{label:<34} {res['peak_rss'] / mib:8.0f} {grown / mib:7.0f} {res['peak_pss'] / mib:7.0f} "
-          f"{res['peak_ram'] / mib:7.0f} {res['peak_memfd'] / mib:8.0f} {res['maxrss_self'] / mib:7.0f} "
+          f"{res['peak_ram'] / mib:7.0f} {res['ram_before'] / mib:7.0f} {res['peak_memfd'] / mib:8.0f} {res['maxrss_self'] / mib:7.0f} "
           f"{target / mib:8.0f} {met(res['peak_rss']) + '/' + met(grown) + '/' + met(res['peak_ram']):>11} "
           f"{res['dense']['bytes'] / mib:9.0f} {res['dense']['bytes'] / res['peak_rss']:7.1f} "
           f"{res['dense']['bytes'] / res['peak_ram']:7.1f} "
           f"{r['predict_s']:8.1f} {r['select_s']:7.1f} {r['oracle_s']:7.1f}", flush=True)
 
 
-HEADER = (f"{'strategy, size, classes':<34} {'peak RSS':>8} {'growth':>7} {'PSS':>7} {'RAM':>7} {'+memfd':>8} "
+HEADER = (f"{'strategy, size, classes':<34} {'peak RSS':>8} {'growth':>7} {'PSS':>7} {'RAM':>7} {'RAM0':>7} {'+memfd':>8} "
           f"{'maxrss':>7} {'target':>8} {'met':>11} {'dense vol':>9} {'dense/pk':>7} {'dns/RAM':>7} {'predict':>8} "
           f"{'select':>7} {'answer':>7}\n"
-          f"{'':<34} {'MiB':>8} {'MiB':>7} {'MiB':>7} {'MiB':>7} {'MiB':>8} {'MiB':>7} {'MiB':>8} {'pk/gr/RAM':>11} "
+          f"{'':<34} {'MiB':>8} {'MiB':>7} {'MiB':>7} {'MiB':>7} {'MiB':>7} {'MiB':>8} {'MiB':>7} {'MiB':>8} {'pk/gr/RAM':>11} "
           f"{'MiB':>9} {'x':>7} {'x':>7} {'s':>8} {'s':>7} {'s':>7}")
 
 
@@ -354,7 +362,7 @@ def main() -> int:
           f"images repeated; tiny_unet width 4 depth 1, 2 steps; eval_batch_size {args.eval_batch_size}; "
           f"{args.threads} torch threads; samples every {args.interval:g} s over the campaign's process tree")
     print("peak RSS: sum of VmRSS over the tree in round 1; growth: that peak less the tree's RSS just before round 1 "
-          "(three interpreters with torch); PSS: sum of Pss (shared pages divided); RAM: sum of Pss_Anon + Pss_Shmem, the memory no other process shares and the kernel cannot reclaim (shared-library and dataset-cache pages excluded: one copy per node; memory-mapped label state and scratch copies excluded: written back, reclaimable); +memfd: anon + file RSS + the memfds sent to the "
+          "(three interpreters with torch); PSS: sum of Pss (shared pages divided); RAM: sum of Pss_Anon + Pss_Shmem, the memory no other process shares and the kernel cannot reclaim (shared-library and dataset-cache pages excluded: one copy per node; memory-mapped label state and scratch copies excluded: written back, reclaimable); RAM0: RAM just before round 1 (the interpreters, estimate.PROCESS_BYTES); +memfd: anon + file RSS + the memfds sent to the "
           "strategy process, once each; maxrss: the campaign process's getrusage(RUSAGE_SELF) high-water mark "
           "(whole run); target: label state + model + 1 GiB; dense vol: the declared outputs of the whole pool")
     try:
