@@ -129,6 +129,26 @@ def test_polygon_class_and_intersection_clicks_on_a_square():
     assert ic.box_class_clicks(13, 0, 18, 4) == 1
 
 
+def test_click_data_is_stored_in_at_most_six_bytes_per_pixel_with_the_same_counts():
+    # Kept for every pool image for a campaign's life (1000 x 512 x 1024 pixels
+    # took 8 GB at 16 bytes each): compact ids, the vertex map rebuilt from the table.
+    rng = np.random.default_rng(0)
+    m = rng.integers(0, 3, (64, 128)).astype(np.uint8)  # many small segments: ids above 255
+    ic = image_clicks(m, 255, epsilon=1.0)
+    assert int(ic.segments.max()) > 255 and ic.segments.dtype == np.uint16
+    stored = ic.segments.nbytes + ic.vertex_integral.nbytes
+    assert stored <= 6 * (m.size + m.shape[0] + m.shape[1] + 1)
+    v = ic.vertices
+    assert v.shape == m.shape and v.min() >= 0 and int(v.sum()) == ic.polygon_clicks
+    s = np.zeros((65, 129), np.int64)
+    s[1:, 1:] = v.cumsum(0).cumsum(1)
+    for y0, x0, y1, x1 in [(0, 0, 64, 128), (3, 5, 20, 40), (10, 100, 11, 128)]:
+        assert ic.box_polygon_clicks(y0, x0, y1, x1) == int(s[y1, x1] - s[y0, x1] - s[y1, x0] + s[y0, x0])
+        assert ic.box_class_clicks(y0, x0, y1, x1) == len(np.unique(ic.segments[y0:y1, x0:x1]))
+    small = image_clicks(_square_mask(), 255, epsilon=1.0)
+    assert small.segments.dtype == np.uint8
+
+
 def test_rdp_counts_triangle_and_two_objects():
     m = np.zeros((40, 40), np.uint8)
     for r in range(30):

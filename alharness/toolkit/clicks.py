@@ -30,13 +30,20 @@ from skimage.measure import label
 class ImageClicks:
     """Per-image click data: a segment-id map and a map of polygon vertices."""
 
-    segments: np.ndarray  # (H, W) int32, 0 where ignored
-    vertices: np.ndarray  # (H, W) int32 count of polygon vertices at each pixel
-    vertex_integral: np.ndarray  # (H+1, W+1) summed-area table of ``vertices``
+    # Kept for every pool image for the campaign's life, so stored compactly:
+    # 16 bytes per pixel (int32 ids, int32 vertex map, int64 table) were 8 GB
+    # for a 1000-image pool at 512x1024; now 5-6 (issue 17).
+    segments: np.ndarray  # (H, W) segment ids in the smallest unsigned dtype that holds them, 0 where ignored
+    vertex_integral: np.ndarray  # (H+1, W+1) int32 summed-area table of the per-pixel vertex counts
     polygons: int | None = None  # true polygon count, where the dataset has polygons
     # Class of each segment (index k: segment k; index 0 unused), so that
     # objects per class need no second pass over the mask.
     segment_classes: np.ndarray | None = None
+
+    @property
+    def vertices(self) -> np.ndarray:
+        """(H, W) int32 count of polygon vertices at each pixel (rebuilt from the table)."""
+        return np.diff(np.diff(self.vertex_integral, axis=0), axis=1)
 
     @property
     def polygon_clicks(self) -> int:
@@ -106,9 +113,15 @@ def rdp_vertices(region: np.ndarray, epsilon: float) -> np.ndarray:
 
 
 def _integral(vertices: np.ndarray) -> np.ndarray:
-    integral = np.zeros((vertices.shape[0] + 1, vertices.shape[1] + 1), np.int64)
-    integral[1:, 1:] = vertices.cumsum(0).cumsum(1)
+    # int32: an image's vertex total is far below 2**31.
+    integral = np.zeros((vertices.shape[0] + 1, vertices.shape[1] + 1), np.int32)
+    np.cumsum(vertices, axis=0, dtype=np.int32, out=integral[1:, 1:])
+    np.cumsum(integral[1:, 1:], axis=1, dtype=np.int32, out=integral[1:, 1:])
     return integral
+
+
+def _compact(segments: np.ndarray) -> np.ndarray:
+    return segments.astype(np.min_scalar_type(int(segments.max(initial=0))), copy=False)
 
 
 def image_clicks_from_polygons(mask: np.ndarray, ignore_index: int, polygons) -> ImageClicks:
@@ -124,7 +137,7 @@ def image_clicks_from_polygons(mask: np.ndarray, ignore_index: int, polygons) ->
         xs = np.rint(xy[:, 0]).astype(np.int64).clip(0, w - 1)
         np.add.at(vertices, (ys, xs), 1)
     seg = segment_map(mask, ignore_index)
-    return ImageClicks(segments=seg, vertices=vertices, vertex_integral=_integral(vertices), polygons=len(drawn),
+    return ImageClicks(segments=_compact(seg), vertex_integral=_integral(vertices), polygons=len(drawn),
                        segment_classes=segment_classes(seg, mask))
 
 
@@ -137,7 +150,7 @@ def image_clicks(mask: np.ndarray, ignore_index: int, epsilon: float) -> ImageCl
             continue
         pts = rdp_vertices(seg[box] == sid, epsilon)
         np.add.at(vertices, (pts[:, 0] + box[0].start, pts[:, 1] + box[1].start), 1)
-    return ImageClicks(segments=seg, vertices=vertices, vertex_integral=_integral(vertices),
+    return ImageClicks(segments=_compact(seg), vertex_integral=_integral(vertices),
                        segment_classes=segment_classes(seg, mask))
 
 
