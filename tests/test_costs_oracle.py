@@ -149,6 +149,26 @@ def test_click_data_is_stored_in_at_most_six_bytes_per_pixel_with_the_same_count
     assert small.segments.dtype == np.uint8
 
 
+def test_pool_click_data_keeps_bounded_maps_and_the_same_counts():
+    from alharness.toolkit.clicks import PoolClicks
+    rng = np.random.default_rng(1)
+    masks = rng.integers(0, 3, (12, 32, 48)).astype(np.uint8)
+    masks[:, :4] = 255
+    one = image_clicks(masks[0], 255, 1.0)
+    per_map = one.segments.nbytes + one.vertex_integral.nbytes
+    pool = PoolClicks(masks, 255, 1.0, maps_bytes=3 * per_map)  # room for about 3 images' maps
+    direct = [image_clicks(m, 255, 1.0) for m in masks]
+    assert len(pool) == 12 and pool.held_bytes <= 3 * per_map
+    assert pool.totals == (sum(c.polygon_clicks for c in direct), sum(c.class_clicks for c in direct))
+    for i in [0, 11, 5, 0, 7, 3]:  # evicted maps are rebuilt the same
+        assert pool.polygon_clicks(i) == direct[i].polygon_clicks and pool.class_clicks(i) == direct[i].class_clicks
+        np.testing.assert_array_equal(pool[i].segments, direct[i].segments)
+        np.testing.assert_array_equal(pool[i].vertices, direct[i].vertices)
+        np.testing.assert_array_equal(pool.segment_classes(i), direct[i].segment_classes)
+        assert pool.held_bytes <= 3 * per_map
+    assert [c.polygon_clicks for c in pool[2:5]] == [c.polygon_clicks for c in direct[2:5]]
+
+
 def test_rdp_counts_triangle_and_two_objects():
     m = np.zeros((40, 40), np.uint8)
     for r in range(30):

@@ -297,11 +297,12 @@ class _ClickCost(CostModel):
 
     def _count_clicks(self, query: Query, truth: ImageTruth) -> dict[str, int]:
         assert truth.pool is not None
-        ic = truth.pool.clicks(self.epsilon, self.true_polygons)[truth.index]
+        pool = truth.pool.clicks(self.epsilon, self.true_polygons)
         kind = query.kind
-        if kind == "full_mask":
-            return {"p": ic.polygon_clicks, "i": 0, "b": 0, "c": ic.class_clicks}
+        if kind == "full_mask":  # the pool's counts: no per-pixel maps needed
+            return {"p": pool.polygon_clicks(truth.index), "i": 0, "b": 0, "c": pool.class_clicks(truth.index)}
         if kind == "region":
+            ic = pool[truth.index]
             b = query.bounds  # type: ignore[attr-defined]
             return {"p": ic.box_polygon_clicks(*b), "i": ic.box_intersection_clicks(*b), "b": self.box_clicks,
                     "c": ic.box_class_clicks(*b)}

@@ -17,7 +17,7 @@ class PoolTruth:
 
     def __init__(self, split: SplitData):
         self.split = split
-        self._clicks: dict[tuple, tuple[list[_clicks.ImageClicks], tuple[int, int]]] = {}
+        self._clicks: dict[tuple, _clicks.PoolClicks] = {}
         self._counts: dict[int, np.ndarray] = {}
         self._present: dict[int, np.ndarray] = {}
         self._labelled: dict[int, int] = {}
@@ -52,9 +52,9 @@ class PoolTruth:
         """Image ``i``'s segment classes from click data already computed (any
         epsilon: segments do not depend on it), else None. Labelling the
         segments again would cost more than every cost metric together."""
-        for per_image, _ in self._clicks.values():
-            if per_image[i].segment_classes is not None:
-                return per_image[i].segment_classes
+        for pool in self._clicks.values():
+            if pool.segment_classes(i) is not None:
+                return pool.segment_classes(i)
         return None
 
     def labelled_pixels(self, i: int) -> int:
@@ -72,22 +72,19 @@ class PoolTruth:
             self._present[i] = np.flatnonzero(counts)
         return self._present[i]
 
-    def _click_data(self, epsilon: float, true_polygons: bool):
+    def clicks(self, epsilon: float, true_polygons: bool = True) -> _clicks.PoolClicks:
+        """Per-image click data (counted once per pool and ε; per-pixel maps
+        rebuilt on demand): the dataset's true polygons where it has them
+        (and ``true_polygons``), else RDP."""
         polygons = self.split.polygons if true_polygons else None
         key = (epsilon, polygons is not None)
         if key not in self._clicks:
-            per_image = _clicks.pool_clicks(self.split.masks, self.split.ignore_index, epsilon, polygons)
-            self._clicks[key] = (per_image, _clicks.total_clicks(per_image))
+            self._clicks[key] = _clicks.pool_clicks(self.split.masks, self.split.ignore_index, epsilon, polygons)
         return self._clicks[key]
-
-    def clicks(self, epsilon: float, true_polygons: bool = True) -> list[_clicks.ImageClicks]:
-        """Per-image click data (computed once per pool and ε): the dataset's
-        true polygons where it has them (and ``true_polygons``), else RDP."""
-        return self._click_data(epsilon, true_polygons)[0]
 
     def click_totals(self, epsilon: float, true_polygons: bool = True) -> tuple[int, int]:
         """(c_p(P), c_c(P)) of the whole pool."""
-        return self._click_data(epsilon, true_polygons)[1]
+        return self.clicks(epsilon, true_polygons).totals
 
 
 @dataclass(frozen=True, eq=False)

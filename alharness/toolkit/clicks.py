@@ -16,9 +16,10 @@ For a square box B the paper counts
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import cv2
@@ -154,10 +155,88 @@ def image_clicks(mask: np.ndarray, ignore_index: int, epsilon: float) -> ImageCl
                        segment_classes=segment_classes(seg, mask))
 
 
-_CACHE: dict[tuple, list[ImageClicks]] = {}
+#: Bytes of per-image click maps a pool keeps at once (least recently used
+#: dropped first); the pool-wide counts are kept for every image regardless.
+CLICK_MAPS_BYTES = 256 << 20
 
 
-def pool_clicks(masks: np.ndarray, ignore_index: int, epsilon: float, polygons=None) -> list[ImageClicks]:
+class PoolClicks(Sequence):
+    """Click data of a pool's images: ``pool[i]`` is image i's ImageClicks.
+
+    One pass over the pool keeps each image's scalar counts (c_p, c_c) and
+    segment classes, which full-mask answers and the pool totals need; the
+    per-pixel maps (for boxes) are rebuilt on demand and at most
+    ``CLICK_MAPS_BYTES`` of them kept. Keeping every image's maps cost 5-16
+    bytes per pool pixel for the campaign's life (issue 17)."""
+
+    def __init__(self, masks: np.ndarray, ignore_index: int, epsilon: float, polygons=None,
+                 maps_bytes: int = CLICK_MAPS_BYTES):
+        self._masks, self._ignore, self._epsilon, self._polygons = masks, ignore_index, float(epsilon), polygons
+        self._maps: OrderedDict[int, ImageClicks] = OrderedDict()
+        self._maps_bytes, self._held = int(maps_bytes), 0
+        n = len(masks)
+        self._polygon_clicks = np.zeros(n, np.int64)
+        self._class_clicks = np.zeros(n, np.int64)
+        self._segment_classes: list[np.ndarray | None] = [None] * n
+        for i in range(n):
+            ic = self._compute(i)
+            self._polygon_clicks[i], self._class_clicks[i] = ic.polygon_clicks, ic.class_clicks
+            self._segment_classes[i] = None if ic.segment_classes is None else ic.segment_classes.astype(
+                np.min_scalar_type(int(ic.segment_classes.max(initial=0))))
+            self._keep(i, ic)
+
+    def _compute(self, i: int) -> ImageClicks:
+        if self._polygons is not None:
+            return image_clicks_from_polygons(self._masks[i], self._ignore, self._polygons.of_image(i))
+        return image_clicks(self._masks[i], self._ignore, self._epsilon)
+
+    def _keep(self, i: int, ic: ImageClicks) -> None:
+        self._maps[i] = ic
+        self._held += ic.segments.nbytes + ic.vertex_integral.nbytes
+        while self._held > self._maps_bytes and len(self._maps) > 1:
+            _, old = self._maps.popitem(last=False)
+            self._held -= old.segments.nbytes + old.vertex_integral.nbytes
+
+    def __len__(self) -> int:
+        return len(self._polygon_clicks)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        i = range(len(self))[i]
+        if i in self._maps:
+            self._maps.move_to_end(i)
+            return self._maps[i]
+        ic = self._compute(i)
+        self._keep(i, ic)
+        return ic
+
+    def polygon_clicks(self, i: int) -> int:
+        """c_p of image i's full mask, without its maps."""
+        return int(self._polygon_clicks[i])
+
+    def class_clicks(self, i: int) -> int:
+        """c_c of image i's full mask, without its maps."""
+        return int(self._class_clicks[i])
+
+    def segment_classes(self, i: int) -> np.ndarray | None:
+        return self._segment_classes[i]
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of per-image maps kept now (at most ``maps_bytes``, or one image's)."""
+        return self._held
+
+    @property
+    def totals(self) -> tuple[int, int]:
+        """(c_p(P), c_c(P)): polygon and class clicks of the whole pool."""
+        return int(self._polygon_clicks.sum()), int(self._class_clicks.sum())
+
+
+_CACHE: dict[tuple, PoolClicks] = {}
+
+
+def pool_clicks(masks: np.ndarray, ignore_index: int, epsilon: float, polygons=None) -> PoolClicks:
     """Click data for every image of a pool, computed once per (pool, ε) per
     process. With ``polygons`` (a PolygonSet indexed like ``masks``) the true
     vertex counts replace the RDP estimate."""
@@ -165,13 +244,5 @@ def pool_clicks(masks: np.ndarray, ignore_index: int, epsilon: float, polygons=N
            polygons is not None)
     if key not in _CACHE:
         _CACHE.clear()  # one pool per process at a time: bounded memory
-        if polygons is not None:
-            _CACHE[key] = [image_clicks_from_polygons(m, ignore_index, polygons.of_image(i)) for i, m in enumerate(masks)]
-        else:
-            _CACHE[key] = [image_clicks(m, ignore_index, epsilon) for m in masks]
+        _CACHE[key] = PoolClicks(masks, ignore_index, epsilon, polygons)
     return _CACHE[key]
-
-
-def total_clicks(clicks: Sequence[ImageClicks]) -> tuple[int, int]:
-    """(c_p(P), c_c(P)): polygon and class clicks of the whole pool."""
-    return sum(c.polygon_clicks for c in clicks), sum(c.class_clicks for c in clicks)
