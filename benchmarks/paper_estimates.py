@@ -90,7 +90,7 @@ def block(path: Path) -> str:
         f"per campaign: RAM {_gib(ram[lo])} ({lo}) to {_gib(ram[hi])} ({hi}: {term} {_gib(top.ram[term])})"
     scratch = max(e.scratch_bytes for e in result.campaigns)
     if scratch:
-        text += f", + {_gib(scratch)} of label state on local scratch"
+        text += f", + {_gib(scratch)} of label state and pool images on local scratch"
     g = max(gpu.values())
     if g:
         big = max((e for e in result.campaigns if e.device), key=lambda e: e.device_total)

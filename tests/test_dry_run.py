@@ -63,8 +63,8 @@ def test_estimate_terms_follow_the_shapes():
     assert (shape.pool, shape.num_classes, shape.height * shape.width) == (n, c, hw)
     assert label_state_bytes(shape) == n * hw + 3 * n * c + n
     by = {e.spec.strategy: e for e in result.campaigns}
-    # the strategy process holds a copy of the labels and of the outputs it is sent
-    assert by["random"].ram["labels"] == 2 * label_state_bytes(shape)
+    # the strategy process holds a copy of the labels, of the pool's images and of the outputs it is sent
+    assert by["random"].ram["labels"] == 2 * label_state_bytes(shape) + n * hw * 3
     assert by["random"].ram["outputs"] == 0
     assert by["entropy"].ram["outputs"] == 2 * n * c * hw * 4  # dense probabilities, float32
     assert by["entropy"].ram["training"] == n * hw * 20
@@ -125,7 +125,7 @@ def test_pixel_labels_over_the_mmap_threshold_count_as_scratch(monkeypatch):
     pixels = shape.pool * shape.height * shape.width
     monkeypatch.setenv(MMAP_BYTES_ENV, "0")
     (e,) = estimate(bench.specs).campaigns
-    assert e.scratch_bytes == 2 * pixels  # the strategy process's copy is on scratch too
+    assert e.scratch_bytes == 2 * pixels + 3 * pixels  # the strategy process's labels and pool images too
     assert e.ram["labels"] == 2 * (label_state_bytes(shape) - pixels)
 
 

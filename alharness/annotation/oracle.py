@@ -120,12 +120,17 @@ class Oracle:
         self.check(batch, strategy=strategy, limit=limit)
         # Answer and price everything first, then record: a cost model that
         # fails on one query must not leave half a batch charged.
+        # One ImageTruth per answer: the metrics share what they derive from
+        # it (its memo), so each count is made once, not per metric. Priced
+        # image by image (prices depend on the query alone), so that each
+        # image's click maps are rebuilt at most once per batch however the
+        # batch is ordered (PoolClicks keeps a bounded number of them).
+        truths = [self._truth.image(int(q.image)) for q in batch]
+        priced: list[list[float]] = [[] for _ in batch]
+        for k in sorted(range(len(batch)), key=lambda k: int(batch[k].image)):
+            priced[k] = self._costs(batch[k], truths[k])
         planned = []
-        for q in batch:
-            # One ImageTruth per answer: the metrics share what they derive
-            # from it (its memo), so each count is made once, not per metric.
-            truth = self._truth.image(int(q.image))
-            costs = self._costs(q, truth)
+        for q, truth, costs in zip(batch, truths, priced):
             ans, noisy = answer(q, truth), False
             if self._annotator is not None:
                 ans, noisy = self._annotator.corrupt(q, ans, truth)

@@ -17,9 +17,10 @@ learner. What it gets, by message and as copies:
 * each round: the label state as bought, the declared outputs, the round
   and budget figures, the round's generator and torch's global RNG state.
   A streaming strategy (``Strategy.score``) gets the label state and the
-  model once per round, then the declared outputs one batch at a time: the
-  child calls ``score`` on each batch and keeps the results, so at most one
-  batch of outputs is in flight; ``propose`` then reads them in ``ctx.scores``
+  model once per round, then the declared outputs one run at a time (the
+  whole images of an eval batch that fit ``SCORE_CHUNK_BYTES``): the child
+  calls ``score`` on each run and keeps the results, so at most one run of
+  outputs is in flight; ``propose`` then reads them in ``ctx.scores``
   (the results never leave the strategy process).
 
 Copies from 1 MiB on travel as sealed anonymous memory (memfds); the pool's
@@ -554,27 +555,26 @@ def send_shared(conn: Connection, obj: Any) -> None:
         return True
 
     files: list[int] = []
+    memfds: list[int] = []  # closed below however far this gets
     out = io.BytesIO()
     try:
         _SharingPickler(out, out_of_band, files).dump(obj)
-        fds = [_memfd(b.raw()) for b in big]
-        fds += files
+        for b in big:
+            memfds.append(_memfd(b.raw()))
         sock = socket.socket(fileno=os.dup(conn.fileno()))
         try:
             conn.send_bytes(out.getbuffer())
             head = len(big).to_bytes(4, "little") + len(files).to_bytes(4, "little")
-            socket.send_fds(sock, [head], fds)
+            socket.send_fds(sock, [head], memfds + files)
         finally:
             sock.close()
-            for fd in fds[:len(big)]:
-                os.close(fd)
     finally:
-        for fd in files:
+        for fd in memfds + files:
             os.close(fd)
 
 
 def _map_file(fd: int, dtype: str, shape: tuple) -> np.ndarray:
-    """The read-only array a ``Spilled`` one arrives as: a private map of its file."""
+    """The read-only array a ``Spilled`` one arrives as: a read-only (shared) map of its file."""
     import mmap
 
     if int(np.prod(shape, dtype=np.int64)) == 0:
@@ -591,6 +591,10 @@ class _SharingUnpickler(pickle.Unpickler):
         if not (isinstance(pid, tuple) and len(pid) == 4 and pid[0] == "spilled" and 0 <= pid[1] < len(self.files)):
             raise pickle.UnpicklingError("a message named a shared file it did not carry")
         return _map_file(self.files[pid[1]], str(pid[2]), tuple(pid[3]))
+
+
+class WireError(Exception):
+    """A message arrived but could not be read (lost buffers, a bad shared file): not the peer's end."""
 
 
 def recv_shared(conn: Connection) -> Any:
@@ -610,7 +614,7 @@ def recv_shared(conn: Connection) -> Any:
             raise EOFError
         n_buffers, n_files = int.from_bytes(head[:4], "little"), int.from_bytes(head[4:], "little")
         if len(fds) != n_buffers + n_files:
-            raise EOFError("a message lost its shared buffers")
+            raise WireError(f"a message lost its shared buffers ({len(fds)} of {n_buffers + n_files} arrived)")
         buffers = [memoryview(mmap.mmap(fd, 0, prot=mmap.PROT_READ)) for fd in fds[:n_buffers]]
         return _SharingUnpickler(io.BytesIO(data), buffers, fds[n_buffers:]).load()
     finally:
@@ -739,6 +743,10 @@ def serve(conn: Any) -> None:
             op, msg = recv_shared(conn)
         except EOFError:  # the campaign process is gone
             return
+        except Exception as exc:  # a message that cannot be read: say why, rather than dying mute
+            _send(conn, ("error", _exception_wire(WireError(f"the strategy process could not read a request: "
+                                                            f"{type(exc).__name__}: {exc}"))))
+            continue
         if op == "close":
             return
         try:

@@ -82,7 +82,7 @@ class CampaignEstimate:
     ram: dict[str, int] = field(default_factory=dict)  # private host memory, by term
     device: dict[str, int] = field(default_factory=dict)  # on the GPU (num_gpus > 0), by term
     cache_bytes: int = 0  # the dataset cache (shared by the node's campaigns)
-    scratch_bytes: int = 0  # pixel labels in a file on local scratch (not counted in RAM)
+    scratch_bytes: int = 0  # pixel labels (and the strategy process's pool images) on local scratch, not in RAM
     note: str = ""  # why a term is missing (dataset not opened, model not built)
     fits: bool | None = None
     over_cap: bool = False  # a dense strategy whose whole-pool outputs exceed dense_outputs_cap_gib
@@ -295,6 +295,12 @@ def _fill(est: CampaignEstimate, shape: DatasetShape, needs: frozenset[str], str
         est.ram["labels"] = copies * (labels - pixels)
     else:
         est.ram["labels"] = copies * labels
+    if spec.strategy_process:  # the pool's images go to the strategy process once, spilled like the labels
+        images = n * hw * 3
+        if images >= mmap_threshold():
+            est.scratch_bytes += images
+        else:
+            est.ram["labels"] += images
     oracle = oracle_bytes_per_image(needs, (shape.height, shape.width))
     training = n * hw * (3 * 4 + 8)  # float32 images + int64 targets, the whole pool labelled
     where = est.device if spec.num_gpus > 0 else est.ram

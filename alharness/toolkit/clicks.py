@@ -16,6 +16,7 @@ For a square box B the paper counts
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property
@@ -156,8 +157,18 @@ def image_clicks(mask: np.ndarray, ignore_index: int, epsilon: float) -> ImageCl
 
 
 #: Bytes of per-image click maps a pool keeps at once (least recently used
-#: dropped first); the pool-wide counts are kept for every image regardless.
-CLICK_MAPS_BYTES = 256 << 20
+#: dropped first; ``ALHARNESS_CLICK_MAPS_BYTES`` overrides); the pool-wide
+#: counts are kept for every image regardless.
+CLICK_MAPS_BYTES = 1 << 30
+CLICK_MAPS_ENV = "ALHARNESS_CLICK_MAPS_BYTES"
+
+
+def click_maps_bytes() -> int:
+    text = os.environ.get(CLICK_MAPS_ENV, "").strip()
+    try:
+        return int(text) if text else CLICK_MAPS_BYTES
+    except ValueError:
+        raise ValueError(f"{CLICK_MAPS_ENV} must be a whole number of bytes, got {text!r}") from None
 
 
 class PoolClicks(Sequence):
@@ -166,14 +177,14 @@ class PoolClicks(Sequence):
     One pass over the pool keeps each image's scalar counts (c_p, c_c) and
     segment classes, which full-mask answers and the pool totals need; the
     per-pixel maps (for boxes) are rebuilt on demand and at most
-    ``CLICK_MAPS_BYTES`` of them kept. Keeping every image's maps cost 5-16
+    ``click_maps_bytes()`` of them kept. Keeping every image's maps cost 5-16
     bytes per pool pixel for the campaign's life (issue 17)."""
 
     def __init__(self, masks: np.ndarray, ignore_index: int, epsilon: float, polygons=None,
-                 maps_bytes: int = CLICK_MAPS_BYTES):
+                 maps_bytes: int | None = None):
         self._masks, self._ignore, self._epsilon, self._polygons = masks, ignore_index, float(epsilon), polygons
         self._maps: OrderedDict[int, ImageClicks] = OrderedDict()
-        self._maps_bytes, self._held = int(maps_bytes), 0
+        self._maps_bytes, self._held = click_maps_bytes() if maps_bytes is None else int(maps_bytes), 0
         n = len(masks)
         self._polygon_clicks = np.zeros(n, np.int64)
         self._class_clicks = np.zeros(n, np.int64)
