@@ -137,3 +137,25 @@ def test_a_campaign_whose_pool_and_labels_travel_through_scratch_gives_the_same_
     spilled = run_campaign(spec)
     assert result_columns(spilled.rows) == result_columns(plain.rows)
     assert spilled.queries == plain.queries
+
+
+def test_a_message_that_lost_its_shared_files_is_a_wire_error_not_the_end_of_the_peer():
+    """The strategy process answers a request it cannot read with an error (WireError); only a closed
+    pipe (EOFError) means the campaign process is gone."""
+    import os
+    import socket
+
+    from alharness.campaign.strategy_worker import WireError
+
+    a, b = multiprocessing.Pipe()
+    a.send_bytes(pickle.dumps(("score", None)))
+    sock = socket.socket(fileno=os.dup(a.fileno()))
+    try:  # the header promises one shared file; none comes with it
+        socket.send_fds(sock, [(0).to_bytes(4, "little") + (1).to_bytes(4, "little")], [])
+    finally:
+        sock.close()
+    with pytest.raises(WireError, match="lost its shared buffers"):
+        recv_shared(b)
+    a.close()
+    with pytest.raises(EOFError):
+        recv_shared(b)
