@@ -54,6 +54,14 @@ class StreamedProbs(DenseProbs):
                              ctx.budget_left_this_round)
 
 
+@register_strategy("test_streamed_with_vertices")
+class StreamedWithVertices(StreamedProbs):
+    """StreamedProbs that also reads the oracle's true vertex map (an oracle experiment)."""
+
+    needs = frozenset({"probabilities", "true_click_vertices"})
+    oracle_experiment = True
+
+
 @register_strategy("test_bad_scores")
 class BadScores(StreamedProbs):
     def score(self, batch):
@@ -190,3 +198,14 @@ def test_an_eval_batch_over_the_chunk_size_is_scored_in_runs_with_the_same_resul
     batches = [(b[1], b[2]) for b in SEEN if b[0] == "batch"]
     assert batches == [(0, 2), (2, 2), (4, 1), (5, 2), (7, 2), (9, 1), (10, 2)] * 2
     assert _results(tiny_spec(strategy="entropy", strategy_process=process, learner=_learner())) == whole
+
+
+def test_a_run_counts_the_oracle_statistics_it_carries_against_the_chunk_size(monkeypatch):
+    from alharness.campaign import loop
+
+    SEEN.clear()
+    # One image: 3 x 24 x 24 float32 probabilities + a 24 x 24 float32 vertex map; a chunk of two such images.
+    monkeypatch.setattr(loop, "SCORE_CHUNK_BYTES", 2 * (3 + 1) * 24 * 24 * 4)
+    run_campaign(tiny_spec(strategy="test_streamed_with_vertices", strategy_process=False, learner=_learner()))
+    batches = [(b[1], b[2]) for b in SEEN if b[0] == "batch"]
+    assert batches == [(0, 2), (2, 2), (4, 1), (5, 2), (7, 2), (9, 1), (10, 2)] * 2

@@ -391,7 +391,9 @@ def _stream(setup: CampaignSetup, state: CampaignState, rnd: int) -> dict[str, A
     model = learner.model if "model" in setup.model_needs else None
     state.strategy.begin_scoring(setup.pool_view, rnd, state.labels.view(), model)
     step = learner.config.eval_batch_size
-    for start, out in batch_outputs(learner, images, setup.model_needs - {"model"}, run_bytes=SCORE_CHUNK_BYTES):
+    oracle_bytes = oracle_bytes_per_image(setup.needs, tuple(images.shape[1:3])) if setup.oracle_truth is not None else 0
+    for start, out in batch_outputs(learner, images, setup.model_needs - {"model"}, run_bytes=SCORE_CHUNK_BYTES,
+                                    extra_bytes_per_image=oracle_bytes):
         stop = start + (len(next(iter(out.values()))) if out else min(step, len(images) - start))
         if setup.oracle_truth is not None:
             out.update(oracle_outputs(learner, images, setup.oracle_truth, setup.needs, state.oracle.cost_models,

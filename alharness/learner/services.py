@@ -78,14 +78,16 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def batch_outputs(learner, images: np.ndarray, needs: Iterable[str], *,
-                  run_bytes: int | None = None) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+def batch_outputs(learner, images: np.ndarray, needs: Iterable[str], *, run_bytes: int | None = None,
+                  extra_bytes_per_image: int = 0) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
     """Yield (start, the requested array outputs of ``images[start:start + B]``)
     per ``eval_batch_size`` batch, in pool order (``model`` is not an array: not
     included). Without array needs the batches come without a forward pass.
     ``run_bytes``: each batch in runs of whole images of at most that many bytes
     of outputs (at least one image), each moved to the host on its own; the
-    forward pass still sees the whole batch, so the values do not change."""
+    forward pass still sees the whole batch, so the values do not change;
+    ``extra_bytes_per_image``: what the caller adds to each image of a run
+    (the oracle statistics), counted against ``run_bytes`` too."""
     needs = frozenset(needs)
     check_needs(learner.config, needs)
     arrays = sorted(needs - {"model"})
@@ -125,7 +127,7 @@ def batch_outputs(learner, images: np.ndarray, needs: Iterable[str], *,
         tensors = {name: t if t.dtype == torch.float16 else t.float() for name, t in batch.items()}
         del batch, probs, o
         n = len(next(iter(tensors.values())))
-        per_image = sum(t[:1].numel() * t.element_size() for t in tensors.values())
+        per_image = sum(t[:1].numel() * t.element_size() for t in tensors.values()) + extra_bytes_per_image
         rows = max(1, run_bytes // per_image) if run_bytes and per_image else n
         for lo in range(0, n, rows):
             yield start + lo, {name: _readonly(t[lo : lo + rows].cpu().numpy()) for name, t in tensors.items()}
