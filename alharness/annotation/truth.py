@@ -52,10 +52,8 @@ class PoolTruth:
         """Image ``i``'s segment classes from click data already computed (any
         epsilon: segments do not depend on it), else None. Labelling the
         segments again would cost more than every cost metric together."""
-        for pool in self._clicks.values():
-            if pool.segment_classes(i) is not None:
-                return pool.segment_classes(i)
-        return None
+        known = (pool.segment_classes(i) for pool in self._clicks.values())
+        return next((c for c in known if c is not None), None)
 
     def labelled_pixels(self, i: int) -> int:
         """Pixels of image ``i`` that carry a class (void excluded)."""

@@ -32,15 +32,19 @@ from skimage.measure import label
 class ImageClicks:
     """Per-image click data: a segment-id map and a map of polygon vertices."""
 
-    # Kept for every pool image for the campaign's life, so stored compactly:
-    # 16 bytes per pixel (int32 ids, int32 vertex map, int64 table) were 8 GB
-    # for a 1000-image pool at 512x1024; now 5-6 (issue 17).
+    # Stored compactly (5-6 bytes per pixel, was 16: int32 ids, int32 vertex
+    # map, int64 table), and PoolClicks keeps only a bounded number of them.
     segments: np.ndarray  # (H, W) segment ids in the smallest unsigned dtype that holds them, 0 where ignored
     vertex_integral: np.ndarray  # (H+1, W+1) int32 summed-area table of the per-pixel vertex counts
     polygons: int | None = None  # true polygon count, where the dataset has polygons
     # Class of each segment (index k: segment k; index 0 unused), so that
     # objects per class need no second pass over the mask.
     segment_classes: np.ndarray | None = None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the per-pixel maps."""
+        return self.segments.nbytes + self.vertex_integral.nbytes
 
     @property
     def vertices(self) -> np.ndarray:
@@ -122,8 +126,9 @@ def _integral(vertices: np.ndarray) -> np.ndarray:
     return integral
 
 
-def _compact(segments: np.ndarray) -> np.ndarray:
-    return segments.astype(np.min_scalar_type(int(segments.max(initial=0))), copy=False)
+def _compact(ids: np.ndarray) -> np.ndarray:
+    """Non-negative ids in the smallest unsigned dtype that holds them."""
+    return ids.astype(np.min_scalar_type(int(ids.max(initial=0))), copy=False)
 
 
 def image_clicks_from_polygons(mask: np.ndarray, ignore_index: int, polygons) -> ImageClicks:
@@ -192,8 +197,7 @@ class PoolClicks(Sequence):
         for i in range(n):
             ic = self._compute(i)
             self._polygon_clicks[i], self._class_clicks[i] = ic.polygon_clicks, ic.class_clicks
-            self._segment_classes[i] = None if ic.segment_classes is None else ic.segment_classes.astype(
-                np.min_scalar_type(int(ic.segment_classes.max(initial=0))))
+            self._segment_classes[i] = None if ic.segment_classes is None else _compact(ic.segment_classes)
             self._keep(i, ic)
 
     def _compute(self, i: int) -> ImageClicks:
@@ -203,10 +207,10 @@ class PoolClicks(Sequence):
 
     def _keep(self, i: int, ic: ImageClicks) -> None:
         self._maps[i] = ic
-        self._held += ic.segments.nbytes + ic.vertex_integral.nbytes
+        self._held += ic.nbytes
         while self._held > self._maps_bytes and len(self._maps) > 1:
             _, old = self._maps.popitem(last=False)
-            self._held -= old.segments.nbytes + old.vertex_integral.nbytes
+            self._held -= old.nbytes
 
     def __len__(self) -> int:
         return len(self._polygon_clicks)
