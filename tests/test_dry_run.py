@@ -67,7 +67,9 @@ def test_estimate_terms_follow_the_shapes():
     assert by["random"].ram["labels"] == 2 * label_state_bytes(shape) + n * hw * 3
     assert by["random"].ram["outputs"] == 0
     assert by["entropy"].ram["outputs"] == 2 * n * c * hw * 4  # dense probabilities, float32
-    assert by["entropy"].ram["training"] == n * hw * 20
+    # uint8 images and labels of the whole pool, one batch of them as float32 images and int64 targets
+    batch = min(n, bench.specs[0].learner.batch_size)
+    assert by["entropy"].ram["training"] == n * hw * 4 + batch * hw * 20
     assert all(e.fits for e in result.campaigns)
     assert "memory per campaign given, 1024.0 GiB" in result.budget.basis
 

@@ -23,9 +23,11 @@ configuration; nothing is trained, scheduled or written:
   parameters), plus the activations of one training batch (every leaf
   module's output at ``batch_size``, which backward keeps), measured by one
   forward pass on PyTorch's ``meta`` device, which allocates nothing;
-- **training tensors**: the labelled pool images as float32 and their
-  int64 targets, which ``Learner.fit`` moves to the device; the bound is the
-  whole pool labelled (what the full-supervision reference trains on);
+- **training tensors**: the labelled pool images and their pixel labels,
+  which ``Learner.fit`` moves to the device as they are bought (uint8, 4
+  bytes a pixel; each batch is converted to float32 and int64 when drawn),
+  plus one batch converted; the bound is the whole pool labelled (what the
+  full-supervision reference trains on);
 - **dataset cache**: the memory-mapped arrays of each dataset, held once per
   node in the page cache however many campaigns read them.
 
@@ -302,7 +304,8 @@ def _fill(est: CampaignEstimate, shape: DatasetShape, needs: frozenset[str], str
         else:
             est.ram["labels"] += images
     oracle = oracle_bytes_per_image(needs, (shape.height, shape.width))
-    training = n * hw * (3 * 4 + 8)  # float32 images + int64 targets, the whole pool labelled
+    # uint8 images + uint8 labels, the whole pool labelled; one batch as float32 images + int64 targets
+    training = n * hw * (3 + 1) + min(n, spec.learner.batch_size) * hw * (3 * 4 + 8)
     where = est.device if spec.num_gpus > 0 else est.ram
     where["training"] = training
     if isinstance(model, str):

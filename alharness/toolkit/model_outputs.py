@@ -24,8 +24,12 @@ from torch.nn import functional as F
 
 def to_tensor(images: np.ndarray, device: torch.device | str) -> torch.Tensor:
     """(N, H, W, 3) uint8 images → the network's input, (N, 3, H, W) float32 in [-0.5, 0.5]."""
-    x = torch.from_numpy(np.array(images, copy=True)).to(device)
-    return x.permute(0, 3, 1, 2).float().div_(255.0).sub_(0.5)
+    return network_input(torch.from_numpy(np.array(images, copy=True)).to(device))
+
+
+def network_input(images: torch.Tensor) -> torch.Tensor:
+    """:func:`to_tensor` of images already on the device, (N, H, W, 3) uint8: the same values, bit for bit."""
+    return images.permute(0, 3, 1, 2).float().div_(255.0).sub_(0.5)
 
 
 def backbone_features(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
