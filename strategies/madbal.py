@@ -80,6 +80,7 @@ CLUSTER_FEATURES = ("encoder_map", "patches")  # see "Superpixel features" above
 # Images per block when computing pixel uncertainty: small blocks keep the
 # temporaries in cache and reused by the allocator (4 ran 2-3x faster than 64).
 _CHUNK = 4
+_RANDOM_BLOCK = 16  # images per block of uniform scores (``Madbal._random_picks``)
 
 
 # -- Eq. (4): pixel level ---------------------------------------------------------
@@ -289,7 +290,10 @@ class Madbal(Strategy):
         self.breakdown = breakdown
         self.cluster_features = cluster_features
         self.needs = _needs(uncertainty, breakdown, cluster_features)  # what this configuration reads (instance-level)
-        self._asked: np.ndarray | None = None  # pixels this campaign asked for (a 255 answer stays "unknown")
+        # Pool-flat indices (sorted) of the pixels this campaign asked for: a 255 answer stays "unknown" in the
+        # label state, so the label state alone cannot tell them apart. A few per image per round, not a mask.
+        self._asked = np.empty(0, np.int64)
+        self._asked_shape: tuple[int, ...] | None = None
         self._last: dict[str, Any] = {}
         #: the last hierarchical selection: global superpixel clusters and, per
         #: image, {cluster: pixel budget} (Eq. 8), for diagnostics and tests
@@ -304,9 +308,23 @@ class Madbal(Strategy):
     # -- round 0 ----------------------------------------------------------------
     def initial(self, ctx: StrategyContext) -> list[Query]:
         """Round 0: ``initial_pixels`` random pixels in every image (§4)."""
-        scores = ctx.rng.random((len(ctx.pool), *ctx.pool.image_shape), dtype=np.float32)
-        picks = top_per_image(scores, self._candidates(ctx), self.initial_pixels)
+        picks = self._random_picks(ctx, self.initial_pixels)["picks"]
         return self._queries(ctx, picks, [np.zeros(len(p)) for p in picks])
+
+    def _random_picks(self, ctx: StrategyContext, k: int) -> dict[str, list[np.ndarray]]:
+        """Each image's ``k`` unlabelled pixels of highest uniform score u(x), and their u, drawn block by block
+        of images: the same draws as one (N, H, W) array (a generator's stream does not depend on how it is
+        split), without the pool-sized scores (4 bytes a pixel, 8 more in ``top_per_image``)."""
+        picks: list[np.ndarray] = []
+        values: list[np.ndarray] = []
+        n = len(ctx.pool)
+        for a in range(0, n, _RANDOM_BLOCK):
+            b = min(a + _RANDOM_BLOCK, n)
+            u = ctx.rng.random((b - a, *ctx.pool.image_shape), dtype=np.float32)
+            block = top_per_image(u, self._candidate_rows(ctx.labels, a, b), k)
+            picks += block
+            values += [u[i].ravel()[p] for i, p in enumerate(block)]
+        return {"picks": picks, "values": values}
 
     # -- later rounds, streamed ---------------------------------------------------
     def score(self, batch: ScoreBatch) -> dict[str, Any]:
@@ -359,14 +377,24 @@ class Madbal(Strategy):
         return self.breakdown == "clusters" and self.cluster_features == "encoder_map"
 
     def _candidate_rows(self, labels, a: int, b: int) -> np.ndarray:
-        if self._asked is None or self._asked.shape != labels.pixels.shape:
-            self._asked = np.zeros(labels.pixels.shape, bool)
-        return (labels.pixels[a:b] == labels.ignore_index) & ~self._asked[a:b]
+        """(b - a, H, W): the pixels of images a..b-1 that are unlabelled and were never asked for."""
+        shape = tuple(labels.pixels.shape)
+        if isinstance(self._asked, np.ndarray) and self._asked.dtype == bool:  # a checkpoint's former (N, H, W) mask
+            self._asked, self._asked_shape = np.flatnonzero(self._asked).astype(np.int64), tuple(self._asked.shape)
+        if self._asked_shape != shape:
+            self._asked, self._asked_shape = np.empty(0, np.int64), shape
+        cand = labels.pixels[a:b] == labels.ignore_index
+        hw = int(np.prod(shape[1:]))
+        lo, hi = np.searchsorted(self._asked, [a * hw, b * hw])
+        cand.reshape(-1)[self._asked[lo:hi] - a * hw] = False
+        return cand
 
     # -- later rounds -------------------------------------------------------------
     def propose(self, ctx: StrategyContext) -> list[Query]:
         if self.streams:
             scores = self.pool_scores(ctx)
+        elif self.breakdown == "none":  # random u(x): the pixel baseline, drawn block by block
+            scores = self._random_picks(ctx, self.pixels_per_image)
         else:  # random u(x), drawn over the whole pool from the round's generator
             pred = predicted_labels(ctx.probabilities) if self._labelled_by_model else None
             u = self._pixel_uncertainty(ctx, pred)
@@ -465,9 +493,10 @@ class Madbal(Strategy):
         order = np.lexsort((np.arange(len(picks)), -total))
         queries = (Pixels(int(i), tuple((int(p // w), int(p % w)) for p in picks[i])) for i in order if len(picks[i]))
         chosen = within_budget(queries, ctx.quote, ctx.budget_left_this_round)
-        for q in chosen:
-            ys, xs = np.asarray(q.coords).T
-            self._asked[q.image, ys, xs] = True
+        hw = int(np.prod(ctx.pool.image_shape))
+        if chosen:
+            flat = [q.image * hw + np.asarray(q.coords, np.int64) @ np.array([w, 1], np.int64) for q in chosen]
+            self._asked = np.union1d(self._asked, np.concatenate(flat))
         self._last["pixels"] = int(sum(len(q.coords) for q in chosen))
         self._last["images"] = len(chosen)
         return chosen

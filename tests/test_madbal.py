@@ -412,3 +412,48 @@ def test_loss_prediction_regions_can_come_from_the_prediction():
     lp_wrong = lp.clone()
     lp_wrong[0, 0, 0, 2] = 9.0
     assert losses.loss_prediction_loss(lp_wrong, pixel_ce, target, tau, 255, boundary=boundary) > 5
+
+
+# -- memory at scale (issue 17) ----------------------------------------------------------
+
+def test_uniform_picks_drawn_block_by_block_are_those_of_one_pool_sized_draw():
+    # 40 images: more than one block of uniform scores; some pixels already labelled.
+    ds, pool = _pool(n=40, size=16)
+    view = make_pool_view(pool, ds.class_names)
+    state = LabelState(len(pool), view.image_shape, ds.num_classes, ds.ignore_index)
+    for i in range(0, 40, 3):
+        state.set_pixels(i, (np.arange(16), np.arange(16)), pool.masks[i][np.arange(16), np.arange(16)])
+    oracle = Oracle(pool, build_cost_models({}), "pixels", 1.0)
+    strat = STRATEGIES.create("random_pixels", initial_pixels=5)
+    ctx = make_context(view, state, oracle, 0, 3, 1e9, derive_rng(0, "t", 0), 0, {})
+    got = {q.image: [tuple(c) for c in q.coords] for q in strat.initial(ctx)}
+    scores = derive_rng(0, "t", 0).random((40, 16, 16), dtype=np.float32)
+    want = M.top_per_image(scores, state.pixels == ds.ignore_index, 5)
+    assert got == {i: [(int(p // 16), int(p % 16)) for p in want[i]] for i in range(40)}
+
+
+def test_pixels_asked_for_are_kept_sparse_and_a_former_mask_state_is_read():
+    strat = STRATEGIES.create("random_pixels", initial_pixels=3)
+    ctx, _ = _context(strat, rnd=0)
+    asked = {(q.image, *c) for q in strat.initial(ctx) for c in q.coords}
+    n, h, w = ctx.labels.pixels.shape
+    assert strat._asked.dtype == np.int64 and len(strat._asked) == len(asked)  # indices, not an (N, H, W) mask
+    mask = np.zeros((n, h, w), bool)
+    for i, y, x in asked:
+        mask[i, y, x] = True
+    old = STRATEGIES.create("random_pixels", initial_pixels=3)
+    old.set_state({**strat.get_state(), "_asked": mask, "_asked_shape": None})  # a checkpoint of the former layout
+    cand_new, cand_old = strat._candidate_rows(ctx.labels, 0, n), old._candidate_rows(ctx.labels, 0, n)
+    np.testing.assert_array_equal(cand_new, cand_old)
+    assert not cand_new[mask].any()
+
+
+def test_superpixels_are_written_to_their_cache_file_and_read_back_memory_mapped(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALHARNESS_CACHE", str(tmp_path))
+    _, pool = _pool(size=32)
+    images = np.asarray(pool.images)
+    S._memo.clear()
+    first = S.compute(images)
+    assert isinstance(first.labels, np.memmap)  # not the process's own memory, even when first computed
+    np.testing.assert_array_equal(first.labels, S.compute(images, cache=False).labels)
+    assert not list(tmp_path.glob(".superpixels-*")), "no temporary file left behind"
