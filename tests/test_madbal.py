@@ -457,3 +457,22 @@ def test_superpixels_are_written_to_their_cache_file_and_read_back_memory_mapped
     assert isinstance(first.labels, np.memmap)  # not the process's own memory, even when first computed
     np.testing.assert_array_equal(first.labels, S.compute(images, cache=False).labels)
     assert not list(tmp_path.glob(".superpixels-*")), "no temporary file left behind"
+
+
+@pytest.mark.parametrize("weighted", [True, False])
+def test_heads_in_inference_give_the_training_path_outputs_bit_for_bit(weighted):
+    # Inference writes each full-resolution map into one buffer instead of stacking a list (memory);
+    # the values, and the layout later convolutions see, must not change.
+    torch.manual_seed(0)
+    base = MODELS.create("tiny_unet", num_classes=5, in_channels=3, width=4, depth=2)
+    net = Network(base, 5, ("maturity", "loss_prediction"), weight_prediction=weighted).eval()
+    x = torch.rand(3, 3, 40, 72) - 0.5
+    heads = ("loss_prediction", "maturity")
+    with torch.enable_grad():
+        ref = {k: v.detach() for k, v in net(x, heads=heads).items()}
+    with torch.no_grad():
+        got = net(x, heads=heads)
+    assert set(got) == set(ref)
+    for k in ref:
+        assert torch.equal(got[k], ref[k]), k
+        assert got[k].stride() == ref[k].stride(), k

@@ -65,6 +65,32 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return x if tuple(x.shape[-2:]) == tuple(size) else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
+def _stacked(parts: Iterable[torch.Tensor], count: int, dim: int, concatenate: bool = False) -> torch.Tensor:
+    """``torch.stack`` (``concatenate``: ``torch.cat`` of equal widths) of ``count`` ``parts``, taken one at a
+    time: each is copied into its slot of the result and freed before the next is made (pass a generator),
+    so no list of them lives beside the result. The same values, dtype promoted as ``torch.cat`` does; no
+    autograd (for inference)."""
+    it = iter(parts)
+    first = next(it)
+    step = first.shape[dim] if concatenate else 1
+    # The layout torch.cat / torch.stack would give (e.g. channels-last, as CPU convolutions return), from
+    # shapes alone: later convolutions and reductions then see the same strides, hence the same bits.
+    proto = [first.to("meta")] * count
+    like = torch.cat(proto, dim) if concatenate else torch.stack(proto, dim)
+    out = torch.empty_strided(like.shape, like.stride(), dtype=first.dtype, device=first.device)
+
+    def slot(k: int) -> torch.Tensor:
+        return out.narrow(dim, k * step, step) if concatenate else out.select(dim, k)
+
+    slot(0).copy_(first)
+    del first
+    for k, part in enumerate(it, 1):
+        if part.dtype != out.dtype:  # widen what is there, as torch.cat's type promotion would (exact)
+            out = out.to(torch.promote_types(out.dtype, part.dtype))
+        slot(k).copy_(part)
+    return out
+
+
 def maturity_taps(n_stages: int) -> list[int]:
     """Encoder stages read by the maturity heads: up to three, evenly spread from shallow to deep."""
     k = min(_MATURITY_DEPTHS, n_stages)
@@ -155,10 +181,19 @@ class MaturityHeads(nn.Module):
     def forward(self, encoder: list[torch.Tensor], work_size: tuple[int, int], out_size: tuple[int, int]):
         """Return (logits (B,K,C,H,W), projected maps at work_size, weights (B,K,h,w) at work_size)."""
         maps = [p(encoder[i]) for p, i in zip(self.proj, self.taps)]
-        logits = torch.stack([_resize(c(m), out_size) for c, m in zip(self.cls, maps)], dim=1)
-        work = [_resize(m, work_size) for m in maps]
+        if torch.is_grad_enabled():
+            logits = torch.stack([_resize(c(m), out_size) for c, m in zip(self.cls, maps)], dim=1)
+            work = [_resize(m, work_size) for m in maps]
+            stacked = torch.cat(work, dim=1) if self.weight_block is not None else None
+        else:
+            # Inference: each resized map is written into its slot of one buffer, not listed and then
+            # stacked or concatenated (a second copy of every full-resolution map: with batch 8 at 512×1024,
+            # 1.7 GB). The same values; autograd cannot go through writes into a buffer, so training stacks.
+            logits = _stacked((_resize(c(m), out_size) for c, m in zip(self.cls, maps)), len(maps), dim=1)
+            stacked = _stacked((_resize(m, work_size) for m in maps), len(maps), dim=1, concatenate=True)
+            work = list(stacked.split(maps[0].shape[1], dim=1))
         if self.weight_block is not None:
-            weights = torch.softmax(self.weight_block(torch.cat(work, dim=1)), dim=1)
+            weights = torch.softmax(self.weight_block(stacked), dim=1)
         else:
             weights = work[0].new_full((work[0].shape[0], len(maps), *work_size), 1.0 / len(maps))
         return logits, work, weights
@@ -171,10 +206,15 @@ class LossPredictionHead(nn.Module):
         self.body = nn.Sequential(_cbr(_WIDTH * (1 + n_maturity), _WIDTH), nn.Conv2d(_WIDTH, 2, 1))
 
     def forward(self, endpoint: torch.Tensor, maturity_maps: list[torch.Tensor], weights: torch.Tensor | None) -> torch.Tensor:
-        inputs = [self.endpoint(endpoint)]
-        if maturity_maps:
-            inputs += [m * weights[:, k : k + 1] for k, m in enumerate(maturity_maps)]
-        return self.body(torch.cat(inputs, dim=1))
+        def inputs():
+            yield self.endpoint(endpoint)
+            for k, m in enumerate(maturity_maps):
+                yield m * weights[:, k : k + 1]
+
+        if torch.is_grad_enabled():
+            return self.body(torch.cat(list(inputs()), dim=1))
+        # Inference: into one buffer as each input is made (see MaturityHeads.forward), not listed, then concatenated.
+        return self.body(_stacked(inputs(), 1 + len(maturity_maps), dim=1, concatenate=True))
 
 
 class Network(nn.Module):

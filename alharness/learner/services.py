@@ -120,8 +120,13 @@ def batch_outputs(learner, images: np.ndarray, needs: Iterable[str], *, run_byte
         if "loss_prediction" in needs:
             batch["loss_prediction"] = torch.sigmoid(o["loss_prediction"].float())
         if "maturity" in needs:
-            heads_p = torch.softmax(o["maturity_logits"].float(), dim=2)
-            batch["maturity"] = losses.js_divergence(probs.unsqueeze(1), heads_p, dim=2)
+            # Image by image: the heads' softmax and the divergence's temporaries are each K×C×H×W (five of
+            # them at once: 3 GB for a batch of 8 at 512×1024 with 19 classes and two heads).
+            logits = o.pop("maturity_logits")
+            batch["maturity"] = torch.cat([
+                losses.js_divergence(probs[i : i + 1].unsqueeze(1), torch.softmax(logits[i : i + 1].float(), dim=2), dim=2)
+                for i in range(len(logits))])
+            del logits
         if "maturity_weights" in needs:
             batch["maturity_weights"] = o["maturity_weights"]
         tensors = {name: t if t.dtype == torch.float16 else t.float() for name, t in batch.items()}
