@@ -86,6 +86,24 @@ def test_model_footprint_scales_with_batch_and_resolution():
     assert big.output_bytes_per_image["probabilities"] == 4 * small.output_bytes_per_image["probabilities"]
 
 
+def test_the_model_term_counts_the_eval_pass_peak_with_the_heads_the_strategy_reads():
+    from alharness.learner import LearnerConfig
+
+    def cfg(eval_batch):
+        return LearnerConfig(batch_size=2, eval_batch_size=eval_batch, model_params={"width": 4, "depth": 1},
+                             heads=["maturity", "loss_prediction"])
+
+    madbal = ("probabilities", "maturity", "maturity_weights", "loss_prediction", "feature_map", "model")
+    plain, heads, bigger = (model_footprint(cfg(b), 19, 64, 128, n) for b, n in
+                            ((4, ("probabilities",)), (4, madbal), (16, madbal)))
+    # The peak holds at least the input batch and the outputs it returns, at full resolution.
+    assert plain.eval_peak_bytes >= 4 * 64 * 128 * (3 + 19) * 4
+    assert heads.eval_peak_bytes >= plain.eval_peak_bytes + 4 * sum(heads.output_bytes_per_image[k] for k in madbal[1:4])
+    assert bigger.eval_peak_bytes == 4 * heads.eval_peak_bytes  # linear in the eval batch
+    assert bigger.working_bytes == bigger.state_bytes + max(bigger.activation_bytes, bigger.eval_peak_bytes)
+    assert bigger.eval_peak_bytes > bigger.activation_bytes  # here the prediction, not the training, sets the term
+
+
 def test_a_campaign_over_its_share_does_not_fit(tmp_path, capsys):
     path = _file(tmp_path)
     assert main(["bench", str(path), "--dry-run", "--memory-per-campaign", "0.00001"]) == 0  # 10.5 KiB

@@ -20,9 +20,12 @@ configuration; nothing is trained, scheduled or written:
   the whole pool for one that does not,
   which fails before round 0 over ``[resources] dense_outputs_cap_gib``;
 - **model**: parameters, gradients and AdamW's two moments (4 × the
-  parameters), plus the activations of one training batch (every leaf
-  module's output at ``batch_size``, which backward keeps), measured by one
-  forward pass on PyTorch's ``meta`` device, which allocates nothing;
+  parameters), plus the larger of the activations of one training batch
+  (every leaf module's output at ``batch_size``, which backward keeps) and
+  the peak of one inference pass at ``eval_batch_size`` with the heads the
+  strategy reads (the round's prediction: tensors counted while referenced),
+  both measured by forward passes on PyTorch's ``meta`` device, which
+  allocates nothing;
 - **training tensors**: the labelled pool images and their pixel labels,
   which ``Learner.fit`` moves to the device as they are bought (uint8, 4
   bytes a pixel; each batch is converted to float32 and int64 when drawn),
@@ -75,6 +78,13 @@ class ModelFootprint:
     state_bytes: int  # parameters + gradients + AdamW moments
     activation_bytes: int  # one training batch
     output_bytes_per_image: dict[str, int]  # declared need -> bytes of its array per pool image
+    eval_peak_bytes: int = 0  # the most one eval batch's forward pass holds at once (the round's prediction)
+
+    @property
+    def working_bytes(self) -> int:
+        """Weights and optimiser state, plus the larger of a training batch's and an eval batch's activations
+        (a round trains, then predicts: never both at once)."""
+        return self.state_bytes + max(self.activation_bytes, self.eval_peak_bytes)
 
 
 @dataclass
@@ -142,12 +152,12 @@ def dataset_shape(name: str, params: dict[str, Any]) -> DatasetShape:
 
 
 def model_footprint(learner: Any, num_classes: int, height: int, width: int, needs: Iterable[str]) -> ModelFootprint:
-    """Parameters, optimiser state and one training batch's activations of the
+    """Parameters, optimiser state, one training batch's activations and one eval batch's peak of the
     configured network, and the per-image size of each declared output,
     from forward passes on the ``meta`` device (shapes only, no memory)."""
     import torch
 
-    from alharness.learner.services import meta_network, output_bytes_per_image
+    from alharness.learner.services import forward_heads, meta_network, output_bytes_per_image
 
     net = meta_network(learner, num_classes)
     params = sum(p.numel() for p in net.parameters())
@@ -172,7 +182,70 @@ def model_footprint(learner: Any, num_classes: int, height: int, width: int, nee
     finally:
         for h in handles:
             h.remove()
-    return ModelFootprint(params, state, activations, output_bytes_per_image(learner, num_classes, (height, width), needs))
+    return ModelFootprint(params, state, activations, output_bytes_per_image(learner, num_classes, (height, width), needs),
+                          eval_peak_bytes=eval_forward_peak(net, learner.eval_batch_size, height, width,
+                                                            forward_heads(learner, needs)))
+
+
+def eval_forward_peak(net: Any, batch: int, height: int, width: int, heads: tuple[str, ...]) -> int:
+    """The most bytes of tensors alive at once during one inference forward pass of ``net`` (on the ``meta``
+    device) at ``batch`` images of height × width with ``heads``, the input included: each tensor an
+    operator returns is counted from its creation until the last Python reference to its storage goes.
+    Full-resolution heads dominate it (MADBAL's: 4.9 GB measured at batch 8 of 512×1024, 6.6 GiB
+    estimated; an upper bound, as torch's decompositions on ``meta`` allocate more than the CPU kernels).
+    The IoU head is left out: it labels objects on the CPU (its outputs are small)."""
+    import weakref
+
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    class LiveBytes(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.storages: dict[int, list[int]] = {}  # storage -> [live tensors on it, its bytes]
+            self.tensors: set[int] = set()
+            self.live = self.peak = 0
+
+        def track(self, t: torch.Tensor) -> None:
+            if id(t) in self.tensors:  # an in-place operator returns its input
+                return
+            key = t.untyped_storage()._cdata
+            entry = self.storages.get(key)
+            if entry is None:
+                entry = self.storages[key] = [0, t.untyped_storage().nbytes()]
+                self.live += entry[1]
+                self.peak = max(self.peak, self.live)
+            entry[0] += 1
+            self.tensors.add(id(t))
+            weakref.finalize(t, self.release, id(t), key)
+
+        def release(self, tensor: int, key: int) -> None:
+            self.tensors.discard(tensor)
+            entry = self.storages[key]
+            entry[0] -= 1
+            if entry[0] == 0:
+                self.live -= entry[1]
+                del self.storages[key]
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in tree_flatten(out)[0]:
+                if isinstance(t, torch.Tensor):
+                    self.track(t)
+            return out
+
+    was_training = net.training
+    net.eval()
+    mode = LiveBytes()
+    try:
+        with torch.no_grad(), mode:
+            x = torch.empty(batch, 3, height, width, device="meta")
+            out = net(x, heads=tuple(h for h in heads if h != "iou"))
+            del out, x
+    finally:
+        net.train(was_training)
+    return mode.peak
 
 
 def label_state_bytes(shape: DatasetShape) -> int:
@@ -329,7 +402,7 @@ def _fill(est: CampaignEstimate, shape: DatasetShape, needs: frozenset[str], str
 
 
 def _model(est: CampaignEstimate, where: dict[str, int], needs: frozenset[str], model: ModelFootprint) -> None:
-    where["model"] = model.state_bytes + model.activation_bytes
+    where["model"] = model.working_bytes
     if "train_and_score" in needs:  # trains a second model of the same configuration on a subset
         where["model"] *= 2
 

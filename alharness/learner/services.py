@@ -78,6 +78,17 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return a
 
 
+def forward_heads(config: LearnerConfig, needs: Iterable[str]) -> tuple[str, ...]:
+    """What the network's forward pass computes for the array outputs in ``needs`` (``batch_outputs``)."""
+    needs = frozenset(needs)
+    heads = set(heads_for(sorted(needs - {"model"})))
+    if "feature_map" in needs:
+        heads.add("feature_map")  # not a head: the network returns the pass's deepest encoder map
+    if "class_scores" in needs and "classification" in config.model_heads:
+        heads.add("classification")
+    return tuple(sorted(heads))
+
+
 def batch_outputs(learner, images: np.ndarray, needs: Iterable[str], *, run_bytes: int | None = None,
                   extra_bytes_per_image: int = 0) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
     """Yield (start, the requested array outputs of ``images[start:start + B]``)
@@ -96,13 +107,8 @@ def batch_outputs(learner, images: np.ndarray, needs: Iterable[str], *, run_byte
             yield start, {}
         return
     has_classifier = "classification" in learner.config.model_heads
-    heads = set(heads_for(arrays))
-    if "feature_map" in needs:
-        heads.add("feature_map")  # not a head: the network returns the pass's deepest encoder map
-    if "class_scores" in needs and has_classifier:
-        heads.add("classification")
     r = learner.config.lse_r
-    for start, o in learner.forward_batches(images, tuple(sorted(heads))):
+    for start, o in learner.forward_batches(images, forward_heads(learner.config, needs)):
         # Popped: the logits are freed once softmaxed (a batch of 8 at 512x1024 with 19 classes: 318 MB).
         probs = torch.softmax(o.pop("logits").float(), dim=1)
         batch: dict[str, torch.Tensor] = {}
