@@ -191,8 +191,9 @@ def eval_forward_peak(net: Any, batch: int, height: int, width: int, heads: tupl
     """The most bytes of tensors alive at once during one inference forward pass of ``net`` (on the ``meta``
     device) at ``batch`` images of height × width with ``heads``, the input included: each tensor an
     operator returns is counted from its creation until the last Python reference to its storage goes.
-    Full-resolution heads dominate it (MADBAL's: 4.9 GB measured at batch 8 of 512×1024, 6.6 GiB
-    estimated; an upper bound, as torch's decompositions on ``meta`` allocate more than the CPU kernels).
+    Full-resolution heads dominate it (MADBAL's with a tiny U-Net, batch 8 of 512×1024: 4.8 GiB of maxrss
+    measured, 6.6 GiB estimated: an upper bound, as torch's decompositions on ``meta`` allocate more than
+    its CPU kernels do).
     The IoU head is left out: it labels objects on the CPU (its outputs are small)."""
     import weakref
 
