@@ -43,8 +43,8 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import torch
 
-from alharness.toolkit.allocation import (WARM_TOL, StrategyGrid, fit_gp, fit_gp_analytic, grid_ei, log_surface,
-                                          pareto_front, solve_on_front)
+from alharness.toolkit.allocation import (_CACHE_ELEMENTS, WARM_TOL, StrategyGrid, fit_gp, fit_gp_analytic, grid_ei,
+                                          log_surface, pareto_front, solve_on_front)
 from alharness.studies.surface import ReplayCampaign, Surface, replay_gp
 
 T_STEP = 8  # Alg. 2's installments in the step problems
@@ -179,7 +179,31 @@ def replay(args) -> None:
     print(f"  identical final strategies: new vs previous {same_member}/{len(rows)}, new vs gpytorch on the shared "
           f"campaigns {same}/{len(shared)}")
     print(f"  target 10 000 campaigns/min: {'met' if fast >= 10_000 else 'NOT met'} ({fast / 10_000:.2f} of it)")
+    floor_s = _factorisation_floor(args)
+    print(f"  ceiling of the exact schedule: the Cholesky factor and inverse of K alone, {args.T} rounds x 100 Adam "
+          f"steps at n = {args.replay_samples}..{args.replay_samples * args.T} samples, batched as the fit batches "
+          f"them, take {1e3 * floor_s:.1f} ms per campaign and core: at most {2 * 60 / floor_s:,.0f} campaigns/min on "
+          f"2 processes with nothing else done ({2 * 60 / floor_s / 10_000:.2f} of the target)")
     schedules(args, fast, rows)
+
+
+def _factorisation_floor(args) -> float:
+    """Seconds per campaign of the exact schedule's LAPACK work alone: every Adam step of every round factorises
+    K (n x n, n = M (t + 1)) and inverts it (``_mll_grad``), in blocks of the fit's size; one core."""
+    total = 0.0
+    for t in range(args.T):
+        n = args.replay_samples * (t + 1)
+        b = max(1, _CACHE_ELEMENTS // n**2)
+        x = torch.rand(b, n, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(t))
+        k = torch.exp(-((x[:, :, None] - x[:, None]) ** 2).sum(-1) / 0.125) * 0.01
+        k.diagonal(dim1=-2, dim2=-1).add_(1e-3)
+        reps = 20
+        torch.cholesky_inverse(torch.linalg.cholesky_ex(k)[0])  # warm
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            torch.cholesky_inverse(torch.linalg.cholesky_ex(k)[0])
+        total += (time.perf_counter() - t0) / reps / b * 100  # 100 Adam steps per round
+    return total
 
 
 def _moved(ref: list, rows: list) -> str:

@@ -179,6 +179,7 @@ def child(cfg: dict) -> None:
     _register_dense_entropy()
     from alharness.campaign.loop import run_round, setup_campaign
     from alharness.campaign.spec import CampaignSpec
+    from alharness.execution.estimate import model_footprint
     from alharness.learner import LearnerConfig
 
     heads = ["maturity", "loss_prediction"] if cfg["strategy"] == "madbal" else []
@@ -206,6 +207,8 @@ def child(cfg: dict) -> None:
         run_round(setup, state, 0)
         model = state.learner.services.model
         model_bytes = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
+        # What the dry run expects one eval batch's forward pass to hold at its peak (the round's prediction).
+        eval_peak = model_footprint(spec.learner, setup.pool_view.num_classes, h, w, setup.model_needs).eval_peak_bytes
         fit = state.learner.fit
 
         def answered_then_fit(*args, **kwargs):  # the round's training starts once the oracle has answered
@@ -227,7 +230,7 @@ def child(cfg: dict) -> None:
     print(json.dumps({"row": {k: row[k] for k in ("predict_s", "select_s", "oracle_s", "train_s", "eval_s", "round_s",
                                                  "batch_size")},
                       "label_bytes": _nbytes(state.labels), "labels_mapped": bool(state.labels.memory_mapped),
-                      "model_bytes": model_bytes, "dense": dense, "streams": bool(state.strategy.streams),
+                      "model_bytes": model_bytes, "eval_peak_bytes": eval_peak, "dense": dense, "streams": bool(state.strategy.streams),
                       "images_bytes": int(setup.pool_view.images.nbytes), "round_s": round_s,
                       "maxrss_self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 
@@ -411,7 +414,8 @@ def main() -> int:
                   f"({'met' if ratio >= 10 else 'NOT met'}), {grown:.1f}x its growth, {ram:.1f}x the peak RAM "
                   f"({'met' if ram >= 10 else 'NOT met'}); pool images {r['images_bytes'] / 2**20:.0f} MiB, "
                   f"label state {r['label_bytes'] / 2**20:.0f} MiB ({'memory-mapped' if r['labels_mapped'] else 'in RAM'}), "
-                  f"model {r['model_bytes'] / 2**20:.2f} MiB, dense by output: "
+                  f"model {r['model_bytes'] / 2**20:.2f} MiB (one eval batch's forward pass at its peak, the dry "
+                  f"run's estimate: {r.get('eval_peak_bytes', 0) / 2**20:.0f} MiB), dense by output: "
                   + ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in sorted(r["dense"]["by_need"].items())))
     finally:
         shutil.rmtree(root, ignore_errors=True)
