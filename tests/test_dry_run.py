@@ -125,6 +125,24 @@ def test_gpu_campaigns_are_packed_by_their_gpu_fraction():
     assert wide.campaigns[0].fits is True
 
 
+def test_a_streaming_campaign_on_a_gpu_holds_one_run_of_outputs_on_the_host(monkeypatch):
+    import alharness.execution.estimate as E
+
+    doc = tiny_benchmark_doc(strategies=("entropy",), seeds=(0,))
+    n, c, hw = TINY_DATASET["n_train"], TINY_DATASET["num_classes"], TINY_DATASET["size"] ** 2
+    per_image = c * hw * 4  # probabilities
+    monkeypatch.setattr(E, "SCORE_CHUNK_BYTES", per_image)  # runs of one image
+    cpu = E.estimate(parse_benchmark(doc).specs, memory_per_campaign=2**40).campaigns[0]
+    doc["resources"] = {"num_gpus": 0.5}
+    gpu = E.estimate(parse_benchmark(doc).specs, node_memory=64 * 2**30, node_cpus=64, node_gpus=1,
+                     gpu_bytes=80 * 2**30).campaigns[0]
+    batch = min(n, cpu.spec.learner.eval_batch_size) * per_image
+    assert batch > per_image
+    # CPU: the eval batch here, one run in the strategy process; GPU: the batch stays on the device.
+    assert cpu.ram["outputs"] == batch + per_image
+    assert gpu.ram["outputs"] == 2 * per_image
+
+
 def test_no_data_check_leaves_the_shape_terms_unknown(tmp_path, capsys):
     assert main(["bench", str(_file(tmp_path)), "--dry-run", "--no-data-check"]) == 0
     text = capsys.readouterr().out
