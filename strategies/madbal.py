@@ -494,6 +494,8 @@ class Madbal(Strategy):
         queries = (Pixels(int(i), tuple((int(p // w), int(p % w)) for p in picks[i])) for i in order if len(picks[i]))
         chosen = within_budget(queries, ctx.quote, ctx.budget_left_this_round)
         hw = int(np.prod(ctx.pool.image_shape))
+        if self._asked_shape is None:  # (``_candidate_rows`` sets it; a subclass's selection might not have asked)
+            self._asked_shape = tuple(ctx.labels.pixels.shape)
         if chosen:
             flat = [q.image * hw + np.asarray(q.coords, np.int64) @ np.array([w, 1], np.int64) for q in chosen]
             self._asked = np.union1d(self._asked, np.concatenate(flat))
