@@ -44,6 +44,7 @@ from alharness.annotation.oracle import Oracle
 from alharness.annotation.oracle_experiments import check_oracle_needs, oracle_bytes_per_image, oracle_outputs
 from alharness.campaign.context import make_context
 from alharness.campaign.evaluation import evaluate, evaluate_extra_networks
+from alharness.campaign.memory import release_freed_memory
 from alharness.campaign.scoring import loop_outputs
 from alharness.campaign.spec import CampaignSpec
 from alharness.campaign.state import CampaignState
@@ -323,6 +324,7 @@ def run_round(setup: CampaignSetup, state: CampaignState, rnd: int) -> dict[str,
     deadline.enter(rnd, "predict")
     with _timed(timings, "predict_s"):
         outputs = _round_outputs(setup, state, rnd)
+        release_freed_memory()  # the prediction pass's batches (alharness.campaign.memory)
     ctx = make_context(setup.pool_view, state.labels, oracle, rnd, spec.rounds, allowance,
                        derive_rng(spec.seed, "strategy", rnd), spec.initial_masks, outputs)
     deadline.enter(rnd, "propose")
@@ -342,8 +344,10 @@ def run_round(setup: CampaignSetup, state: CampaignState, rnd: int) -> dict[str,
         state.record_labels()
     if rnd == 0:
         state.spent_after_initial = oracle.spent
+    del ctx, outputs  # the round's dense outputs (a context holds them), before training allocates its own
     if rnd == 0 or batch:
         _train_and_evaluate(setup, state, rnd, timings)
+        release_freed_memory()  # training's and evaluation's tensors: the campaign waits for the next round without them
     # else: nothing new was bought, so the model and its score carry over.
     timings["round_s"] = time.perf_counter() - t_round
     deadline.enter(rnd, "row")

@@ -69,6 +69,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
+from alharness.campaign.memory import release_freed_memory
 from alharness.contract.queries import QUERY_TYPES, Query
 from alharness.contract.strategy import (LOOP_NEEDS, ScoreBatch, Strategy, StrategyContext, check_score_result,
                                          concat_scores)
@@ -754,6 +755,9 @@ def serve(conn: Any) -> None:
         except Exception as exc:
             reply = ("error", _exception_wire(exc))
         _send(conn, reply)
+        if op == "select":  # the round's context and the selection's temporaries are gone: give their pages back
+            del reply, msg
+            release_freed_memory()
 
 
 # -- the campaign side of a strategy process -------------------------------------
