@@ -12,9 +12,19 @@ training MADBAL's heads on 64 images at 256×512 came back).
 from __future__ import annotations
 
 import ctypes
+import functools
 import time
 
-_TRIM = None  # libc's malloc_trim, False where the C library has none (not glibc)
+
+@functools.cache
+def _malloc_trim():
+    """libc's ``malloc_trim``, or None where the C library has none (not glibc)."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
 
 
 def release_freed_memory() -> float | None:
@@ -23,15 +33,9 @@ def release_freed_memory() -> float | None:
     Returns the seconds it took, or None where the C library has no
     ``malloc_trim`` (musl, macOS): there it does nothing. Values computed
     before and after are unaffected; only pages no object uses are released."""
-    global _TRIM
-    if _TRIM is None:
-        try:
-            _TRIM = ctypes.CDLL(None).malloc_trim
-            _TRIM.argtypes, _TRIM.restype = [ctypes.c_size_t], ctypes.c_int
-        except (AttributeError, OSError):
-            _TRIM = False
-    if _TRIM is False:
+    trim = _malloc_trim()
+    if trim is None:
         return None
     t = time.perf_counter()
-    _TRIM(0)
+    trim(0)
     return time.perf_counter() - t
